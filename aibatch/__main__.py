@@ -1,0 +1,3 @@
+from aibatch.cli import app
+
+app()

@@ -1,0 +1,124 @@
+"""The `aibatch` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from aibatch.simulator.config import SimulatorConfig, StormWindow
+
+app = typer.Typer(
+    help="Push thousands of Anthropic Messages API requests through a rate limit, losing nothing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """aibatch: summarise or classify thousands of tickets with Claude."""
+
+
+@app.command("simulate-api")
+def simulate_api(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests per minute (default unlimited).")
+    ] = None,
+    itpm: Annotated[int | None, typer.Option(help="Input tokens per minute.")] = None,
+    otpm: Annotated[int | None, typer.Option(help="Output tokens per minute.")] = None,
+    burst_seconds: Annotated[
+        float, typer.Option(help="Window a minute's limit is enforced over, e.g. 2 for 1/30 of it.")
+    ] = 60.0,
+    no_ratelimit_headers: Annotated[
+        bool, typer.Option(help="Do not send anthropic-ratelimit-* headers (as some proxies).")
+    ] = False,
+    latency_ms: Annotated[float, typer.Option(help="Median latency of a message, ms.")] = 0.0,
+    latency_sigma: Annotated[
+        float, typer.Option(help="Lognormal spread of latency (0 = always the median).")
+    ] = 0.0,
+    ms_per_output_token: Annotated[
+        float, typer.Option(help="Extra latency per output token.")
+    ] = 0.0,
+    p529: Annotated[float, typer.Option(help="Probability of 529 overloaded_error.")] = 0.0,
+    p500: Annotated[float, typer.Option(help="Probability of 500 api_error.")] = 0.0,
+    p_drop: Annotated[
+        float, typer.Option(help="Probability of closing the connection unanswered.")
+    ] = 0.0,
+    p_slow: Annotated[
+        float, typer.Option(help="Probability of answering after --slow-seconds.")
+    ] = 0.0,
+    slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
+    storm: Annotated[
+        list[str] | None,
+        typer.Option(help="START:DURATION seconds after start in which every message is a 429."),
+    ] = None,
+    spend_cap_after: Annotated[
+        int | None, typer.Option(help="Answer the spend-cap 429 after this many successes.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AIBATCH_SIMULATOR_API_KEY",
+            help="Require this key (x-api-key or Bearer); default accepts any.",
+            show_default=False,
+        ),
+    ] = None,
+    context_window: Annotated[
+        int, typer.Option(help="Prompt + max_tokens limit, tokens.")
+    ] = 200_000,
+    cache_min_tokens: Annotated[int, typer.Option(help="Shortest cacheable prompt prefix.")] = 1024,
+    obey_injection: Annotated[
+        bool, typer.Option(help="Let instructions inside tickets steer answers (for tests).")
+    ] = False,
+    batch_processing_seconds: Annotated[
+        float, typer.Option(help="How long a Message Batch takes to end.")
+    ] = 2.0,
+    batch_p_errored: Annotated[float, typer.Option(help="Share of batch requests errored.")] = 0.0,
+    batch_p_expired: Annotated[float, typer.Option(help="Share of batch requests expired.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for faults and latency.")] = 0,
+    config_json: Annotated[
+        str | None, typer.Option(hidden=True, help="A whole SimulatorConfig as JSON.")
+    ] = None,
+) -> None:
+    """Start the Messages API simulator on 127.0.0.1 (the default backend with no API key)."""
+    from aibatch.simulator.server import serve_forever
+
+    if config_json is not None:
+        config = SimulatorConfig.model_validate_json(config_json)
+    else:
+        try:
+            config = SimulatorConfig(
+                rpm=rpm,
+                itpm=itpm,
+                otpm=otpm,
+                burst_seconds=burst_seconds,
+                send_ratelimit_headers=not no_ratelimit_headers,
+                latency_ms=latency_ms,
+                latency_sigma=latency_sigma,
+                ms_per_output_token=ms_per_output_token,
+                p529=p529,
+                p500=p500,
+                p_drop=p_drop,
+                p_slow=p_slow,
+                slow_seconds=slow_seconds,
+                storms=[StormWindow.parse(s) for s in storm or []],
+                spend_cap_after=spend_cap_after,
+                api_key=api_key,
+                context_window=context_window,
+                cache_min_tokens=cache_min_tokens,
+                obey_injection=obey_injection,
+                batch_processing_seconds=batch_processing_seconds,
+                batch_p_errored=batch_p_errored,
+                batch_p_expired=batch_p_expired,
+                seed=seed,
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+
+    def announce(url: str) -> None:
+        typer.echo(f"aibatch simulator listening on {url} (Ctrl-C stops it)", err=False)
+        typer.echo(f"  export ANTHROPIC_BASE_URL={url}", err=False)
+
+    serve_forever(config, port, announce)

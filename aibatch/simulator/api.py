@@ -1,0 +1,644 @@
+"""What the simulated Messages API decides, independent of the HTTP server around it.
+
+`SimulatedAPI` validates requests as the API does, answers them with the fake model,
+applies rate limits, prompt caching and injected faults, runs Message Batches, and keeps
+the counters that tests and benchmarks read. The aiohttp layer in `server.py` only moves
+bytes in and out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from aibatch.sdk_models import known_models
+from aibatch.simulator.config import SimulatorConfig
+from aibatch.simulator.model import (
+    choose_label,
+    find_label_tool,
+    listed_options,
+    prompt_blocks,
+    summarize,
+    system_text,
+    ticket_text,
+    truncate_to_tokens,
+)
+from aibatch.simulator.ratelimit import RateLimiter
+
+KNOWN_MODELS: frozenset[str] = frozenset(known_models())
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_BATCH_REQUESTS = 100_000
+BATCH_LIFETIME = timedelta(hours=24)
+
+Outcome = Literal["ok", "error", "drop", "slow"]
+
+
+class APIErrorReply(Exception):
+    """An error answer: HTTP status, the API's error type, a message and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.headers = headers or {}
+        self.details = details
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.error_type, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"type": "error", "error": error, "request_id": request_id}
+
+
+def invalid(message: str) -> APIErrorReply:
+    return APIErrorReply(400, "invalid_request_error", message)
+
+
+@dataclass(frozen=True)
+class PromptCost:
+    """A request's input tokens as the API bills them: uncached, cache writes, cache reads."""
+
+    uncached: int
+    cache_write: int
+    cache_read: int
+    cache_write_key: int | None
+
+
+@dataclass
+class Answer:
+    """A successful Message and what it costs, before latency is applied."""
+
+    message: dict[str, Any]
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    cache_write_key: int | None
+    prompt_key: bytes
+
+
+@dataclass
+class Counters:
+    """What the simulator has seen; served at /_sim/stats."""
+
+    started: float = field(default_factory=time.monotonic)
+    requests_total: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+    slow: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    count_tokens_requests: int = 0
+    batches_created: int = 0
+    batch_requests: int = 0
+    paid_prompts: set[bytes] = field(default_factory=set)
+    repeated_prompts: int = 0
+    ok_per_second: dict[int, int] = field(default_factory=dict)
+    rate_limited_per_second: dict[int, int] = field(default_factory=dict)
+
+    def count_status(self, status: int) -> None:
+        key = str(status)
+        self.by_status[key] = self.by_status.get(key, 0) + 1
+        second = int(time.monotonic() - self.started)
+        if status == 200:
+            self.ok_per_second[second] = self.ok_per_second.get(second, 0) + 1
+        elif status == 429:
+            self.rate_limited_per_second[second] = self.rate_limited_per_second.get(second, 0) + 1
+
+    def paid(self, answer: Answer) -> None:
+        self.input_tokens += answer.input_tokens
+        self.output_tokens += answer.output_tokens
+        self.cache_creation_input_tokens += answer.cache_write_tokens
+        self.cache_read_input_tokens += answer.cache_read_tokens
+        if answer.prompt_key in self.paid_prompts:
+            self.repeated_prompts += 1
+        else:
+            self.paid_prompts.add(answer.prompt_key)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "requests_total": self.requests_total,
+            "by_status": dict(self.by_status),
+            "dropped": self.dropped,
+            "slow": self.slow,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "count_tokens_requests": self.count_tokens_requests,
+            "batches_created": self.batches_created,
+            "batch_requests": self.batch_requests,
+            "prompts_paid_distinct": len(self.paid_prompts),
+            "prompts_paid_repeated": self.repeated_prompts,
+            "ok_per_second": {str(k): v for k, v in sorted(self.ok_per_second.items())},
+            "rate_limited_per_second": {
+                str(k): v for k, v in sorted(self.rate_limited_per_second.items())
+            },
+        }
+
+
+@dataclass
+class Batch:
+    id: str
+    created_at: datetime
+    requests: list[dict[str, Any]]
+    ends_at: float
+    cancel_initiated_at: datetime | None = None
+    ended_at: datetime | None = None
+    results: list[bytes] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+class SimulatedAPI:
+    """The state of one simulated API endpoint (one key, one organisation)."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.rng = random.Random(config.seed)
+        self.limiter = self._new_limiter()
+        self.cache: dict[int, float] = {}
+        self.batches: dict[str, Batch] = {}
+        self._ids = 0
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _new_limiter(self) -> RateLimiter:
+        c = self.config
+        return RateLimiter(c.rpm, c.itpm, c.otpm, c.burst_seconds)
+
+    def reconfigure(self, changes: dict[str, Any]) -> None:
+        """Apply changes while running; new limits start with full buckets."""
+        merged = self.config.model_dump() | changes
+        self.config = SimulatorConfig.model_validate(merged)
+        if {"rpm", "itpm", "otpm", "burst_seconds"} & changes.keys():
+            self.limiter = self._new_limiter()
+
+    def reset_counters(self) -> None:
+        self.counters = Counters()
+
+    def next_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}_sim{self._ids:020d}"
+
+    # -- headers -------------------------------------------------------------------------
+
+    def check_auth(self, x_api_key: str | None, authorization: str | None) -> None:
+        """Accept the key as `x-api-key` or `Authorization: Bearer` (SDK 2.10 sends Bearer)."""
+        expected = self.config.api_key
+        if expected is None:
+            return
+        bearer = None
+        if authorization and authorization.lower().startswith("bearer "):
+            bearer = authorization[7:].strip()
+        if x_api_key == expected or bearer == expected:
+            return
+        message = "invalid x-api-key" if (x_api_key or bearer) else "x-api-key header is required"
+        raise APIErrorReply(401, "authentication_error", message)
+
+    def ratelimit_headers(self) -> dict[str, str]:
+        if not self.config.send_ratelimit_headers:
+            return {}
+        return self.limiter.headers()
+
+    # -- validation ----------------------------------------------------------------------
+
+    def validate(self, body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
+        """Check a Messages request the way the API does; return it or raise an error reply."""
+        if not isinstance(body, dict):
+            raise invalid("request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid("model: Field required")
+        if model not in KNOWN_MODELS:
+            raise APIErrorReply(404, "not_found_error", f"model: {model}")
+        if need_max_tokens:
+            max_tokens = body.get("max_tokens")
+            if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+                raise invalid("max_tokens: Field required")
+            if max_tokens < 1:
+                raise invalid("max_tokens: Input should be greater than or equal to 1")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise invalid("messages: at least one message is required")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise invalid(f"messages.{i}: Input should be a valid dictionary")
+            if message.get("role") not in ("user", "assistant"):
+                raise invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+            content = message.get("content")
+            if isinstance(content, str):
+                if not content and i == len(messages) - 1 and message["role"] == "user":
+                    raise invalid(f"messages.{i}: user messages must have non-empty content")
+            elif isinstance(content, list):
+                if not content:
+                    raise invalid(f"messages.{i}: content must not be empty")
+                for j, block in enumerate(content):
+                    if not isinstance(block, dict) or "type" not in block:
+                        raise invalid(f"messages.{i}.content.{j}: Input should be a content block")
+                    if block["type"] == "text" and not isinstance(block.get("text"), str):
+                        raise invalid(f"messages.{i}.content.{j}.text: Field required")
+            else:
+                raise invalid(f"messages.{i}.content: Input should be a string or a list")
+        if messages[0].get("role") != "user":
+            raise invalid('messages: first message must use the "user" role')
+        system = body.get("system")
+        if system is not None and not isinstance(system, (str, list)):
+            raise invalid("system: Input should be a string or a list of text blocks")
+        if isinstance(system, list):
+            for j, block in enumerate(system):
+                if not isinstance(block, dict) or block.get("type") != "text":
+                    raise invalid(f"system.{j}: Input should be a text block")
+        self._validate_tools(body)
+        return body
+
+    def _validate_tools(self, body: dict[str, Any]) -> None:
+        tools = body.get("tools")
+        names: set[str] = set()
+        if tools is not None:
+            if not isinstance(tools, list):
+                raise invalid("tools: Input should be a valid list")
+            for i, tool in enumerate(tools):
+                if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                    raise invalid(f"tools.{i}.name: Field required")
+                if "type" in tool and tool["type"] != "custom":
+                    continue  # a server tool; nothing more to check here
+                schema = tool.get("input_schema")
+                if not isinstance(schema, dict) or schema.get("type") != "object":
+                    raise invalid(f"tools.{i}.input_schema: type must be 'object'")
+                if tool["name"] in names:
+                    raise invalid(f"tools: tool names must be unique ({tool['name']})")
+                names.add(tool["name"])
+        choice = body.get("tool_choice")
+        if choice is not None:
+            if not isinstance(choice, dict) or choice.get("type") not in (
+                "auto",
+                "any",
+                "tool",
+                "none",
+            ):
+                raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+            if choice["type"] == "tool" and choice.get("name") not in names:
+                raise invalid(f"tool_choice.name: no tool named {choice.get('name')!r}")
+            if choice["type"] in ("any", "tool") and not names:
+                raise invalid("tool_choice: tools must be provided with this tool_choice")
+
+    # -- tokens and caching ----------------------------------------------------------------
+
+    def count_tokens(self, body: Any) -> dict[str, int]:
+        self.validate(body, need_max_tokens=False)
+        self.counters.count_tokens_requests += 1
+        return {"input_tokens": sum(b.tokens for b in prompt_blocks(body))}
+
+    def _cache_split(self, body: dict[str, Any]) -> tuple[int, int, int, int | None]:
+        """(uncached input, cache writes, cache reads, key to store once answered)."""
+        blocks = prompt_blocks(body)
+        total = sum(b.tokens for b in blocks)
+        if not any(b.cache_breakpoint for b in blocks):
+            return total, 0, 0, None  # nothing cacheable: skip hashing the prompt
+        now = time.monotonic()
+        cumulative = 0
+        prefix = hash(body.get("model"))  # caches are per model
+        breakpoints: list[tuple[int, int]] = []
+        for block in blocks:
+            cumulative += block.tokens
+            prefix = hash((prefix, block.key))
+            if block.cache_breakpoint:
+                breakpoints.append((cumulative, prefix))
+        read = 0
+        for cumulative, key in reversed(breakpoints):
+            if self.cache.get(key, 0.0) > now:
+                read = cumulative
+                self.cache[key] = now + self.config.cache_ttl_seconds
+                break
+        write, write_key = 0, None
+        if breakpoints:
+            cumulative, key = breakpoints[-1]
+            if cumulative > read and cumulative >= self.config.cache_min_tokens:
+                write, write_key = cumulative - read, key
+        return total - read - write, write, read, write_key
+
+    def remember_cache(self, key: int | None) -> None:
+        """A cache entry becomes readable once the response that wrote it has begun."""
+        if key is not None:
+            self.cache[key] = time.monotonic() + self.config.cache_ttl_seconds
+
+    # -- answering -------------------------------------------------------------------------
+
+    def measure(self, body: dict[str, Any]) -> PromptCost:
+        """Token counts and cache hits of a validated request; checks the context window."""
+        uncached, write, read, write_key = self._cache_split(body)
+        prompt_tokens = uncached + write + read
+        max_tokens = int(body["max_tokens"])
+        if prompt_tokens + max_tokens > self.config.context_window:
+            raise invalid(
+                f"prompt is too long: {prompt_tokens} tokens + max_tokens {max_tokens} > "
+                f"{self.config.context_window} maximum"
+            )
+        return PromptCost(uncached, write, read, write_key)
+
+    def answer(
+        self, body: dict[str, Any], cost: PromptCost, *, service_tier: str = "standard"
+    ) -> Answer:
+        """The fake model's reply to a validated, measured request."""
+        uncached, write, read, write_key = (
+            cost.uncached,
+            cost.cache_write,
+            cost.cache_read,
+            cost.cache_write_key,
+        )
+        max_tokens = int(body["max_tokens"])
+        ticket = ticket_text(body)
+        label_tool = find_label_tool(body)
+        stop_reason = "end_turn"
+        content: list[dict[str, Any]]
+        if label_tool is not None and (body.get("tool_choice") or {}).get("type") != "none":
+            tool_name, prop, labels = label_tool
+            label = choose_label(ticket, labels, self.config.obey_injection)
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": self.next_id("toolu"),
+                    "name": tool_name,
+                    "input": {prop: label},
+                }
+            ]
+            output_tokens = 12 + (len(label) + 3) // 4
+            stop_reason = "tool_use"
+        else:
+            options = listed_options(system_text(body)) or listed_options(ticket)
+            if options:
+                text = choose_label(ticket, options, self.config.obey_injection)
+            else:
+                text = summarize(ticket) or "The message is empty."
+            text, truncated = truncate_to_tokens(text, max_tokens)
+            output_tokens = max(1, (len(text) + 3) // 4)
+            if truncated:
+                stop_reason = "max_tokens"
+            content = [{"type": "text", "text": text}]
+        usage = {
+            "input_tokens": uncached,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+            "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0},
+            "service_tier": service_tier,
+        }
+        message = {
+            "id": self.next_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return Answer(message, uncached, output_tokens, write, read, write_key, prompt_key(body))
+
+    # -- the realtime path -------------------------------------------------------------------
+
+    def decide(self, body: dict[str, Any]) -> tuple[Outcome, Answer | None, float]:
+        """Decide one validated message request: its outcome, answer and latency in seconds.
+
+        Faults are drawn before rate limits, so an injected 529 costs no quota; a 429 is
+        raised as an error reply carrying `retry-after`.
+        """
+        c = self.config
+        if c.spend_cap_after is not None and self.counters.by_status.get("200", 0) >= (
+            c.spend_cap_after
+        ):
+            raise APIErrorReply(
+                429,
+                "rate_limit_error",
+                "You have reached your specified workspace API usage limits.",
+                details={"error_code": "enforced_spend_limit_reached"},
+            )
+        elapsed = time.monotonic() - self.counters.started
+        if c.storm_active(elapsed):
+            remaining = min(
+                w.start_s + w.duration_s - elapsed
+                for w in c.storms
+                if w.start_s <= elapsed < w.start_s + w.duration_s
+            )
+            raise APIErrorReply(
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit (storm).",
+                headers={"retry-after": str(max(1, math.ceil(min(remaining, 5.0))))},
+            )
+        draw = self.rng.random()
+        if draw < c.p529:
+            raise APIErrorReply(529, "overloaded_error", "Overloaded")
+        draw -= c.p529
+        if draw < c.p500:
+            raise APIErrorReply(500, "api_error", "Internal server error")
+        draw -= c.p500
+        if draw < c.p_drop:
+            return "drop", None, self._latency(0)
+        cost = self.measure(body)
+        admission = self.limiter.admit(cost.uncached + cost.cache_write)
+        if not admission.admitted:
+            raise APIErrorReply(
+                429,
+                "rate_limit_error",
+                f"This request would exceed the rate limit for your organization of "
+                f"{admission.limited_by.replace('_', ' ')} per minute.",
+                headers={"retry-after": str(max(1, math.ceil(admission.retry_after_s)))},
+            )
+        answer = self.answer(body, cost)
+        self.limiter.charge_output(answer.output_tokens)
+        draw -= c.p_drop
+        latency = self._latency(answer.output_tokens)
+        if draw < c.p_slow:
+            return "slow", answer, latency + c.slow_seconds
+        return "ok", answer, latency
+
+    def _latency(self, output_tokens: int) -> float:
+        c = self.config
+        base = c.latency_ms
+        if base and c.latency_sigma:
+            base *= math.exp(self.rng.gauss(0.0, c.latency_sigma))
+        return (base + c.ms_per_output_token * output_tokens) / 1000.0
+
+    # -- Message Batches -------------------------------------------------------------------
+
+    def create_batch(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+            raise invalid("requests: Field required")
+        requests = body["requests"]
+        if not requests:
+            raise invalid("requests: at least one request is required")
+        if len(requests) > MAX_BATCH_REQUESTS:
+            raise invalid(f"requests: at most {MAX_BATCH_REQUESTS} requests are allowed")
+        seen: set[str] = set()
+        for i, request in enumerate(requests):
+            if not isinstance(request, dict) or not isinstance(request.get("params"), dict):
+                raise invalid(f"requests.{i}.params: Field required")
+            custom_id = request.get("custom_id")
+            if not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+                raise invalid(
+                    f"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+                )
+            if custom_id in seen:
+                raise invalid(f"requests.{i}.custom_id: duplicate custom_id {custom_id!r}")
+            seen.add(custom_id)
+        now = datetime.now(UTC)
+        batch = Batch(
+            id=self.next_id("msgbatch"),
+            created_at=now,
+            requests=requests,
+            ends_at=time.monotonic() + self.config.batch_processing_seconds,
+        )
+        self.batches[batch.id] = batch
+        self.counters.batches_created += 1
+        self.counters.batch_requests += len(requests)
+        return self.batch_view(batch, base_url="")
+
+    def get_batch(self, batch_id: str) -> Batch:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise APIErrorReply(404, "not_found_error", f"message batch {batch_id} not found")
+        self._advance(batch)
+        return batch
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        batch = self.get_batch(batch_id)
+        if batch.ended_at is None and batch.cancel_initiated_at is None:
+            batch.cancel_initiated_at = datetime.now(UTC)
+        return batch
+
+    def delete_batch(self, batch_id: str) -> dict[str, str]:
+        batch = self.get_batch(batch_id)
+        if batch.ended_at is None:
+            raise invalid("a batch must finish processing before it can be deleted")
+        del self.batches[batch_id]
+        return {"id": batch_id, "type": "message_batch_deleted"}
+
+    def list_batches(
+        self, limit: int = 20, after_id: str | None = None, before_id: str | None = None
+    ) -> dict[str, Any]:
+        ordered = sorted(self.batches.values(), key=lambda b: b.id, reverse=True)
+        if after_id:
+            ordered = [b for b in ordered if b.id < after_id]
+        if before_id:
+            ordered = [b for b in ordered if b.id > before_id][-limit:]
+        page = ordered[:limit]
+        for batch in page:
+            self._advance(batch)
+        data = [self.batch_view(b, base_url="") for b in page]
+        return {
+            "data": data,
+            "has_more": len(ordered) > len(page),
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+        }
+
+    def _advance(self, batch: Batch) -> None:
+        """Finish a batch whose processing time is up, or that was cancelled."""
+        if batch.ended_at is not None:
+            return
+        now = time.monotonic()
+        duration = max(self.config.batch_processing_seconds, 1e-9)
+        if batch.cancel_initiated_at is not None:
+            done_share = 1.0 - max(0.0, batch.ends_at - now) / duration
+            processed = int(len(batch.requests) * min(1.0, done_share))
+        elif now >= batch.ends_at:
+            processed = len(batch.requests)
+        else:
+            return
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        lines: list[bytes] = []
+        rng = random.Random(f"{self.config.seed}:{batch.id}")
+        for i, request in enumerate(batch.requests):
+            result = self._batch_result(request["params"], i < processed, rng)
+            counts[result["type"]] += 1
+            lines.append(orjson.dumps({"custom_id": request["custom_id"], "result": result}))
+        batch.results = lines
+        batch.counts = counts
+        batch.ended_at = datetime.now(UTC)
+        batch.requests = []  # the results now stand for them
+
+    def _batch_result(
+        self, params: dict[str, Any], processed: bool, rng: random.Random
+    ) -> dict[str, Any]:
+        if not processed:
+            return {"type": "canceled"}
+        draw = rng.random()
+        if draw < self.config.batch_p_expired:
+            return {"type": "expired"}
+        if draw < self.config.batch_p_expired + self.config.batch_p_errored:
+            error = APIErrorReply(500, "api_error", "Internal server error")
+            return {"type": "errored", "error": error.body(self.next_id("req"))}
+        try:
+            valid = self.validate(params)
+            answer = self.answer(valid, self.measure(valid), service_tier="batch")
+        except APIErrorReply as error:
+            return {"type": "errored", "error": error.body(self.next_id("req"))}
+        self.remember_cache(answer.cache_write_key)
+        self.counters.paid(answer)
+        return {"type": "succeeded", "message": answer.message}
+
+    def batch_view(self, batch: Batch, base_url: str) -> dict[str, Any]:
+        ended = batch.ended_at is not None
+        if ended:
+            status = "ended"
+            counts = batch.counts
+        else:
+            status = "canceling" if batch.cancel_initiated_at else "in_progress"
+            counts = {
+                "processing": len(batch.requests),
+                "succeeded": 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            }
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "created_at": _iso(batch.created_at),
+            "expires_at": _iso(batch.created_at + BATCH_LIFETIME),
+            "ended_at": _iso(batch.ended_at),
+            "cancel_initiated_at": _iso(batch.cancel_initiated_at),
+            "archived_at": None,
+            "results_url": f"{base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
+        }
+
+
+def prompt_key(body: dict[str, Any]) -> bytes:
+    """What identifies a prompt as the same paid work, whatever else the request carries."""
+    canonical = orjson.dumps(
+        [body.get("model"), body.get("system"), body.get("messages"), body.get("tools")],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.blake2b(canonical, digest_size=16).digest()

@@ -1,0 +1,154 @@
+"""Server-side rate limits, modelled on how Anthropic documents them.
+
+Each limit is a continuously refilling bucket that holds `burst_seconds` worth of the
+per-minute limit, so a 600 RPM limit with a 2 s burst admits 20 at once and 10 more every
+second. Requests and input tokens are taken when a request is admitted; output tokens are
+taken when the answer is produced and may push the bucket into debt, which blocks new
+requests until it refills (the API counts output as it is generated, not `max_tokens`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Bucket:
+    """One continuously refilling bucket: `limit` per minute, `capacity` at most."""
+
+    limit: int
+    burst_seconds: float
+    clock: Clock = time.monotonic
+    level: float = field(init=False)
+    updated: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.level = self.capacity
+        self.updated = self.clock()
+
+    @property
+    def capacity(self) -> float:
+        # A bucket can never be smaller than one request's worth, or nothing would pass.
+        return max(1.0, self.limit * self.burst_seconds / 60.0)
+
+    @property
+    def rate_per_second(self) -> float:
+        return self.limit / 60.0
+
+    def refill(self) -> float:
+        now = self.clock()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate_per_second)
+        self.updated = now
+        return self.level
+
+    def seconds_until(self, amount: float) -> float:
+        """How long until `amount` could be taken (0 if it can be now)."""
+        missing = min(amount, self.capacity) - self.refill()
+        return max(0.0, missing / self.rate_per_second)
+
+    def take(self, amount: float) -> None:
+        self.refill()
+        self.level -= amount
+
+    def seconds_until_full(self) -> float:
+        return max(0.0, (self.capacity - self.refill()) / self.rate_per_second)
+
+
+@dataclass
+class Admission:
+    """The verdict on one request: admitted, or refused with the seconds to wait."""
+
+    admitted: bool
+    retry_after_s: float = 0.0
+    limited_by: str = ""
+
+
+class RateLimiter:
+    """The requests, input-token and output-token buckets of one simulated API key."""
+
+    def __init__(
+        self,
+        rpm: int | None,
+        itpm: int | None,
+        otpm: int | None,
+        burst_seconds: float,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.requests = Bucket(rpm, burst_seconds, clock) if rpm else None
+        self.input_tokens = Bucket(itpm, burst_seconds, clock) if itpm else None
+        self.output_tokens = Bucket(otpm, burst_seconds, clock) if otpm else None
+
+    def admit(self, input_tokens: int) -> Admission:
+        """Take one request and its input tokens, or say how long to wait for them."""
+        waits: list[tuple[float, str]] = []
+        if self.requests is not None:
+            waits.append((self.requests.seconds_until(1), "requests"))
+        if self.input_tokens is not None:
+            waits.append((self.input_tokens.seconds_until(input_tokens), "input_tokens"))
+        if self.output_tokens is not None:
+            # Output debt from earlier answers blocks new requests until it is repaid.
+            waits.append((self.output_tokens.seconds_until(1), "output_tokens"))
+        blocking = [w for w in waits if w[0] > 0]
+        if blocking:
+            wait, name = max(blocking)
+            return Admission(False, wait, name)
+        if self.requests is not None:
+            self.requests.take(1)
+        if self.input_tokens is not None:
+            self.input_tokens.take(input_tokens)
+        return Admission(True)
+
+    def charge_output(self, output_tokens: int) -> None:
+        if self.output_tokens is not None:
+            self.output_tokens.take(output_tokens)
+
+    def headers(self) -> dict[str, str]:
+        """The anthropic-ratelimit-* headers as the API sends them on every response."""
+        out: dict[str, str] = {}
+        now_wall = self.wall_clock()
+        token_views: list[tuple[int, int, str]] = []
+        for name, bucket, rounded in (
+            ("requests", self.requests, False),
+            ("input-tokens", self.input_tokens, True),
+            ("output-tokens", self.output_tokens, True),
+        ):
+            if bucket is None:
+                continue
+            remaining = max(0, math.floor(bucket.refill()))
+            if rounded:
+                # The API rounds token counts in these headers down to the thousand.
+                remaining = remaining // 1000 * 1000
+            reset = _rfc3339(now_wall + bucket.seconds_until_full())
+            out[f"anthropic-ratelimit-{name}-limit"] = str(bucket.limit)
+            out[f"anthropic-ratelimit-{name}-remaining"] = str(remaining)
+            out[f"anthropic-ratelimit-{name}-reset"] = reset
+            if rounded:
+                token_views.append((remaining, bucket.limit, reset))
+        if token_views:
+            # The combined "tokens" headers show the most restrictive token limit in force.
+            remaining, limit, reset = min(token_views)
+            out["anthropic-ratelimit-tokens-limit"] = str(limit)
+            out["anthropic-ratelimit-tokens-remaining"] = str(remaining)
+            out["anthropic-ratelimit-tokens-reset"] = reset
+        return out
+
+
+def _rfc3339(epoch_seconds: float) -> str:
+    return _rfc3339_second(math.ceil(epoch_seconds))
+
+
+@lru_cache(maxsize=512)
+def _rfc3339_second(epoch_second: int) -> str:
+    # Cached: formatting a datetime per header per response was a measurable share of the
+    # simulator's CPU budget, and the header has one-second resolution anyway.
+    return datetime.fromtimestamp(epoch_second, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,107 @@
+"""`aibatch simulate-api`: the command outside checks start, with its options."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+
+from aibatch.simulator.config import SimulatorConfig
+from aibatch.simulator.process import SimulatorProcess
+
+COMMAND = [sys.executable, "-m", "aibatch", "simulate-api"]
+
+
+@pytest.fixture
+def cli_simulator() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    process = subprocess.Popen(
+        [
+            *COMMAND,
+            "--port",
+            "0",
+            "--rpm",
+            "120",
+            "--itpm",
+            "50000",
+            "--otpm",
+            "9000",
+            "--burst-seconds",
+            "2",
+            "--latency-ms",
+            "5",
+            "--p529",
+            "0.25",
+            "--p500",
+            "0.1",
+            "--storm",
+            "0:60",
+            "--no-ratelimit-headers",
+            "--seed",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", process.stdout.readline())
+    assert match, "the simulator did not announce its address"
+    yield match.group(1), process
+    process.terminate()
+    process.wait(timeout=10)
+    process.stdout.close()
+
+
+def test_options_reach_the_running_simulator(
+    cli_simulator: tuple[str, subprocess.Popen[str]],
+) -> None:
+    base_url, _ = cli_simulator
+    with urllib.request.urlopen(f"{base_url}/_sim/config") as response:
+        config = json.loads(response.read())
+    assert config["rpm"] == 120 and config["itpm"] == 50_000 and config["otpm"] == 9_000
+    assert config["burst_seconds"] == 2 and config["latency_ms"] == 5
+    assert config["p529"] == 0.25 and config["p500"] == 0.1 and config["seed"] == 7
+    assert config["send_ratelimit_headers"] is False
+    assert config["storms"] == [{"start_s": 0.0, "duration_s": 60.0}]
+    assert "api_key" not in config
+
+    client = anthropic.Anthropic(base_url=base_url, api_key="k", max_retries=0)
+    with pytest.raises(anthropic.RateLimitError):  # inside the storm window
+        client.messages.create(
+            model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+@pytest.mark.parametrize("bad", [["--p529", "2"], ["--storm", "later"], ["--rpm", "0"]])
+def test_bad_options_exit_non_zero_with_a_message(bad: list[str]) -> None:
+    result = subprocess.run(
+        [*COMMAND, "--port", "0", *bad], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "Invalid value" in result.stderr or "Error" in result.stderr
+
+
+def test_simulator_process_runs_a_whole_config_and_stops() -> None:
+    with SimulatorProcess(SimulatorConfig(rpm=60, burst_seconds=1)) as sim:
+        client = anthropic.Anthropic(base_url=sim.base_url, api_key="k", max_retries=0)
+        client.messages.create(
+            model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+        with pytest.raises(anthropic.RateLimitError):
+            client.messages.create(
+                model="claude-haiku-4-5",
+                max_tokens=5,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+        assert sim.stats()["by_status"] == {"200": 1, "429": 1}
+        pid = sim.pid
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(pid, 0)

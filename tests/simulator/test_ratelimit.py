@@ -1,0 +1,75 @@
+"""Server-side buckets on a fake clock: refill, burst, output debt, header values."""
+
+from __future__ import annotations
+
+from aibatch.simulator.ratelimit import Bucket, RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_holds_burst_seconds_of_the_minute_limit_and_refills_continuously() -> None:
+    clock = FakeClock()
+    bucket = Bucket(limit=600, burst_seconds=2, clock=clock)
+    assert bucket.capacity == 20
+    bucket.take(20)
+    assert bucket.seconds_until(1) == 0.1  # 10 per second
+    clock.now += 0.5
+    assert bucket.refill() == 5
+    clock.now += 100
+    assert bucket.refill() == 20  # never above capacity
+
+
+def test_limiter_refuses_with_the_wait_of_the_binding_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=60, itpm=6_000, otpm=None, burst_seconds=60, clock=clock)
+    assert limiter.admit(5_000).admitted
+    refused = limiter.admit(2_000)  # 1,000 left, 100 per second
+    assert not refused.admitted
+    assert refused.limited_by == "input_tokens"
+    assert refused.retry_after_s == 10
+    clock.now += 10
+    assert limiter.admit(2_000).admitted
+
+
+def test_output_debt_blocks_new_requests_until_repaid() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=None, itpm=None, otpm=600, burst_seconds=60, clock=clock)
+    assert limiter.admit(10).admitted
+    limiter.charge_output(900)  # 300 tokens of debt at 10 per second
+    refused = limiter.admit(10)
+    assert not refused.admitted and refused.limited_by == "output_tokens"
+    assert 30 <= refused.retry_after_s <= 30.2
+    clock.now += 31
+    assert limiter.admit(10).admitted
+
+
+def test_a_request_larger_than_the_bucket_still_passes_when_the_bucket_is_full() -> None:
+    limiter = RateLimiter(rpm=None, itpm=60_000, otpm=None, burst_seconds=1, clock=FakeClock())
+    assert limiter.admit(5_000).admitted  # capacity is 1,000: it waits for full, not forever
+
+
+def test_headers_report_remaining_rounded_tokens_and_reset() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(
+        rpm=50,
+        itpm=40_000,
+        otpm=8_000,
+        burst_seconds=60,
+        clock=clock,
+        wall_clock=lambda: 1_800_000_000.0,
+    )
+    limiter.admit(2_500)
+    headers = limiter.headers()
+    assert headers["anthropic-ratelimit-requests-remaining"] == "49"
+    assert headers["anthropic-ratelimit-input-tokens-remaining"] == "37000"  # 37,500 rounded
+    assert headers["anthropic-ratelimit-output-tokens-remaining"] == "8000"
+    assert headers["anthropic-ratelimit-tokens-limit"] == "8000"
+    # 2,500 input tokens refill at 40,000/min: full again 3.75 s later, shown to the second
+    assert headers["anthropic-ratelimit-input-tokens-reset"] == "2027-01-15T08:00:04Z"
+    assert headers["anthropic-ratelimit-output-tokens-reset"] == "2027-01-15T08:00:00Z"
