@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from aibatch import policy
+from aibatch.jobs import JOBS
 from aibatch.simulator.config import SimulatorConfig, StormWindow
 
 app = typer.Typer(
@@ -18,6 +20,70 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """aibatch: summarise or classify thousands of tickets with Claude."""
+
+
+@app.command("run")
+def run(
+    input_path: Annotated[
+        str, typer.Argument(help="Tickets: CSV, JSON (array of objects), JSONL or Parquet.")
+    ] = "data/tickets.csv",
+    job: Annotated[str, typer.Option(help="summarize or classify.")] = "summarize",
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated label set for classify [default: billing, "
+            "technical, feature request, other]."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model; default: the job's default from the SDK's list.")
+    ] = None,
+    output: Annotated[str, typer.Option(help="Output directory (results/, failures/).")] = (
+        "data/output"
+    ),
+    chunk_size: Annotated[int, typer.Option(help="Tickets per Prefect task run (50-500).")] = (
+        policy.DEFAULT_CHUNK_SIZE
+    ),
+    max_concurrency: Annotated[
+        int, typer.Option(help="Requests in flight at once, across all chunks.")
+    ] = policy.DEFAULT_MAX_CONCURRENCY,
+    chunk_slots: Annotated[
+        int, typer.Option(help="Chunks running at once (a Prefect concurrency limit).")
+    ] = policy.DEFAULT_CHUNK_SLOTS,
+    id_column: Annotated[str, typer.Option(help="Column holding the ticket id.")] = "id",
+    text_column: Annotated[str, typer.Option(help="Column holding the ticket text.")] = "text",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Summarise or classify every ticket of INPUT_PATH; re-running resumes.
+
+    Without ANTHROPIC_API_KEY it runs on the built-in simulator and says so. Results go to
+    OUTPUT/results (hive-partitioned Parquet), permanent failures to OUTPUT/failures.
+    """
+    from pydantic import ValidationError
+
+    from aibatch.local import EXIT_BAD_INPUT, run_locally, say
+    from aibatch.settings import BatchParameters
+
+    if job not in JOBS:
+        say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    options: dict[str, object] = {
+        "input_path": input_path, "job": job, "model": model, "output_dir": output,
+        "chunk_size": chunk_size, "max_concurrency": max_concurrency, "chunk_slots": chunk_slots,
+        "id_column": id_column, "text_column": text_column, "show_progress": progress,
+    }  # fmt: skip
+    if labels is not None:
+        options["labels"] = [label.strip() for label in labels.split(",")]
+    try:
+        params = BatchParameters.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        )
+        say(f"error: {problems}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    raise typer.Exit(run_locally(params))
 
 
 @app.command("simulate-api")

@@ -1,0 +1,380 @@
+"""The engine: send tickets through the Messages API with one retry loop and one in-flight cap.
+
+Plain asyncio, no Prefect: the flow hands it chunks, and every response it gets is
+handed to the `Committer` at once, so nothing paid for is lost when something fails later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import pandas as pd
+import pyarrow as pa
+
+from aibatch import policy
+from aibatch.backend import MessagesBackend
+from aibatch.jobs import InvalidModelOutput, JobSpec
+from aibatch.policy import Action
+from aibatch.pricing import cost_usd
+from aibatch.store import (
+    Journal,
+    ResultStore,
+    failures_table,
+    journal_segments,
+    read_segment,
+    remove,
+    results_table,
+    run_date_of,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RunStopped(Exception):
+    """Nothing more can succeed (bad key, spend cap): the whole run stops."""
+
+
+class ChunkIncomplete(Exception):
+    """Some tickets of a chunk are still unfinished after their attempts: retry the chunk."""
+
+    def __init__(self, unfinished: int, last_error: str) -> None:
+        super().__init__(
+            f"{unfinished} ticket(s) still unfinished after {policy.MAX_ATTEMPTS} attempts "
+            f"each (last error: {last_error}); the chunk will be retried"
+        )
+        self.unfinished = unfinished
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class RunStats:
+    """Live counters of a run: read by the progress bar, the artifacts and the summary."""
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    http_requests: int = 0
+    http_429: int = 0
+    http_529: int = 0
+    server_errors: int = 0
+    connection_errors: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = self.elapsed_s()
+        latencies = sorted(self.latencies_ms)
+
+        def percentile(share: float) -> float | None:
+            if not latencies:
+                return None
+            return round(latencies[min(len(latencies) - 1, int(share * len(latencies)))], 1)
+
+        return {
+            "tickets": self.total,
+            "ok": self.ok,
+            "failed": self.failed,
+            "unfinished": self.total - self.done,
+            "http_requests": self.http_requests,
+            "retries": self.retries,
+            "http_429": self.http_429,
+            "http_529": self.http_529,
+            "server_errors": self.server_errors,
+            "connection_errors": self.connection_errors,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cost_usd": round(self.cost_usd, 6) if not self.cost_unknown else None,
+            "elapsed_s": round(elapsed, 2),
+            "tickets_per_s": round(self.done / elapsed, 2) if elapsed > 0 else None,
+            "latency_p50_ms": percentile(0.50),
+            "latency_p95_ms": percentile(0.95),
+            "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
+        }
+
+
+class Committer:
+    """Journal every outcome as it arrives; publish them to Parquet in batches."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        run_id: str,
+        carried: pd.DataFrame,
+        carried_types: pa.Schema,
+        committed: set[tuple[str, str, str, str]],
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.run_date = run_date_of(datetime.now(UTC))
+        self.carried = carried
+        self.carried_types = carried_types
+        self.committed = committed  # (id, job, model, prompt_version) already in results
+        self.journal = Journal(store.journal_dir, run_id)
+        self.pending: list[dict[str, Any]] = []
+        self.last_commit = time.monotonic()
+        self.rows_published = 0
+        self.files_published = 0
+        self._lock = asyncio.Lock()
+
+    def record(self, record: dict[str, Any]) -> None:
+        self.journal.append(record)
+        self.pending.append(record)
+
+    def due(self) -> bool:
+        return len(self.pending) >= policy.COMMIT_EVERY_ROWS or (
+            bool(self.pending) and time.monotonic() - self.last_commit >= policy.COMMIT_EVERY_S
+        )
+
+    async def commit(self) -> None:
+        """Publish what is pending. Runs in a thread so responses keep flowing meanwhile."""
+        async with self._lock:
+            if not self.pending:
+                return
+            segment = self.journal.rotate()
+            records, self.pending = self.pending, []
+            self.last_commit = time.monotonic()
+            await asyncio.to_thread(self._publish, records, [segment])
+
+    def fold_in(self) -> int:
+        """Commit what earlier runs journaled but did not publish (they crashed)."""
+        segments = [p for p in journal_segments(self.store.journal_dir)
+                    if p != self.journal.path]  # fmt: skip
+        records = [r for path in segments for r in read_segment(path)]
+        before = self.rows_published
+        self._publish(records, segments)
+        return self.rows_published - before
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def _publish(self, records: list[dict[str, Any]], segments: Sequence[Any]) -> None:
+        ok: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        failed: list[dict[str, Any]] = []
+        for record in records:
+            kind = record.get("kind")
+            if kind == "ok":
+                key = (record["id"], record["job"], record["model"], record["prompt_version"])
+                if key not in self.committed:
+                    ok.setdefault(key, record)  # no id twice, even if journaled twice
+            elif kind == "failed":
+                failed.append(record)
+        if ok:
+            table = results_table(
+                list(ok.values()), self.carried, self.carried_types, self.run_date
+            )
+            self.files_published += len(
+                self.store.publish(table, self.store.results_dir, self.run_id)
+            )
+            self.committed.update(ok)
+            self.rows_published += len(ok)
+        if failed:
+            table = failures_table(failed, self.run_date)
+            self.store.publish(table, self.store.failures_dir, self.run_id)
+        remove(segments)  # only now: their rows are in the datasets
+
+
+@dataclass
+class ChunkReport:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unfinished: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"ok": self.ok, "failed": self.failed, "skipped": self.skipped,
+                "unfinished": self.unfinished}  # fmt: skip
+
+
+class TicketProcessor:
+    """Sends tickets; shared by every chunk of a run (one client, one in-flight cap)."""
+
+    def __init__(
+        self,
+        backend: MessagesBackend,
+        spec: JobSpec,
+        committer: Committer,
+        run_id: str,
+        max_concurrency: int = policy.DEFAULT_MAX_CONCURRENCY,
+        max_attempts: int = policy.MAX_ATTEMPTS,
+        stats: RunStats | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.committer = committer
+        self.run_id = run_id
+        self.max_attempts = max_attempts
+        self.stats = stats or RunStats()
+        self.rng = rng or random.Random()
+        self.sleep = sleep
+        self.slots = asyncio.Semaphore(max_concurrency)
+        self.paused_until = 0.0  # the shared gate a 429's retry-after closes for everyone
+        self.finished: set[str] = set()
+        self.stop_reason: str | None = None
+        self.last_error = ""
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    async def process_chunk(self, tickets: Sequence[tuple[str, str]]) -> ChunkReport:
+        """Process every ticket not finished yet; raise if any is left unfinished."""
+        report = ChunkReport()
+        todo = [(i, t) for i, t in tickets if i not in self.finished]
+        report.skipped = len(tickets) - len(todo)
+        outcomes = await asyncio.gather(*(self._process(i, t) for i, t in todo))
+        for outcome in outcomes:
+            if outcome == "ok":
+                report.ok += 1
+            elif outcome == "failed":
+                report.failed += 1
+            else:
+                report.unfinished += 1
+        if self.committer.due():
+            await self.committer.commit()
+        if self.stop_reason is not None:
+            raise RunStopped(self.stop_reason)
+        if report.unfinished:
+            raise ChunkIncomplete(report.unfinished, self.last_error)
+        return report
+
+    async def _wait_for_gate(self) -> None:
+        while (wait := self.paused_until - time.monotonic()) > 0:
+            await self.sleep(wait)
+
+    async def _process(self, ticket_id: str, text: str) -> str:
+        params = self.spec.request(text)
+        stats = self.stats
+        attempt = 0
+        while True:
+            await self._wait_for_gate()
+            async with self.slots:
+                if self.stop_reason is not None:
+                    return "unfinished"
+                started = time.monotonic()
+                stats.http_requests += 1
+                try:
+                    reply = await self.backend.create(params)
+                    result = self.spec.parse(reply.message.content)
+                except (anthropic.AnthropicError, InvalidModelOutput) as error:
+                    decision = policy.decide(error, attempt, self.rng)
+                else:
+                    self._record_ok(ticket_id, result, reply.message, attempt + 1, started)
+                    return "ok"
+            # Outside the slot: waiting never holds one.
+            self._count_error(decision)
+            self.last_error = f"{decision.error_type}: {decision.message}"
+            if decision.action is Action.STOP_RUN:
+                self.stop(decision.message)
+                return "unfinished"
+            if decision.action is Action.FAIL_TICKET:
+                self._record_failed(ticket_id, decision, attempt + 1)
+                return "failed"
+            attempt += 1
+            if attempt >= self.max_attempts:
+                return "unfinished"
+            stats.retries += 1
+            if decision.action is Action.RETRY_AFTER:
+                self.paused_until = max(self.paused_until, time.monotonic() + decision.delay_s)
+            await self.sleep(decision.delay_s)
+
+    def _count_error(self, decision: policy.Decision) -> None:
+        status = decision.status_code
+        if status == 429:
+            self.stats.http_429 += 1
+        elif status == 529:
+            self.stats.http_529 += 1
+        elif status is not None and status >= 500:
+            self.stats.server_errors += 1
+        elif (
+            status is None
+            and decision.error_type.startswith("API")
+            and ("Connection" in decision.error_type or "Timeout" in decision.error_type)
+        ):
+            self.stats.connection_errors += 1
+
+    def _record_ok(
+        self, ticket_id: str, result: str, message: Any, attempts: int, started: float
+    ) -> None:
+        usage = message.usage
+        cache_write = usage.cache_creation_input_tokens or 0
+        cache_read = usage.cache_read_input_tokens or 0
+        latency_ms = (time.monotonic() - started) * 1000
+        cost = cost_usd(
+            self.spec.model, usage.input_tokens, usage.output_tokens, cache_write, cache_read
+        )
+        self.committer.record({
+            "kind": "ok",
+            "id": ticket_id,
+            "job": self.spec.job,
+            "result": result,
+            "model": self.spec.model,
+            "prompt_version": self.spec.prompt_version,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+            "attempts": attempts,
+            "latency_ms": round(latency_ms, 3),
+            "cost_usd": cost,
+            "run_id": self.run_id,
+            "completed_at": datetime.now(UTC).isoformat(),
+        })  # fmt: skip
+        self.finished.add(ticket_id)
+        stats = self.stats
+        stats.ok += 1
+        stats.input_tokens += usage.input_tokens
+        stats.output_tokens += usage.output_tokens
+        stats.cache_creation_input_tokens += cache_write
+        stats.cache_read_input_tokens += cache_read
+        stats.latencies_ms.append(latency_ms)
+        if cost is None:
+            stats.cost_unknown += 1
+        else:
+            stats.cost_usd += cost
+
+    def _record_failed(self, ticket_id: str, decision: policy.Decision, attempts: int) -> None:
+        self.committer.record({
+            "kind": "failed",
+            "id": ticket_id,
+            "job": self.spec.job,
+            "model": self.spec.model,
+            "prompt_version": self.spec.prompt_version,
+            "error_type": decision.error_type,
+            "status_code": decision.status_code,
+            "message": decision.message[:2000],
+            "attempts": attempts,
+            "run_id": self.run_id,
+            "failed_at": datetime.now(UTC).isoformat(),
+        })  # fmt: skip
+        self.finished.add(ticket_id)
+        self.stats.failed += 1

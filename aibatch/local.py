@@ -1,0 +1,97 @@
+"""Run the flow from a terminal: validate first, pick the backend, keep Prefect's history.
+
+With no ANTHROPIC_API_KEY the built-in simulator is started and used (and the user is
+told so); with a key the SDK's own ANTHROPIC_BASE_URL handling applies. With no
+PREFECT_API_URL the flow runs on Prefect's local server, whose history is kept in
+PREFECT_HOME (by default ~/.prefect) so every run and chunk stays readable afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from aibatch.jobs import JobSpec
+from aibatch.loader import InputError, load_tickets
+from aibatch.settings import BatchParameters
+from aibatch.simulator.config import SimulatorConfig
+from aibatch.simulator.process import SimulatorProcess
+
+SIMULATOR_KEY = "aibatch-simulator"  # a placeholder the simulator accepts; not a secret
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prefect_environment() -> None:
+    """Settings for a local run when no Prefect server is configured."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    # Prefect's local server takes 20-40 s to start on small machines; its default
+    # startup timeout (20 s) would fail the run before it began.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@contextlib.contextmanager
+def api_backend(simulator: SimulatorConfig | None = None) -> Iterator[str]:
+    """Yield a description of the API in use; start the simulator when there is no key."""
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        yield os.environ.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
+        return
+    with SimulatorProcess(simulator or SimulatorConfig()) as sim:
+        say(
+            f"No ANTHROPIC_API_KEY set: using aibatch's built-in API simulator at {sim.base_url}"
+            " (no real API calls, no cost)."
+        )
+        saved = {k: os.environ.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
+        os.environ["ANTHROPIC_API_KEY"] = SIMULATOR_KEY
+        os.environ["ANTHROPIC_BASE_URL"] = sim.base_url
+        try:
+            yield sim.base_url
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
+    """Validate, then run the flow; return the process exit code."""
+    try:
+        JobSpec.build(params.job, params.model, params.labels)
+        tickets = load_tickets(params.input_path, params.id_column, params.text_column)
+    except (InputError, ValueError) as exc:
+        say(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    say(f"{len(tickets.frame)} tickets in {params.input_path}: {params.job} → {params.output_dir}")
+    prefect_environment()
+
+    from aibatch.engine import RunStopped
+    from aibatch.store import OutputLocked
+    from flows.ticket_batch import process_tickets
+
+    with api_backend(simulator):
+        try:
+            summary = asyncio.run(process_tickets(params))
+        except OutputLocked as exc:
+            say(f"error: {exc}")
+            return EXIT_LOCKED
+        except RunStopped as exc:
+            say(f"error: {exc}")
+            return EXIT_STOPPED
+        except Exception as exc:  # the flow's own failure message says what to do
+            say(f"error: {exc}")
+            return EXIT_FAILED
+    say(
+        f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
+        f"already done; results in {params.output_dir}/results"
+    )
+    return EXIT_OK

@@ -1,0 +1,121 @@
+"""The retry and limit policy: every number and every per-error decision, in one place.
+
+aibatch owns the only retry loop (the SDK client is built with `max_retries=0`, so its
+retries and ours never multiply). For each failed attempt `decide` says what to do:
+
+- 429 rate limit: wait `retry-after` plus jitter, without holding an in-flight slot;
+- 529, 5xx, timeouts, dropped connections: exponential backoff with full jitter, capped;
+- 400, 404, 413, 422 and other client errors: a permanent failure of that ticket;
+- 401, 403, the spend-cap 429: stop the whole run, since no retry can succeed.
+
+A ticket still failing after `MAX_ATTEMPTS` is left unfinished; its chunk task then fails
+so that Prefect retries the chunk, which re-sends only its unfinished tickets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+import anthropic
+
+from aibatch.jobs import InvalidModelOutput
+
+# Per request.
+MAX_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 20.0
+RETRY_AFTER_JITTER = 0.25  # up to this share of `retry-after` is added, so waiters spread out
+RETRY_AFTER_FALLBACK_S = 1.0
+REQUEST_TIMEOUT_S = 60.0
+
+# Per chunk (a Prefect task run).
+DEFAULT_CHUNK_SIZE = 200
+MIN_CHUNK_SIZE = 50
+MAX_CHUNK_SIZE = 500
+CHUNK_RETRIES = 3
+CHUNK_RETRY_DELAYS_S: list[float] = [5.0, 15.0, 45.0]
+
+# Concurrency.
+DEFAULT_MAX_CONCURRENCY = 16
+CHUNK_LIMIT_TAG = "aibatch-chunks"
+CHUNK_LIMIT_NAME = f"tag:{CHUNK_LIMIT_TAG}"  # how Prefect names a tag's concurrency limit
+DEFAULT_CHUNK_SLOTS = 4
+
+# Committing results to Parquet: often enough that a crash re-commits little, seldom
+# enough that the dataset is not thousands of tiny files.
+# Both can be tuned from the environment (tests use small values to get many commits).
+COMMIT_EVERY_ROWS = int(os.environ.get("AIBATCH_COMMIT_EVERY_ROWS", "1000"))
+COMMIT_EVERY_S = float(os.environ.get("AIBATCH_COMMIT_EVERY_S", "15"))
+
+# Spend caps come as 429s, but retrying them cannot succeed until the cap resets.
+SPEND_CAP_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
+
+
+class Action(Enum):
+    RETRY_AFTER = "retry_after"  # the server said when
+    BACKOFF = "backoff"  # transient: exponential backoff with full jitter
+    FAIL_TICKET = "fail_ticket"  # permanent for this ticket: record it, never retry
+    STOP_RUN = "stop_run"  # nothing can succeed: stop everything now
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    delay_s: float
+    error_type: str
+    message: str
+    status_code: int | None = None
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
+    return rng.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+def retry_after_seconds(error: anthropic.APIStatusError) -> float | None:
+    raw = error.response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # an HTTP date: rare on this API; fall back to backoff
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, anthropic.APIStatusError):
+        return error.api_message or error.message
+    return str(error) or type(error).__name__
+
+
+def decide(error: BaseException, attempt: int, rng: random.Random) -> Decision:
+    """What to do after `error` on attempt number `attempt` (0 for the first)."""
+    kind = type(error).__name__
+    message = _describe(error)
+    if isinstance(error, InvalidModelOutput):
+        return Decision(Action.FAIL_TICKET, 0.0, kind, message)
+    if isinstance(error, anthropic.APIStatusError):
+        status = error.status_code
+        if isinstance(error, anthropic.RateLimitError) and error.error_code in SPEND_CAP_CODES:
+            return Decision(Action.STOP_RUN, 0.0, kind, f"spend limit reached: {message}", status)
+        if isinstance(error, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+            return Decision(
+                Action.STOP_RUN, 0.0, kind, f"the API refused the key: {message}", status
+            )
+        if isinstance(error, anthropic.RateLimitError):
+            wait = retry_after_seconds(error)
+            if wait is None:
+                return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message, status)
+            wait = max(wait, 0.05) * (1.0 + rng.uniform(0.0, RETRY_AFTER_JITTER))
+            return Decision(Action.RETRY_AFTER, wait, kind, message, status)
+        if status >= 500 or status in (408, 409):
+            return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message, status)
+        return Decision(Action.FAIL_TICKET, 0.0, kind, message, status)
+    if isinstance(error, anthropic.APIConnectionError):  # includes APITimeoutError
+        return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message)
+    # Any other SDK error (a response that fails validation, say): transient; the attempt
+    # budget bounds it and a chunk retry makes it visible in Prefect.
+    return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message)

@@ -1,0 +1,62 @@
+"""The parameters of a batch run: one validated model, shown as a form in the Prefect UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+from aibatch import policy
+from aibatch.jobs import DEFAULT_LABELS, JobName
+
+
+class BatchParameters(BaseModel):
+    """What to process, how, and where the results go."""
+
+    input_path: str = Field(
+        default="data/tickets.csv",
+        description="Tickets as CSV, JSON (array), JSONL or Parquet.",
+    )
+    job: JobName = Field(default="summarize", description="summarize or classify")
+    labels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LABELS),
+        description="Label set for classify (ignored by summarize).",
+    )
+    model: str | None = Field(
+        default=None, description="Model name; default: the job's default from the SDK's list."
+    )
+    output_dir: str = Field(default="data/output", description="Where results/ and failures/ go.")
+    id_column: str = Field(default="id", min_length=1)
+    text_column: str = Field(default="text", min_length=1)
+    chunk_size: int = Field(
+        default=policy.DEFAULT_CHUNK_SIZE,
+        ge=policy.MIN_CHUNK_SIZE,
+        le=policy.MAX_CHUNK_SIZE,
+        description="Tickets per Prefect task run.",
+    )
+    max_concurrency: int = Field(
+        default=policy.DEFAULT_MAX_CONCURRENCY,
+        ge=1,
+        le=1024,
+        description="Requests in flight at once, across all chunks.",
+    )
+    chunk_slots: int = Field(
+        default=policy.DEFAULT_CHUNK_SLOTS,
+        ge=1,
+        le=256,
+        description="Chunks running at once (a Prefect concurrency limit).",
+    )
+    max_attempts: int = Field(default=policy.MAX_ATTEMPTS, ge=1, le=50)
+    show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, labels: list[str]) -> list[str]:
+        cleaned = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
+        if len(cleaned) < 2:
+            raise ValueError("give at least two distinct labels")
+        return cleaned
+
+    @property
+    def input_name(self) -> str:
+        return Path(self.input_path).name

@@ -1,0 +1,321 @@
+"""Where results live, and how they survive a kill -9 at any instant.
+
+Layout of an output directory:
+
+    OUTPUT/results/run_date=YYYY-MM-DD/part-*.parquet   one row per processed ticket
+    OUTPUT/failures/run_date=YYYY-MM-DD/part-*.parquet  permanent failures (retried later)
+    OUTPUT/_aibatch/                                     state, never inside a dataset root
+        lock                 held (flock) by the run writing here
+        journal/*.jsonl      every response, appended as it arrives
+        staging/             Parquet files being written
+
+A response is appended to the journal the moment it arrives (a write() to the kernel,
+which a kill -9 of this process cannot lose). Every so often the journal is committed:
+its current segment is closed, its rows are written as Parquet into staging with an
+explicit schema, fsynced, and renamed into the dataset, and only then is the segment
+deleted. A crash anywhere leaves either the segment (folded in by the next run, skipping
+ids already in results) or a staged file (ignored and removed), never a half file in
+the dataset and never an id twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+RESULT_COLUMNS = pa.schema([
+    ("id", pa.string()),
+    ("job", pa.string()),
+    ("result", pa.string()),
+    ("model", pa.string()),
+    ("prompt_version", pa.string()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cache_creation_input_tokens", pa.int64()),
+    ("cache_read_input_tokens", pa.int64()),
+    ("attempts", pa.int32()),
+    ("latency_ms", pa.float64()),
+    ("cost_usd", pa.float64()),
+    ("run_id", pa.string()),
+    ("completed_at", pa.timestamp("us", tz="UTC")),
+])  # fmt: skip
+FAILURE_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("job", pa.string()),
+    ("model", pa.string()),
+    ("prompt_version", pa.string()),
+    ("error_type", pa.string()),
+    ("status_code", pa.int32()),
+    ("message", pa.string()),
+    ("attempts", pa.int32()),
+    ("run_id", pa.string()),
+    ("failed_at", pa.timestamp("us", tz="UTC")),
+])  # fmt: skip
+PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.string())]), flavor="hive")
+
+
+class OutputLocked(RuntimeError):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _normalised(field: pa.Field) -> pa.Field:
+    """Types every reader agrees on: no `null` type, UTC timestamps, plain strings."""
+    t = field.type
+    if pa.types.is_null(t) or pa.types.is_dictionary(t) or pa.types.is_large_string(t):
+        return pa.field(field.name, pa.string())
+    if pa.types.is_integer(t):
+        return pa.field(field.name, pa.int64())
+    if pa.types.is_floating(t):
+        return pa.field(field.name, pa.float64())
+    if pa.types.is_boolean(t):
+        return field
+    if pa.types.is_timestamp(t):
+        return pa.field(field.name, pa.timestamp("us", tz="UTC"))
+    if pa.types.is_string(t):
+        return field
+    return pa.field(field.name, pa.string())  # nested or exotic: stored as text
+
+
+def carried_schema(carried: pd.DataFrame) -> pa.Schema:
+    """The Arrow schema of the input's carried columns, fixed once per run."""
+    if carried.shape[1] == 0:
+        return pa.schema([])
+    inferred = pa.Schema.from_pandas(carried.head(1000), preserve_index=False)
+    return pa.schema([_normalised(f) for f in inferred])
+
+
+def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for field in schema:
+        values = frame[field.name] if field.name in frame.columns else None
+        if values is None:
+            columns.append(pa.nulls(len(frame), field.type))
+        elif pa.types.is_string(field.type) and values.dtype == object:
+            columns.append(
+                pa.array(
+                    [None if v is None or v is pd.NA or v != v else str(v) for v in values],
+                    pa.string(),
+                )
+            )
+        else:
+            columns.append(pa.array(values, from_pandas=True).cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ResultStore:
+    """The output directory of a run: its datasets, journal, staging area and lock."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.root = Path(output_dir)
+        self.results_dir = self.root / "results"
+        self.failures_dir = self.root / "failures"
+        self.state_dir = self.root / "_aibatch"
+        self.journal_dir = self.state_dir / "journal"
+        self.staging_dir = self.state_dir / "staging"
+        self._lock_fd: int | None = None
+
+    # -- the lock -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[ResultStore]:
+        """Hold the output directory for this run; a second run is refused, not queued.
+
+        flock is released by the kernel when the process dies, even by kill -9, so a
+        crashed run never leaves a stale lock behind.
+        """
+        for path in (self.results_dir, self.failures_dir, self.journal_dir, self.staging_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.state_dir / "lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise OutputLocked(
+                f"{self.root} is in use by another aibatch run (pid {holder}); wait for it to "
+                "finish or choose another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+        self._clear_staging()
+        try:
+            yield self
+        finally:
+            self._lock_fd = None
+            os.close(fd)
+
+    def _clear_staging(self) -> None:
+        """Files left in staging by a crash were never published: remove them."""
+        for path in sorted(self.staging_dir.rglob("*"), reverse=True):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _dataset(self, directory: Path) -> ds.Dataset | None:
+        if not any(directory.rglob("*.parquet")):
+            return None
+        return ds.dataset(directory, format="parquet", partitioning=PARTITIONING)
+
+    def done_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
+        """Ids already in results for this resume key."""
+        dataset = self._dataset(self.results_dir)
+        if dataset is None:
+            return set()
+        key = (
+            (ds.field("job") == job)
+            & (ds.field("model") == model)
+            & (ds.field("prompt_version") == prompt_version)
+        )
+        table = dataset.to_table(columns=["id"], filter=key)
+        return set(table.column("id").to_pylist())
+
+    def all_result_keys(self) -> set[tuple[str, str, str, str]]:
+        """(id, job, model, prompt_version) of every result row, for folding in journals."""
+        dataset = self._dataset(self.results_dir)
+        if dataset is None:
+            return set()
+        table = dataset.to_table(columns=["id", "job", "model", "prompt_version"])
+        return set(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def publish(self, table: pa.Table, dataset_dir: Path, run_id: str) -> list[Path]:
+        """Write `table` (with a run_date column) into a dataset, atomically per file."""
+        if table.num_rows == 0:
+            return []
+        stage = self.staging_dir / uuid.uuid4().hex
+        stage.mkdir(parents=True)
+        token = uuid.uuid4().hex[:12]
+        ds.write_dataset(
+            table,
+            stage,
+            format="parquet",
+            partitioning=PARTITIONING,
+            basename_template=f"part-{run_id}-{token}-{{i}}.parquet",
+            existing_data_behavior="error",
+        )
+        published: list[Path] = []
+        for staged in sorted(stage.rglob("*.parquet")):
+            with open(staged, "rb") as handle:
+                os.fsync(handle.fileno())
+            target = dataset_dir / staged.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)  # atomic: readers see all of the file or none of it
+            _fsync_dir(target.parent)
+            published.append(target)
+        for path in sorted(stage.rglob("*"), reverse=True):
+            path.rmdir()
+        stage.rmdir()
+        return published
+
+
+def run_date_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def results_table(
+    records: list[dict[str, Any]], carried: pd.DataFrame, carried_types: pa.Schema, run_date: str
+) -> pa.Table:
+    """Result rows (from the journal) joined to their carried input columns."""
+    frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS.names)
+    frame["completed_at"] = pd.to_datetime(frame["completed_at"], utc=True, format="ISO8601")
+    if carried_types.names:
+        frame = frame.merge(carried, how="left", left_on="id", right_index=True)
+    schema = pa.schema(list(RESULT_COLUMNS) + list(carried_types) + [("run_date", pa.string())])
+    frame["run_date"] = run_date
+    return _to_arrow(frame, schema)
+
+
+def failures_table(records: list[dict[str, Any]], run_date: str) -> pa.Table:
+    frame = pd.DataFrame.from_records(records, columns=FAILURE_SCHEMA.names)
+    frame["failed_at"] = pd.to_datetime(frame["failed_at"], utc=True, format="ISO8601")
+    frame["run_date"] = run_date
+    return _to_arrow(frame, pa.schema([*FAILURE_SCHEMA, ("run_date", pa.string())]))
+
+
+class Journal:
+    """Append-only JSONL segments of responses; tolerant of a torn last line."""
+
+    def __init__(self, directory: Path, run_id: str) -> None:
+        self.directory = directory
+        self.run_id = run_id
+        self._sequence = 0
+        self._fd: int | None = None
+        self.path: Path | None = None
+        self._open_next()
+
+    def _open_next(self) -> None:
+        self._sequence += 1
+        self.path = self.directory / f"{self.run_id}-{self._sequence:06d}.jsonl"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        assert self._fd is not None
+        # One write() per record: O_APPEND keeps records whole and in order, and once the
+        # kernel has the bytes a kill -9 of this process cannot lose them.
+        os.write(self._fd, orjson.dumps(record) + b"\n")
+
+    def rotate(self) -> Path:
+        """Close the current segment (to be committed) and start a new one."""
+        assert self._fd is not None and self.path is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        closed = self.path
+        self._open_next()
+        return closed
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.path is not None and self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()
+
+
+def read_segment(path: Path) -> list[dict[str, Any]]:
+    """Records of one journal segment; a torn line (a crash mid-write) is skipped."""
+    records = []
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "kind" in record:
+            records.append(record)
+    return records
+
+
+def journal_segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.jsonl"))
+
+
+def remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only (load, chunk, fan out, wait, report)."""

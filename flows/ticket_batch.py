@@ -1,0 +1,137 @@
+"""aibatch's flow: tickets in, one Messages API call each, crash-safe Parquet out.
+
+Read top to bottom, this is where a ticket goes:
+  1. load and validate the input file (a bad file fails here, before any API call);
+  2. take the output directory's lock and fold in what a crashed run journaled;
+  3. drop ids already in results for this job, model and prompt version;
+  4. split the rest into chunks and run one `process-chunk` task per chunk, at most
+     `chunk_slots` at once (a Prefect concurrency limit), all sharing one client and one
+     in-flight cap; every response is journaled as it arrives and published in batches;
+  5. publish the rest, and report: a progress artifact while running, a summary table.
+
+Run it directly (`python flows/ticket_batch.py`), through `aibatch run`, or as a deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from aibatch import policy
+from aibatch.backend import AnthropicBackend
+from aibatch.engine import (
+    ChunkIncomplete,
+    Committer,
+    RunStats,
+    RunStopped,
+    TicketProcessor,
+    new_run_id,
+)
+from aibatch.jobs import JobSpec
+from aibatch.progress import progress_bar
+from aibatch.settings import BatchParameters
+from aibatch.store import ResultStore, carried_schema
+from tasks.chunks import process_chunk
+from tasks.limits import ensure_concurrency_limit
+from tasks.load import load_tickets_task
+from tasks.report import artifact_key, publish_summary, start_progress, update_progress
+
+
+def _run_name() -> str:
+    params = flow_run.parameters.get("params") or {}
+    if isinstance(params, BatchParameters):
+        params = params.model_dump()
+    job = params.get("job", "summarize")
+    source = str(params.get("input_path", "tickets")).rsplit("/", 1)[-1]
+    return f"{job}-{source}"
+
+
+@flow(name="aibatch-tickets", flow_run_name=_run_name, persist_result=False, log_prints=True)
+async def process_tickets(params: BatchParameters | None = None) -> dict[str, Any]:
+    """Summarise or classify every ticket of an input file through the Messages API."""
+    params = params or BatchParameters()
+    logger = get_run_logger()
+    spec = JobSpec.build(params.job, params.model, params.labels)
+    tickets = load_tickets_task(params.input_path, params.id_column, params.text_column)
+    await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, params.chunk_slots)
+
+    store = ResultStore(params.output_dir)
+    with store.locked():
+        run_id = new_run_id()
+        frame = tickets.frame
+        carried = frame.drop(columns=["text"]).set_index("id")
+        committer = Committer(
+            store, run_id, carried, carried_schema(carried), store.all_result_keys()
+        )
+        recovered = committer.fold_in()
+        if recovered:
+            logger.info("Recovered %d results journaled by an interrupted run", recovered)
+        done = store.done_ids(spec.job, spec.model, spec.prompt_version)
+        pending = frame[~frame["id"].isin(done)]
+        logger.info(
+            "%d tickets in %s; %d already done for %s/%s/%s; %d to process",
+            len(frame), params.input_name, len(frame) - len(pending), spec.job, spec.model,
+            spec.prompt_version, len(pending),
+        )  # fmt: skip
+        pairs = list(zip(pending["id"].tolist(), pending["text"].tolist(), strict=True))
+        chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
+        stats = RunStats(total=len(pairs))
+        backend = AnthropicBackend(max_connections=params.max_concurrency)
+        processor = TicketProcessor(
+            backend, spec, committer, run_id,
+            max_concurrency=params.max_concurrency, max_attempts=params.max_attempts, stats=stats,
+        )  # fmt: skip
+        key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
+        progress_id = await start_progress(
+            f"{key}-progress", f"{spec.job} of {params.input_name}: share of tickets done"
+        )
+
+        async def run_chunk(index: int, chunk: list[tuple[str, str]]) -> dict[str, int]:
+            try:
+                return await process_chunk(processor, chunk, index, len(chunks), params.input_name)
+            finally:
+                await update_progress(progress_id, stats.done, stats.total)
+
+        try:
+            if params.show_progress:
+                async with progress_bar(stats, f"{spec.job} {params.input_name}"):
+                    outcomes = await asyncio.gather(
+                        *(run_chunk(i + 1, c) for i, c in enumerate(chunks)),
+                        return_exceptions=True,
+                    )
+            else:
+                outcomes = await asyncio.gather(
+                    *(run_chunk(i + 1, c) for i, c in enumerate(chunks)), return_exceptions=True
+                )
+        finally:
+            await committer.commit()
+            committer.close()
+            await backend.aclose()
+
+    summary = {"run_id": run_id, "job": spec.job, "model": spec.model,
+               "prompt_version": spec.prompt_version, **stats.summary(),
+               "already_done": len(frame) - len(pending), "recovered": recovered,
+               "files_published": committer.files_published}  # fmt: skip
+    await publish_summary(f"{key}-summary", summary, f"aibatch run {run_id}")
+    logger.info("Summary: %s", summary)
+
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    stopped = [e for e in errors if isinstance(e, RunStopped)]
+    if stopped:
+        raise RunStopped(f"run stopped: {stopped[0]}. Everything finished before the stop is saved")
+    if errors:
+        unfinished = sum(e.unfinished for e in errors if isinstance(e, ChunkIncomplete))
+        raise RuntimeError(
+            f"{len(errors)} chunk(s) failed after retries ({unfinished} tickets unfinished; "
+            f"first error: {errors[0]}); everything done is saved, re-run to continue"
+        )
+    return summary
+
+
+if __name__ == "__main__":
+    from aibatch.local import run_locally
+
+    raise SystemExit(run_locally(BatchParameters(show_progress=True)))

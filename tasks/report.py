@@ -1,0 +1,33 @@
+"""What a run shows in the Prefect UI: a progress artifact and a summary table."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    cleaned = "".join(c if c.isalnum() else "-" for c in text.lower())
+    return "-".join(part for part in cleaned.split("-") if part)[:100]
+
+
+async def start_progress(key: str, description: str) -> UUID:
+    artifact_id: UUID = await acreate_progress_artifact(0.0, key=key, description=description)
+    return artifact_id
+
+
+async def update_progress(artifact_id: UUID, done: int, total: int) -> None:
+    percent = 100.0 if total == 0 else min(100.0, 100.0 * done / total)
+    await aupdate_progress_artifact(artifact_id, percent)
+
+
+async def publish_summary(key: str, summary: dict[str, Any], description: str) -> None:
+    rows = [{"metric": name, "value": value} for name, value in summary.items()]
+    await acreate_table_artifact(rows, key=key, description=description)

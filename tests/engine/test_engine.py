@@ -1,0 +1,233 @@
+"""The engine on the simulator, without Prefect: retries, stops, journal and commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from aibatch.backend import AnthropicBackend
+from aibatch.engine import ChunkIncomplete, Committer, RunStats, RunStopped, TicketProcessor
+from aibatch.jobs import JobSpec
+from aibatch.simulator import SimulatorServer
+from aibatch.store import ResultStore, carried_schema, journal_segments
+
+StartSimulator = Callable[..., SimulatorServer]
+SUMMARY = JobSpec.build("summarize", "claude-haiku-4-5", None)
+
+
+def tickets(n: int, prefix: str = "T") -> list[tuple[str, str]]:
+    return [
+        (f"{prefix}{i}", f"Ticket {i}: the export fails with error {i}. Please fix export {i}.")
+        for i in range(n)
+    ]
+
+
+class Harness:
+    """A store, committer and processor over a simulator, as the flow wires them."""
+
+    def __init__(self, server: SimulatorServer, root: Path, **processor_options: object) -> None:
+        # One loop for the harness's life: the SDK's async client is bound to its loop.
+        self.loop = asyncio.new_event_loop()
+        self.server = server
+        self.store = ResultStore(root)
+        self._lock = self.store.locked()
+        self._lock.__enter__()
+        carried = pd.DataFrame(index=pd.Index([], name="id"))
+        self.committer = Committer(
+            self.store, "run-1", carried, carried_schema(carried), self.store.all_result_keys()
+        )
+        self.backend = AnthropicBackend(api_key="test-key", base_url=server.base_url)
+        self.stats = RunStats()
+        self.processor = TicketProcessor(
+            self.backend, SUMMARY, self.committer, "run-1", stats=self.stats,
+            **processor_options,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def run(self, chunk: list[tuple[str, str]]) -> None:
+        async def run() -> None:
+            try:
+                await self.processor.process_chunk(chunk)
+            finally:
+                await self.committer.commit()
+
+        self.loop.run_until_complete(run())
+
+    def results(self) -> pd.DataFrame:
+        return pd.read_parquet(self.store.results_dir)
+
+    def close(self) -> None:
+        self.committer.close()
+        self.loop.run_until_complete(self.backend.aclose())
+        self.loop.close()
+        self._lock.__exit__(None, None, None)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(server: SimulatorServer, **options: object) -> Harness:
+        made.append(Harness(server, tmp_path / "out", **options))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_each_ticket_gets_its_own_answer_once(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    h = harness(start_simulator())
+    chunk = tickets(60)
+    h.run(chunk)
+    results = h.results()
+    assert sorted(results["id"]) == sorted(i for i, _ in chunk)
+    texts = dict(chunk)
+    for ticket_id, summary in zip(results["id"], results["result"], strict=True):
+        assert summary and all(s.strip(".") in texts[ticket_id] for s in summary.split(". "))
+    assert (results["attempts"] == 1).all()
+    assert results["completed_at"].dt.tz is not None
+    assert h.server.stats()["prompts_paid_repeated"] == 0
+    assert all(p.stat().st_size == 0 for p in journal_segments(h.store.journal_dir))
+
+
+def test_permanent_errors_are_recorded_once_and_never_retried(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    h = harness(start_simulator(context_window=400))
+    chunk = [*tickets(5), ("LONG", "word " * 2000)]
+    h.run(chunk)
+    failures = pd.read_parquet(h.store.failures_dir)
+    assert failures["id"].tolist() == ["LONG"]
+    assert failures["error_type"].tolist() == ["BadRequestError"]
+    assert failures["status_code"].tolist() == [400]
+    assert "prompt is too long" in failures["message"].iloc[0]
+    assert h.server.stats()["by_status"] == {"200": 5, "400": 1}
+    assert "LONG" not in set(h.results()["id"])
+
+
+def test_transient_errors_are_retried_until_they_pass(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    server = start_simulator(p529=0.3, p500=0.1, p_drop=0.05, seed=3)
+    h = harness(server, max_attempts=30)
+    h.processor.sleep = lambda _s: asyncio.sleep(0)  # backoff timing is the policy's test
+    h.run(tickets(80))
+    assert len(h.results()) == 80
+    stats = server.stats()
+    assert stats["by_status"]["529"] > 0 and stats["dropped"] > 0
+    assert stats["prompts_paid_repeated"] == 0
+    assert h.stats.retries == stats["requests_total"] - 80
+
+
+def test_a_429_closes_the_shared_gate_and_no_slot_is_held_while_waiting(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    server = start_simulator(rpm=600, burst_seconds=1)  # 10 at once, then 10 per second
+    h = harness(server, max_concurrency=4, max_attempts=20)
+    h.run(tickets(30))
+    assert len(h.results()) == 30
+    assert h.stats.http_429 > 0
+    assert h.processor.paused_until > 0
+    assert server.stats()["max_in_flight"] <= 4
+
+
+def test_exhausted_attempts_fail_the_chunk_and_a_retry_sends_only_what_is_left(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    server = start_simulator(p529=0.5, seed=11)
+    h = harness(server, max_attempts=1)
+    chunk = tickets(40)
+    with pytest.raises(ChunkIncomplete) as caught:
+        h.run(chunk)
+    done_first = len(h.results())
+    assert 0 < done_first < 40 and caught.value.unfinished == 40 - done_first
+
+    server.configure(p529=0.0)
+    h.run(chunk)  # what Prefect does when it retries the chunk task
+    assert sorted(h.results()["id"]) == sorted(i for i, _ in chunk)
+    assert server.stats()["by_status"]["200"] == 40  # nothing paid twice
+    assert server.stats()["prompts_paid_repeated"] == 0
+
+
+@pytest.mark.parametrize("stop", ["auth", "spend_cap"])
+def test_auth_and_spend_cap_stop_the_run_at_once(
+    start_simulator: StartSimulator, harness: Callable[..., Harness], stop: str
+) -> None:
+    if stop == "auth":
+        server = start_simulator(api_key="the-right-key")
+    else:
+        server = start_simulator(spend_cap_after=10)
+    h = harness(server, max_concurrency=2)
+    with pytest.raises(RunStopped, match="refused the key" if stop == "auth" else "spend limit"):
+        h.run(tickets(100))
+    stats = server.stats()
+    # Stopped within the requests already in flight, not after trying all 100.
+    assert stats["requests_total"] <= (2 if stop == "auth" else 12)
+    done = 0 if stop == "auth" else 10
+    assert (len(h.results()) if done else 0) == done
+
+
+def test_a_crash_before_commit_is_folded_in_by_the_next_run(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    server = start_simulator()
+    store = ResultStore(tmp_path / "out")
+    carried = pd.DataFrame(
+        {"tier": ["gold"] * 5}, index=pd.Index([f"T{i}" for i in range(5)], name="id")
+    )
+    with store.locked():
+        committer = Committer(store, "crashed", carried, carried_schema(carried), set())
+        backend = AnthropicBackend(api_key="k", base_url=server.base_url)
+        processor = TicketProcessor(backend, SUMMARY, committer, "crashed")
+
+        async def answer_without_commit() -> None:
+            await asyncio.gather(*(processor._process(i, t) for i, t in tickets(5)))
+            await backend.aclose()
+
+        asyncio.run(answer_without_commit())
+        # the process "dies" here: journaled, never published; a torn last line too
+        assert committer.journal.path is not None
+        with committer.journal.path.open("ab") as journal:
+            journal.write(b'{"kind": "ok", "id": "T9", "resu')
+    assert not any(store.results_dir.rglob("*.parquet"))
+
+    with store.locked():
+        second = Committer(store, "next", carried, carried_schema(carried), store.all_result_keys())
+        assert second.fold_in() == 5
+        second.close()
+        again = Committer(store, "third", carried, carried_schema(carried), store.all_result_keys())
+        assert again.fold_in() == 0
+        again.close()
+    results = pd.read_parquet(store.results_dir)
+    assert sorted(results["id"]) == [f"T{i}" for i in range(5)]
+    assert set(results["tier"]) == {"gold"}
+    assert set(results["run_id"]) == {"crashed"}
+    assert not journal_segments(store.journal_dir)
+
+
+def test_carried_columns_have_a_fixed_schema_even_when_all_null(tmp_path: Path) -> None:
+    carried = pd.DataFrame({"note": [None, None], "n": [1, 2]},
+                           index=pd.Index(["a", "b"], name="id"))  # fmt: skip
+    schema = carried_schema(carried)
+    assert schema.field("note").type == pa.string()
+    assert schema.field("n").type == pa.int64()
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    from aibatch.store import OutputLocked
+
+    store = ResultStore(tmp_path / "out")
+    second = ResultStore(tmp_path / "out")
+    with (
+        store.locked(),
+        pytest.raises(OutputLocked, match="in use by another aibatch run"),
+        second.locked(),
+    ):
+        pass

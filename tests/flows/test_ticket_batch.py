@@ -1,0 +1,180 @@
+"""The whole flow on a real Prefect server and the simulator: faults, resume, stops, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from aibatch import policy
+from aibatch.local import EXIT_OK, EXIT_STOPPED, run_locally
+from aibatch.settings import BatchParameters
+from aibatch.simulator import SimulatorServer
+from flows.ticket_batch import process_tickets
+
+StartSimulator = Callable[..., SimulatorServer]
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "tickets.csv"
+
+
+def write_tickets(path: Path, count: int, long_ids: int = 0) -> dict[str, str]:
+    """The first `count` sample tickets, plus `long_ids` too long for the context window."""
+    with SAMPLE.open(encoding="utf-8") as handle:
+        rows = [row for _, row in zip(range(count), csv.DictReader(handle), strict=False)]
+    for i in range(long_ids):
+        rows.append({**rows[0], "id": f"LONG-{i}", "text": "The export fails. " * 400})
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return {row["id"]: row["text"] for row in rows}
+
+
+@pytest.fixture
+def use_simulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[SimulatorServer], None]]:
+    def use(server: SimulatorServer, key: str = "test-key") -> None:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+
+    yield use
+
+
+def summary_belongs_to(summary: str, ticket: str) -> bool:
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", summary) if s]
+    return bool(sentences) and all(s in ticket for s in sentences)
+
+
+def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
+    prefect_api: str,
+    start_simulator: StartSimulator,
+    use_simulator: Callable[[SimulatorServer], None],
+    tmp_path: Path,
+) -> None:
+    server = start_simulator(
+        p529=0.05, p500=0.02, p_drop=0.01, rpm=3_000, burst_seconds=1, context_window=2_000,
+        seed=5,
+    )  # fmt: skip
+    use_simulator(server)
+    texts = write_tickets(tmp_path / "tickets.csv", 1_000, long_ids=5)
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        chunk_size=100, max_concurrency=24,
+    )  # fmt: skip
+    summary = asyncio.run(process_tickets(params))
+
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    normal = {i for i in texts if not i.startswith("LONG-")}
+    assert len(results) == len(normal) == 1_000
+    assert set(results["id"]) == normal
+    assert results["id"].is_unique
+    wrong = [i for i, s in zip(results["id"], results["result"], strict=True)
+             if not summary_belongs_to(s, texts[i])]  # fmt: skip
+    assert wrong == []
+    failures = pd.read_parquet(tmp_path / "out" / "failures")
+    assert sorted(failures["id"]) == [f"LONG-{i}" for i in range(5)]
+    assert set(failures["status_code"]) == {400}
+
+    stats = server.stats()
+    assert stats["by_status"]["529"] > 0 and stats["by_status"]["500"] > 0
+    assert stats["by_status"].get("429", 0) > 0 and stats["dropped"] > 0
+    assert stats["prompts_paid_repeated"] == 0
+    assert summary["ok"] == 1_000 and summary["failed"] == 5
+    assert summary["http_529"] > 0 and summary["retries"] > 0
+    # carried columns came along, each with its own ticket's values
+    given = pd.read_csv(tmp_path / "tickets.csv", dtype=str).set_index("id")
+    got = results.set_index("id")
+    for column in ("customer_tier", "channel", "product", "created_at"):
+        assert (got[column] == given.loc[got.index, column]).all(), column
+
+    # A re-run skips every result and sends only the failures again (a later run retries them).
+    before = server.stats()["requests_total"]
+    again = asyncio.run(process_tickets(params))
+    assert again["already_done"] == 1_000 and again["tickets"] == 5 and again["failed"] == 5
+    assert server.stats()["requests_total"] - before == again["http_requests"]
+    assert server.stats()["prompts_paid_repeated"] == 0
+
+
+def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
+    prefect_api: str,
+    start_simulator: StartSimulator,
+    use_simulator: Callable[[SimulatorServer], None],
+    tmp_path: Path,
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    server = start_simulator()
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 120)
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        job="classify", chunk_size=50, chunk_slots=2,
+    )  # fmt: skip
+
+    async def run_for_state() -> Any:
+        return await process_tickets(params, return_state=True)
+
+    state = asyncio.run(run_for_state())
+    assert state.is_completed()
+
+    async def read() -> tuple[list[str], int, list[str]]:
+        async with get_client() as client:
+            flow_run_id = state.state_details.flow_run_id
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+            artifacts = await client.read_artifacts()
+            return [t.name for t in task_runs], limit.limit, [a.key or "" for a in artifacts]
+
+    names, slots, keys = asyncio.run(read())
+    chunk_runs = sorted(n for n in names if n.startswith("chunk "))
+    assert chunk_runs == [f"chunk {i} of 3: tickets.csv" for i in (1, 2, 3)]
+    assert slots == 2
+    assert "aibatch-classify-tickets-csv-progress" in keys
+    assert "aibatch-classify-tickets-csv-summary" in keys
+    labels = set(pd.read_parquet(tmp_path / "out" / "results")["result"])
+    assert labels <= {"billing", "technical", "feature request", "other"}
+
+    # Everything is done: the same command again makes zero API calls.
+    before = server.stats()["requests_total"]
+    again = asyncio.run(process_tickets(params))
+    assert again["already_done"] == 120 and again["tickets"] == 0
+    assert server.stats()["requests_total"] == before
+
+
+def test_a_bad_key_stops_at_once_and_a_spend_cap_keeps_what_was_done(
+    prefect_api: str,
+    start_simulator: StartSimulator,
+    use_simulator: Callable[..., None],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    texts = write_tickets(tmp_path / "tickets.csv", 300)
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        chunk_size=100, max_concurrency=4,
+    )  # fmt: skip
+    server = start_simulator(api_key="sk-right", spend_cap_after=120)
+
+    use_simulator(server, key="sk-wrong")
+    assert run_locally(params) == EXIT_STOPPED
+    assert "refused the key" in capsys.readouterr().err
+    assert server.stats()["requests_total"] <= 4  # stopped within what was in flight
+
+    use_simulator(server, key="sk-right")
+    assert run_locally(params) == EXIT_STOPPED
+    assert "spend limit reached" in capsys.readouterr().err
+    saved = pd.read_parquet(tmp_path / "out" / "results")
+    assert len(saved) == 120  # everything done before the stop is saved
+
+    server.configure(spend_cap_after=None)  # the cap is raised
+    assert run_locally(params) == EXIT_OK
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert set(results["id"]) == set(texts) and results["id"].is_unique
+    assert server.stats()["prompts_paid_repeated"] == 0
