@@ -29,9 +29,9 @@ def read_everywhere(results: Path) -> list[str]:
         return []
     by_pandas = pd.read_parquet(results)["id"].tolist()
     pattern = str(results / "**" / "*.parquet")
-    by_duckdb = [r[0] for r in duckdb.sql(
-        f"select id from read_parquet('{pattern}', hive_partitioning = true)"
-    ).fetchall()]  # fmt: skip
+    relation = duckdb.sql(f"select id from read_parquet('{pattern}', hive_partitioning = true)")
+    assert relation is not None
+    by_duckdb = [row[0] for row in relation.fetchall()]
     by_polars = pl.read_parquet(pattern, hive_partitioning=True)["id"].to_list()
     assert sorted(by_pandas) == sorted(by_duckdb) == sorted(by_polars)
     return by_pandas
@@ -95,7 +95,7 @@ def test_kill_9_anywhere_loses_nothing_and_pays_little_twice(
                 command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
-                started = wait_for(lambda: journaled_since(output, before), 240, 0.01)
+                started = wait_for(lambda b=before: journaled_since(output, b), 240, 0.01)
                 assert started, "the run never started"
                 if point == "mid-write":
                     wait_for(lambda: staging_busy(output), 30)
