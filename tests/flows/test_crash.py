@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -95,7 +96,7 @@ def test_kill_9_anywhere_loses_nothing_and_pays_little_twice(
                 command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
-                started = wait_for(lambda b=before: journaled_since(output, b), 240, 0.01)
+                started = wait_for(partial(journaled_since, output, before), 240, 0.01)
                 assert started, "the run never started"
                 if point == "mid-write":
                     wait_for(lambda: staging_busy(output), 30)
