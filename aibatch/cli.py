@@ -22,6 +22,13 @@ def main() -> None:
     """aibatch: summarise or classify thousands of tickets with Claude."""
 
 
+def _int(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text  # validation names the option
+
+
 @app.command("run")
 def run(
     input_path: Annotated[
@@ -45,8 +52,21 @@ def run(
         policy.DEFAULT_CHUNK_SIZE
     ),
     max_concurrency: Annotated[
-        int, typer.Option(help="Requests in flight at once, across all chunks.")
-    ] = policy.DEFAULT_MAX_CONCURRENCY,
+        str,
+        typer.Option(
+            help="Requests in flight at once across all chunks: a number, or auto (start "
+            "low, grow while answers are fast and clean, back off on 429/529)."
+        ),
+    ] = "auto",
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests per minute [default: learned from the API].")
+    ] = None,
+    itpm: Annotated[
+        int | None, typer.Option(help="Input tokens per minute [default: learned].")
+    ] = None,
+    otpm: Annotated[
+        int | None, typer.Option(help="Output tokens per minute [default: learned].")
+    ] = None,
     chunk_slots: Annotated[
         int, typer.Option(help="Chunks running at once (a Prefect concurrency limit).")
     ] = policy.DEFAULT_CHUNK_SLOTS,
@@ -69,8 +89,10 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT)
     options: dict[str, object] = {
         "input_path": input_path, "job": job, "model": model, "output_dir": output,
-        "chunk_size": chunk_size, "max_concurrency": max_concurrency, "chunk_slots": chunk_slots,
+        "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
+        "rpm": rpm, "itpm": itpm, "otpm": otpm,
+        "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
     }  # fmt: skip
     if labels is not None:
         options["labels"] = [label.strip() for label in labels.split(",")]

@@ -11,6 +11,7 @@ import random
 import statistics
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,9 @@ import pyarrow as pa
 
 from aibatch import policy
 from aibatch.backend import MessagesBackend
+from aibatch.inflight import InFlightLimiter
 from aibatch.jobs import InvalidModelOutput, JobSpec
+from aibatch.pacer import ConcurrencyController, InputEstimator, Pacer, Reservation
 from aibatch.policy import Action
 from aibatch.pricing import cost_usd
 from aibatch.store import (
@@ -214,7 +217,11 @@ class ChunkReport:
 
 
 class TicketProcessor:
-    """Sends tickets; shared by every chunk of a run (one client, one in-flight cap)."""
+    """Sends tickets; shared by every chunk of a run (one client, one pacer, one in-flight cap).
+
+    Per request: wait at the shared 429 gate, take an in-flight slot (its size fixed or
+    `auto`), wait for the pacer's buckets, send. Waiting after an error never holds a slot.
+    """
 
     def __init__(
         self,
@@ -222,11 +229,12 @@ class TicketProcessor:
         spec: JobSpec,
         committer: Committer,
         run_id: str,
-        max_concurrency: int = policy.DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int | None = policy.DEFAULT_MAX_CONCURRENCY,
         max_attempts: int = policy.MAX_ATTEMPTS,
         stats: RunStats | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        pacer: Pacer | None = None,
     ) -> None:
         self.backend = backend
         self.spec = spec
@@ -236,7 +244,13 @@ class TicketProcessor:
         self.stats = stats or RunStats()
         self.rng = rng or random.Random()
         self.sleep = sleep
-        self.slots = asyncio.Semaphore(max_concurrency)
+        self.pacer = pacer or Pacer()
+        self.concurrency = ConcurrencyController(fixed=max_concurrency)
+        self.slots = InFlightLimiter(lambda: self.concurrency.current)
+        self.estimator = InputEstimator()
+        self._pace_lock = asyncio.Lock()
+        self.http_in_flight = 0
+        self.recent_ok: deque[float] = deque(maxlen=2000)
         self.paused_until = 0.0  # the shared gate a 429's retry-after closes for everyone
         self.finished: set[str] = set()
         self.stop_reason: str | None = None
@@ -271,28 +285,62 @@ class TicketProcessor:
         while (wait := self.paused_until - time.monotonic()) > 0:
             await self.sleep(wait)
 
+    async def _pace(self, input_estimate: float) -> Reservation:
+        # One waiter at a time, so a freed bucket is not raced for by every coroutine.
+        async with self._pace_lock:
+            while (wait := self.pacer.wait_s(input_estimate)) > 0:
+                await self.sleep(wait)
+            return self.pacer.reserve(input_estimate)
+
+    def recent_rate(self, window_s: float = 2.0) -> float:
+        cutoff = time.monotonic() - window_s
+        return sum(1 for t in self.recent_ok if t >= cutoff) / window_s
+
+    def target_rate(self) -> float | None:
+        if self.pacer.requests is not None:
+            return self.pacer.requests.rate_per_s
+        return self.pacer.aimd_rate
+
     async def _process(self, ticket_id: str, text: str) -> str:
         params = self.spec.request(text)
+        raw_tokens = self.estimator.raw(params)
         stats = self.stats
         attempt = 0
         while True:
             await self._wait_for_gate()
-            async with self.slots:
+            await self.slots.acquire()
+            try:
                 if self.stop_reason is not None:
                     return "unfinished"
+                reservation = await self._pace(self.estimator.estimate(raw_tokens))
                 started = time.monotonic()
                 stats.http_requests += 1
+                self.http_in_flight += 1
                 try:
                     reply = await self.backend.create(params)
-                    result = self.spec.parse(reply.message.content)
                 except (anthropic.AnthropicError, InvalidModelOutput) as error:
+                    self.pacer.release(reservation)
                     decision = policy.decide(error, attempt, self.rng)
                 else:
-                    self._record_ok(ticket_id, result, reply.message, attempt + 1, started)
-                    return "ok"
+                    self._learn(reply, reservation, raw_tokens, time.monotonic() - started)
+                    try:
+                        result = self.spec.parse(reply.message.content)
+                    except InvalidModelOutput as error:
+                        decision = policy.decide(error, attempt, self.rng)
+                    else:
+                        self._record_ok(ticket_id, result, reply.message, attempt + 1, started)
+                        return "ok"
+                finally:
+                    self.http_in_flight -= 1
+            finally:
+                self.slots.release()
             # Outside the slot: waiting never holds one.
             self._count_error(decision)
             self.last_error = f"{decision.error_type}: {decision.message}"
+            if decision.status_code in (429, 529) and decision.action is not Action.STOP_RUN:
+                self.concurrency.on_congestion()
+                if decision.status_code == 429:
+                    self.pacer.on_rate_limited(self.recent_rate())
             if decision.action is Action.STOP_RUN:
                 self.stop(decision.message)
                 return "unfinished"
@@ -304,8 +352,25 @@ class TicketProcessor:
                 return "unfinished"
             stats.retries += 1
             if decision.action is Action.RETRY_AFTER:
-                self.paused_until = max(self.paused_until, time.monotonic() + decision.delay_s)
+                pause = min(decision.delay_s, policy.SHARED_PAUSE_MAX_S)
+                self.paused_until = max(self.paused_until, time.monotonic() + pause)
             await self.sleep(decision.delay_s)
+
+    def _learn(
+        self, reply: Any, reservation: Reservation, raw_tokens: float, latency_s: float
+    ) -> None:
+        """Feed an answer to the pacer, the estimator and the concurrency controller."""
+        usage = reply.message.usage
+        counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
+        prompt_tokens = counted + (usage.cache_read_input_tokens or 0)
+        self.estimator.learn(raw_tokens, prompt_tokens)
+        self.pacer.observe_headers(reply.headers)
+        # The API counts uncached input and cache writes against ITPM, not cache reads.
+        self.pacer.settle(reservation, counted, usage.output_tokens)
+        self.pacer.on_success()
+        self.recent_ok.append(time.monotonic())
+        self.concurrency.on_success(latency_s, self.http_in_flight, self.target_rate())
+        self.slots.wake()
 
     def _count_error(self, decision: policy.Decision) -> None:
         status = decision.status_code

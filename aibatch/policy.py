@@ -29,6 +29,9 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 20.0
 RETRY_AFTER_JITTER = 0.25  # up to this share of `retry-after` is added, so waiters spread out
 RETRY_AFTER_FALLBACK_S = 1.0
+# A 429 also pauses every other new send, briefly: long enough for the server's bucket to
+# refill a little, short enough that one 429 does not idle a whole second of capacity.
+SHARED_PAUSE_MAX_S = 0.5
 REQUEST_TIMEOUT_S = 60.0
 
 # Per chunk (a Prefect task run).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -34,11 +35,19 @@ class BatchParameters(BaseModel):
         le=policy.MAX_CHUNK_SIZE,
         description="Tickets per Prefect task run.",
     )
-    max_concurrency: int = Field(
-        default=policy.DEFAULT_MAX_CONCURRENCY,
-        ge=1,
-        le=1024,
-        description="Requests in flight at once, across all chunks.",
+    max_concurrency: int | Literal["auto"] = Field(
+        default="auto",
+        description="Requests in flight at once, across all chunks: a number, or auto "
+        "(start low, grow while answers come back fast and clean, back off on 429/529).",
+    )
+    rpm: int | None = Field(
+        default=None, ge=1, description="Requests per minute; default: learned from the API."
+    )
+    itpm: int | None = Field(
+        default=None, ge=1, description="Input tokens per minute; default: learned."
+    )
+    otpm: int | None = Field(
+        default=None, ge=1, description="Output tokens per minute; default: learned."
     )
     chunk_slots: int = Field(
         default=policy.DEFAULT_CHUNK_SLOTS,
@@ -56,6 +65,17 @@ class BatchParameters(BaseModel):
         if len(cleaned) < 2:
             raise ValueError("give at least two distinct labels")
         return cleaned
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _concurrency_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError("must be auto or a number from 1 to 1024")
+        return value
+
+    @property
+    def fixed_concurrency(self) -> int | None:
+        return None if self.max_concurrency == "auto" else int(self.max_concurrency)
 
     @property
     def input_name(self) -> str:

@@ -31,6 +31,7 @@ from aibatch.engine import (
     new_run_id,
 )
 from aibatch.jobs import JobSpec
+from aibatch.pacer import MAX_CONCURRENCY, Pacer
 from aibatch.progress import progress_bar
 from aibatch.settings import BatchParameters
 from aibatch.store import ResultStore, carried_schema
@@ -79,10 +80,11 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         pairs = list(zip(pending["id"].tolist(), pending["text"].tolist(), strict=True))
         chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
         stats = RunStats(total=len(pairs))
-        backend = AnthropicBackend(max_connections=params.max_concurrency)
+        backend = AnthropicBackend(max_connections=params.fixed_concurrency or MAX_CONCURRENCY)
         processor = TicketProcessor(
             backend, spec, committer, run_id,
-            max_concurrency=params.max_concurrency, max_attempts=params.max_attempts, stats=stats,
+            max_concurrency=params.fixed_concurrency, max_attempts=params.max_attempts,
+            stats=stats, pacer=Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm),
         )  # fmt: skip
         key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
         progress_id = await start_progress(

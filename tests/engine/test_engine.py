@@ -129,13 +129,26 @@ def test_transient_errors_are_retried_until_they_pass(
 def test_a_429_closes_the_shared_gate_and_no_slot_is_held_while_waiting(
     start_simulator: StartSimulator, harness: Callable[..., Harness]
 ) -> None:
-    server = start_simulator(rpm=600, burst_seconds=1)  # 10 at once, then 10 per second
+    from aibatch.simulator import StormWindow
+
+    server = start_simulator(storms=[StormWindow(start_s=0, duration_s=1.5)])
     h = harness(server, max_concurrency=4, max_attempts=20)
     h.run(tickets(30))
     assert len(h.results()) == 30
     assert h.stats.http_429 > 0
     assert h.processor.paused_until > 0
     assert server.stats()["max_in_flight"] <= 4
+
+
+def test_limits_learned_from_headers_keep_429s_away(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    server = start_simulator(rpm=1_200, burst_seconds=1, latency_ms=20)
+    h = harness(server, max_concurrency=None)  # auto
+    h.run(tickets(120))
+    assert len(h.results()) == 120
+    assert h.processor.pacer.requests is not None  # learned, never told
+    assert server.stats()["by_status"].get("429", 0) <= 2
 
 
 def test_exhausted_attempts_fail_the_chunk_and_a_retry_sends_only_what_is_left(

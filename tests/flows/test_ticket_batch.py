@@ -81,7 +81,10 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
 
     stats = server.stats()
     assert stats["by_status"]["529"] > 0 and stats["by_status"]["500"] > 0
-    assert stats["by_status"].get("429", 0) > 0 and stats["dropped"] > 0
+    assert stats["dropped"] > 0
+    # The pacer learns the 50/s limit from the headers: no second goes far past it.
+    assert max(stats["ok_per_second"].values()) <= 50 + 50  # rate + the server's burst
+    assert stats["by_status"].get("429", 0) <= 0.02 * stats["requests_total"]
     assert stats["prompts_paid_repeated"] == 0
     assert summary["ok"] == 1_000 and summary["failed"] == 5
     assert summary["http_529"] > 0 and summary["retries"] > 0

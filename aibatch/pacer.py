@@ -1,0 +1,345 @@
+"""Client-side pacing: run at the API's limit without tripping it, untold.
+
+`Pacer` holds one token bucket per limit (requests, input tokens, output tokens per
+minute), shared by every call of a run. It learns the limits from the
+`anthropic-ratelimit-*-limit` headers of the first responses (explicit limits override),
+reserves input tokens from an estimate and output tokens from the sizes actually seen, and
+settles the difference when each response arrives. Buckets hold one second's worth, so the
+send rate stays smooth enough for limits the API enforces over short windows.
+
+`ConcurrencyController` decides how many requests may be in flight (`auto`): it starts low
+(the API has acceleration limits), grows while answers come back fast and clean, backs off
+multiplicatively on 429/529 and recovers. With no rate-limit headers at all (some proxies
+strip them) it also steers a send rate by AIMD, so 429s stay rare.
+
+Both are plain objects on an injectable clock, so they are tested without a network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+
+# The bucket of each limit holds this many seconds of it: small enough that we never
+# burst past a limit enforced over short windows, large enough to absorb jitter.
+BUCKET_SECONDS = 1.0
+# Without headers, the AIMD send rate: start, growth per second of clean answers, cut.
+AIMD_START_RPS = 2.0
+AIMD_CUT = 0.7
+AIMD_RECOVERY_PER_S = 0.25  # share of the gap to just below the last cut rate closed per second
+AIMD_PROBE_PER_S = 0.01  # growth per second once there: probing gently for more
+AIMD_PLATEAU = 0.97  # recover to this share of the rate that last drew a 429
+# Concurrency.
+START_CONCURRENCY = 4
+MAX_CONCURRENCY = 512
+BACKOFF_FACTOR = 0.7
+LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue: stop growing
+
+
+class TokenBucket:
+    """`limit` per minute, holding at most `BUCKET_SECONDS` of it; may go into debt."""
+
+    def __init__(self, limit_per_min: float, clock: Clock, full: bool = True) -> None:
+        self.clock = clock
+        self.limit_per_min = float(limit_per_min)
+        self.level = self.capacity if full else 0.0
+        self.updated = clock()
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.limit_per_min / 60.0
+
+    @property
+    def capacity(self) -> float:
+        return max(1.0, self.rate_per_s * BUCKET_SECONDS)
+
+    def refill(self) -> float:
+        now = self.clock()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        return self.level
+
+    def wait_s(self, amount: float) -> float:
+        """Seconds until `amount` (at most a full bucket) can be taken."""
+        missing = min(amount, self.capacity) - self.refill()
+        return 0.0 if missing <= 0 else missing / self.rate_per_s
+
+    def take(self, amount: float) -> None:
+        self.refill()
+        self.level -= amount
+
+    def give_back(self, amount: float) -> None:
+        self.refill()
+        self.level = min(self.capacity, self.level + amount)
+
+    def set_limit(self, limit_per_min: float) -> None:
+        self.refill()
+        self.limit_per_min = float(limit_per_min)
+        self.level = min(self.level, self.capacity)
+
+
+@dataclass
+class Reservation:
+    """What one request took from the buckets, settled when its answer arrives."""
+
+    input_tokens: float
+    output_tokens: float
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class Pacer:
+    """Shared request/input-token/output-token buckets, learned from headers or given."""
+
+    def __init__(
+        self,
+        rpm: int | None = None,
+        itpm: int | None = None,
+        otpm: int | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.fixed = {"requests": rpm, "input": itpm, "output": otpm}
+        self.requests = TokenBucket(rpm, clock) if rpm else None
+        self.input_tokens = TokenBucket(itpm, clock) if itpm else None
+        self.output_tokens = TokenBucket(otpm, clock) if otpm else None
+        self.output_estimate: float | None = None  # mean output tokens seen, per request
+        self.headers_seen = False
+        # With no headers and no given limits, an AIMD-steered request rate.
+        self.aimd_rate: float | None = None
+        self.aimd_cut_at = 0.0  # the rate that last drew a 429
+        self.aimd_last_change = clock()
+
+    @property
+    def limits_known(self) -> bool:
+        return any(b is not None for b in (self.requests, self.input_tokens, self.output_tokens))
+
+    # -- reserving ---------------------------------------------------------------------------
+
+    def wait_s(self, input_estimate: float) -> float:
+        """How long the next request must wait for every bucket to have room."""
+        output_estimate = self.output_estimate or 0.0
+        waits = [0.0]
+        if self.requests is not None:
+            waits.append(self.requests.wait_s(1))
+        if self.input_tokens is not None:
+            waits.append(self.input_tokens.wait_s(input_estimate))
+        if self.output_tokens is not None:
+            waits.append(self.output_tokens.wait_s(output_estimate))
+        if self.aimd_rate is not None and self.requests is None:
+            waits.append(self._aimd_bucket().wait_s(1))
+        return max(waits)
+
+    def reserve(self, input_estimate: float) -> Reservation:
+        output_estimate = self.output_estimate or 0.0
+        if self.requests is not None:
+            self.requests.take(1)
+        elif self.aimd_rate is not None:
+            self._aimd_bucket().take(1)
+        if self.input_tokens is not None:
+            self.input_tokens.take(input_estimate)
+        if self.output_tokens is not None:
+            self.output_tokens.take(output_estimate)
+        return Reservation(input_estimate, output_estimate)
+
+    def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int) -> None:
+        """Charge (or refund) the difference between the estimate and what was used."""
+        if self.input_tokens is not None:
+            self._adjust(self.input_tokens, input_tokens - reservation.input_tokens)
+        if self.output_tokens is not None:
+            self._adjust(self.output_tokens, output_tokens - reservation.output_tokens)
+        seen = float(output_tokens)
+        self.output_estimate = (
+            seen if self.output_estimate is None else 0.9 * self.output_estimate + 0.1 * seen
+        )
+
+    def release(self, reservation: Reservation) -> None:
+        """A request that was never answered (an error): return its token reservations."""
+        if self.input_tokens is not None:
+            self.input_tokens.give_back(reservation.input_tokens)
+        if self.output_tokens is not None:
+            self.output_tokens.give_back(reservation.output_tokens)
+
+    @staticmethod
+    def _adjust(bucket: TokenBucket, extra: float) -> None:
+        if extra >= 0:
+            bucket.take(extra)
+        else:
+            bucket.give_back(-extra)
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Learn limits from `anthropic-ratelimit-*` headers; given limits always win."""
+        learned = {
+            "requests": _header_int(headers, "anthropic-ratelimit-requests-limit"),
+            "input": _header_int(headers, "anthropic-ratelimit-input-tokens-limit"),
+            "output": _header_int(headers, "anthropic-ratelimit-output-tokens-limit"),
+        }
+        if any(v is not None for v in learned.values()):
+            self.headers_seen = True
+        for name, limit in learned.items():
+            if limit is None or self.fixed[name]:
+                continue
+            current = getattr(self, _BUCKETS[name])
+            if current is None:
+                # Start empty: the requests that taught us the limit already used it.
+                setattr(self, _BUCKETS[name], TokenBucket(limit, self.clock, full=False))
+            elif current.limit_per_min != limit:
+                current.set_limit(limit)
+        remaining = _header_int(headers, "anthropic-ratelimit-requests-remaining")
+        if remaining == 0 and self.requests is not None:
+            # The server's bucket is empty: we are ahead of it, whatever ours says.
+            self.requests.refill()
+            self.requests.level = min(self.requests.level, 0.0)
+
+    # -- AIMD send rate, for when no limit is known ----------------------------------------
+
+    def _aimd_bucket(self) -> TokenBucket:
+        if not hasattr(self, "_aimd"):
+            self._aimd = TokenBucket((self.aimd_rate or AIMD_START_RPS) * 60, self.clock)
+        return self._aimd
+
+    def on_rate_limited(self, observed_rps: float) -> None:
+        """A 429 with no limit known: cut the send rate (at most once a second)."""
+        if self.limits_known:
+            return
+        now = self.clock()
+        if self.aimd_rate is None:
+            self.aimd_cut_at = max(AIMD_START_RPS, observed_rps)
+        elif now - self.aimd_last_change >= 1.0:
+            self.aimd_cut_at = self.aimd_rate
+        else:
+            return
+        self.aimd_rate = max(0.2, self.aimd_cut_at * AIMD_CUT)
+        self.aimd_last_change = now
+        self._aimd_bucket().set_limit(self.aimd_rate * 60)
+
+    def on_success(self) -> None:
+        """Clean answers bring the AIMD rate back to just under where it drew a 429, fast,
+        then probe beyond it slowly (so it spends its time near the limit, not under it)."""
+        if self.aimd_rate is None or self.limits_known:
+            return
+        now = self.clock()
+        elapsed = min(now - self.aimd_last_change, 5.0)
+        if elapsed < 0.25:
+            return
+        plateau = AIMD_PLATEAU * self.aimd_cut_at
+        if self.aimd_rate < 0.995 * plateau:
+            gap = plateau - self.aimd_rate
+            self.aimd_rate = plateau - gap * (1 - AIMD_RECOVERY_PER_S) ** elapsed
+        else:
+            self.aimd_rate *= (1 + AIMD_PROBE_PER_S) ** elapsed
+        self.aimd_last_change = now
+        self._aimd_bucket().set_limit(self.aimd_rate * 60)
+
+
+_BUCKETS = {"requests": "requests", "input": "input_tokens", "output": "output_tokens"}
+
+
+class ConcurrencyController:
+    """How many requests may be in flight: fixed, or `auto` (slow start, then AIMD)."""
+
+    def __init__(
+        self,
+        fixed: int | None = None,
+        start: int = START_CONCURRENCY,
+        maximum: int = MAX_CONCURRENCY,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.fixed = fixed
+        self.clock = clock
+        self.maximum = fixed or maximum
+        self.limit = float(fixed or start)
+        self.slow_start = fixed is None
+        self.last_backoff = -math.inf
+        self.latency_floor_s = math.inf
+        self.latency_recent_s = 0.0
+
+    @property
+    def current(self) -> int:
+        return max(1, int(self.limit))
+
+    def on_success(self, latency_s: float, in_flight: int, target_rate: float | None) -> None:
+        if self.fixed is not None:
+            return
+        self.latency_recent_s = (
+            latency_s
+            if not self.latency_recent_s
+            else 0.9 * self.latency_recent_s + 0.1 * latency_s
+        )
+        # The floor is the lowest smoothed latency: one lucky fast answer must not make
+        # ordinary jitter look like queueing.
+        self.latency_floor_s = min(self.latency_floor_s, self.latency_recent_s)
+        if in_flight < self.current - 1:
+            return  # the limit is not what holds us back: no reason to raise it
+        queueing = self.latency_recent_s > LATENCY_QUEUEING_FACTOR * max(
+            self.latency_floor_s, 0.005
+        )
+        if queueing:
+            # Answers slow down as we add load: more in flight would only queue.
+            self.slow_start = False
+            return
+        ceiling = float(self.maximum)
+        if target_rate is not None and self.latency_recent_s > 0:
+            # Little's law: what a known rate needs in flight, with room for jitter.
+            ceiling = min(ceiling, target_rate * self.latency_recent_s * 1.5 + 2)
+        if self.slow_start:
+            self.limit = min(ceiling, self.limit + 1.0)  # doubles every round trip
+        else:
+            self.limit = min(ceiling, self.limit + 1.0 / self.limit)  # +1 per round trip
+
+    def on_congestion(self) -> None:
+        """A 429 or 529: back off multiplicatively, once per round trip at most."""
+        if self.fixed is not None:
+            return
+        now = self.clock()
+        round_trip = self.latency_recent_s or 0.2
+        if now - self.last_backoff < round_trip:
+            return
+        self.last_backoff = now
+        self.slow_start = False
+        self.limit = max(1.0, self.limit * BACKOFF_FACTOR)
+
+
+class InputEstimator:
+    """Input tokens of a request before sending it: characters / 4, calibrated by answers.
+
+    The ratio of counted to estimated tokens is learned from each response's usage, so the
+    estimate converges on the API's own count without a count_tokens call per request.
+    """
+
+    def __init__(self) -> None:
+        self.ratio = 1.0
+        self.samples = 0
+
+    @staticmethod
+    def raw(params: Mapping[str, object]) -> float:
+        size = 0
+        for key in ("system", "messages", "tools"):
+            value = params.get(key)
+            if value is not None:
+                size += len(str(value))
+        return size / 4.0
+
+    def estimate(self, raw: float) -> float:
+        return raw * self.ratio
+
+    def learn(self, raw: float, counted: int) -> None:
+        if raw <= 0 or counted <= 0:
+            return
+        self.samples += 1
+        weight = max(0.05, 1.0 / self.samples)
+        self.ratio = (1 - weight) * self.ratio + weight * (counted / raw)

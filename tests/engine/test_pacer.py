@@ -1,0 +1,208 @@
+"""The pacer and the concurrency controller on a fake clock: deterministic and fast."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from aibatch import pacer as pacing
+from aibatch.inflight import InFlightLimiter
+from aibatch.pacer import ConcurrencyController, InputEstimator, Pacer, TokenBucket
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    yield FakeClock()
+
+
+def headers(rpm: int, itpm: int, otpm: int, remaining: int = 5) -> dict[str, str]:
+    return {
+        "anthropic-ratelimit-requests-limit": str(rpm),
+        "anthropic-ratelimit-requests-remaining": str(remaining),
+        "anthropic-ratelimit-input-tokens-limit": str(itpm),
+        "anthropic-ratelimit-output-tokens-limit": str(otpm),
+    }
+
+
+def test_an_untold_pacer_waits_for_nothing_until_it_learns(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    assert pacer.wait_s(1_000) == 0
+    pacer.reserve(1_000)
+    assert not pacer.limits_known
+
+
+def test_limits_are_learned_from_headers_and_paced_smoothly(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
+    assert pacer.limits_known and pacer.headers_seen
+    assert pacer.requests is not None and pacer.requests.rate_per_s == 10
+    # learned buckets start empty: the requests that taught the limit already used it
+    assert pacer.wait_s(0) == pytest.approx(0.1)
+    clock.advance(1.0)  # a second's worth is the most a bucket holds
+    sent = 0
+    while pacer.wait_s(0) == 0:
+        pacer.reserve(0)
+        sent += 1
+    assert sent == 10
+    clock.advance(0.35)
+    assert pacer.wait_s(0) == 0 and pacer.requests.level == pytest.approx(3.5)
+
+
+def test_given_limits_win_over_headers(clock: FakeClock) -> None:
+    pacer = Pacer(rpm=120, clock=clock)
+    pacer.observe_headers(headers(rpm=6_000, itpm=1_000_000, otpm=100_000))
+    assert pacer.requests is not None and pacer.requests.limit_per_min == 120
+    assert pacer.input_tokens is not None and pacer.input_tokens.limit_per_min == 1_000_000
+
+
+def test_a_changed_limit_in_the_headers_resizes_the_bucket(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
+    pacer.observe_headers(headers(rpm=1_200, itpm=60_000, otpm=12_000))
+    assert pacer.requests is not None and pacer.requests.rate_per_s == 20
+
+
+def test_an_empty_server_bucket_empties_ours(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
+    clock.advance(5)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000, remaining=0))
+    assert pacer.wait_s(0) == pytest.approx(0.1)
+
+
+def test_tokens_are_reserved_from_estimates_and_settled_to_what_was_used(
+    clock: FakeClock,
+) -> None:
+    pacer = Pacer(itpm=60_000, otpm=6_000, clock=clock)  # buckets of 1,000 and 100
+    assert pacer.input_tokens is not None and pacer.output_tokens is not None
+    first = pacer.reserve(400)
+    assert first.output_tokens == 0  # no output seen yet: nothing reserved blindly
+    assert pacer.input_tokens.level == 600
+    pacer.settle(first, input_tokens=300, output_tokens=80)  # refund 100 input, charge 80
+    assert pacer.input_tokens.level == 700
+    assert pacer.output_tokens.level == 20
+    assert pacer.output_estimate == 80
+    second = pacer.reserve(300)
+    assert second.output_tokens == 80  # reserved from what answers have been
+    assert pacer.wait_s(0) > 0  # output is now the binding limit (20 - 80 < 0)
+    pacer.release(second)  # an error: the reservation comes back
+    assert pacer.output_tokens.level == 20
+
+
+def test_without_headers_a_429_starts_an_aimd_rate_that_recovers(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=20.0)
+    assert pacer.aimd_rate == pytest.approx(14.0)
+    pacer.on_rate_limited(observed_rps=20.0)  # within a second: one cut per second at most
+    assert pacer.aimd_rate == pytest.approx(14.0)
+    clock.advance(1.0)
+    pacer.on_rate_limited(observed_rps=20.0)
+    assert pacer.aimd_rate == pytest.approx(9.8)  # cut from 14, the rate that drew the 429
+    for _ in range(20):
+        clock.advance(1.0)
+        pacer.on_success()
+    # back to just under the rate that drew the 429, and only probing slowly past it
+    assert pacer.aimd_rate is not None
+    assert 0.96 * 14.0 <= pacer.aimd_rate <= 14.0 * 1.2
+    assert pacer.wait_s(0) == 0
+
+
+def test_headers_turn_aimd_off(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
+    pacer.on_rate_limited(observed_rps=20.0)
+    assert pacer.aimd_rate is None
+
+
+def test_concurrency_slow_starts_then_backs_off_and_recovers(clock: FakeClock) -> None:
+    control = ConcurrencyController(clock=clock)
+    assert control.current == pacing.START_CONCURRENCY
+    for _ in range(4):  # one round trip at the limit doubles it in slow start
+        control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
+    assert control.current == 8
+    control.on_congestion()
+    assert control.current == 5  # 8 × 0.7
+    control.on_congestion()  # same round trip: no second cut
+    assert control.current == 5
+    clock.advance(1.0)
+    for _ in range(30):  # additive now: about +1 per round trip
+        control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
+    assert 9 <= control.current <= 11
+
+
+def test_concurrency_does_not_grow_when_it_is_not_the_limit(clock: FakeClock) -> None:
+    control = ConcurrencyController(clock=clock)
+    for _ in range(50):
+        control.on_success(latency_s=0.2, in_flight=1, target_rate=None)
+    assert control.current == pacing.START_CONCURRENCY
+
+
+def test_concurrency_stops_at_what_a_known_rate_needs(clock: FakeClock) -> None:
+    control = ConcurrencyController(clock=clock)
+    for _ in range(500):
+        control.on_success(latency_s=0.2, in_flight=control.current, target_rate=10.0)
+    assert control.current == 5  # 10/s × 0.2 s × 1.5 + 2
+
+
+def test_concurrency_stops_growing_when_latency_shows_queueing(clock: FakeClock) -> None:
+    control = ConcurrencyController(clock=clock)
+    for _ in range(20):
+        control.on_success(latency_s=0.1, in_flight=control.current, target_rate=None)
+    grown = control.current
+    for _ in range(200):
+        control.on_success(latency_s=0.5, in_flight=control.current, target_rate=None)
+    assert control.current <= grown + 2
+
+
+def test_fixed_concurrency_never_moves(clock: FakeClock) -> None:
+    control = ConcurrencyController(fixed=7, clock=clock)
+    control.on_congestion()
+    control.on_success(latency_s=0.01, in_flight=7, target_rate=None)
+    assert control.current == 7
+
+
+def test_input_estimate_calibrates_to_the_count() -> None:
+    estimator = InputEstimator()
+    for _ in range(50):
+        estimator.learn(raw=100.0, counted=130)
+    assert estimator.estimate(200.0) == pytest.approx(260.0, rel=0.02)
+
+
+def test_bucket_debt_is_repaid_at_the_rate(clock: FakeClock) -> None:
+    bucket = TokenBucket(600, clock)
+    bucket.take(30)  # capacity 10: 20 in debt
+    assert bucket.wait_s(1) == pytest.approx(2.1)
+
+
+def test_in_flight_limit_can_grow_while_requests_wait() -> None:
+    limit = {"n": 1}
+
+    async def scenario() -> list[int]:
+        limiter = InFlightLimiter(lambda: limit["n"])
+        await limiter.acquire()
+        waiters = [asyncio.ensure_future(limiter.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        admitted = [sum(w.done() for w in waiters)]
+        limit["n"] = 3
+        limiter.wake()
+        await asyncio.sleep(0)
+        admitted.append(sum(w.done() for w in waiters))
+        limiter.release()
+        await asyncio.sleep(0)
+        admitted.append(sum(w.done() for w in waiters))
+        return admitted
+
+    assert asyncio.run(scenario()) == [0, 2, 3]
