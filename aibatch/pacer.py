@@ -120,6 +120,7 @@ class Pacer:
         # With no headers and no given limits, an AIMD-steered request rate.
         self.aimd_rate: float | None = None
         self.aimd_cut_at = 0.0  # the rate that last drew a 429
+        self._aimd: TokenBucket | None = None
         self.aimd_last_change = clock()
 
     @property
@@ -208,7 +209,7 @@ class Pacer:
     # -- AIMD send rate, for when no limit is known ----------------------------------------
 
     def _aimd_bucket(self) -> TokenBucket:
-        if not hasattr(self, "_aimd"):
+        if self._aimd is None:
             self._aimd = TokenBucket((self.aimd_rate or AIMD_START_RPS) * 60, self.clock)
         return self._aimd
 
