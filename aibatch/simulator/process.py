@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from aibatch.children import stop_child
 from aibatch.simulator.config import SimulatorConfig
 
 _URL = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -39,8 +40,7 @@ class SimulatorProcess:
         command = [
             sys.executable,
             "-m",
-            "aibatch",
-            "simulate-api",
+            "aibatch.simulator",
             "--port",
             "0",
             "--config-json",
@@ -90,12 +90,7 @@ class SimulatorProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process, grace_s=10)
         if process.stdout is not None:
             process.stdout.close()
 
