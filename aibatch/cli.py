@@ -70,6 +70,14 @@ def run(
     chunk_slots: Annotated[
         int, typer.Option(help="Chunks running at once (a Prefect concurrency limit).")
     ] = policy.DEFAULT_CHUNK_SLOTS,
+    shared_rpm: Annotated[
+        int | None,
+        typer.Option(
+            help="Set the requests/min shared by every run and worker on this Prefect server "
+            f"(the rate limit {policy.SHARED_RATE_LIMIT_NAME!r}) [default: use it if it "
+            "exists]."
+        ),
+    ] = None,
     id_column: Annotated[str, typer.Option(help="Column holding the ticket id.")] = "id",
     text_column: Annotated[str, typer.Option(help="Column holding the ticket text.")] = "text",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -91,7 +99,7 @@ def run(
         "input_path": input_path, "job": job, "model": model, "output_dir": output,
         "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
-        "rpm": rpm, "itpm": itpm, "otpm": otpm,
+        "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm,
         "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
     }  # fmt: skip
     if labels is not None:

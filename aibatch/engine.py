@@ -25,7 +25,14 @@ from aibatch import policy
 from aibatch.backend import MessagesBackend
 from aibatch.inflight import InFlightLimiter
 from aibatch.jobs import InvalidModelOutput, JobSpec
-from aibatch.pacer import ConcurrencyController, InputEstimator, Pacer, Reservation
+from aibatch.looplag import LoopLagProbe
+from aibatch.pacer import (
+    ConcurrencyController,
+    InputEstimator,
+    Pacer,
+    Reservation,
+    SharedBudget,
+)
 from aibatch.policy import Action
 from aibatch.pricing import cost_usd
 from aibatch.store import (
@@ -220,7 +227,8 @@ class TicketProcessor:
     """Sends tickets; shared by every chunk of a run (one client, one pacer, one in-flight cap).
 
     Per request: wait at the shared 429 gate, take an in-flight slot (its size fixed or
-    `auto`), wait for the pacer's buckets, send. Waiting after an error never holds a slot.
+    `auto`), take a request from the budget shared with other processes (if any), wait for
+    the pacer's buckets, send. Waiting after an error never holds a slot.
     """
 
     def __init__(
@@ -235,6 +243,7 @@ class TicketProcessor:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         pacer: Pacer | None = None,
+        shared: SharedBudget | None = None,
     ) -> None:
         self.backend = backend
         self.spec = spec
@@ -245,8 +254,10 @@ class TicketProcessor:
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.pacer = pacer or Pacer()
+        self.shared = shared
         self.concurrency = ConcurrencyController(fixed=max_concurrency)
         self.slots = InFlightLimiter(lambda: self.concurrency.current)
+        self.loop_lag = LoopLagProbe()
         self.estimator = InputEstimator()
         self._pace_lock = asyncio.Lock()
         self.http_in_flight = 0
@@ -286,6 +297,8 @@ class TicketProcessor:
             await self.sleep(wait)
 
     async def _pace(self, input_estimate: float) -> Reservation:
+        if self.shared is not None:
+            await self.shared.take()  # the part of the rate other processes leave us
         # One waiter at a time, so a freed bucket is not raced for by every coroutine.
         async with self._pace_lock:
             while (wait := self.pacer.wait_s(input_estimate)) > 0:
@@ -316,6 +329,7 @@ class TicketProcessor:
                 started = time.monotonic()
                 stats.http_requests += 1
                 self.http_in_flight += 1
+                self.loop_lag.start()
                 try:
                     reply = await self.backend.create(params)
                 except (anthropic.AnthropicError, InvalidModelOutput) as error:
@@ -332,6 +346,8 @@ class TicketProcessor:
                         return "ok"
                 finally:
                     self.http_in_flight -= 1
+                    if not self.http_in_flight:
+                        self.loop_lag.stop()
             finally:
                 self.slots.release()
             # Outside the slot: waiting never holds one.
@@ -369,7 +385,9 @@ class TicketProcessor:
         self.pacer.settle(reservation, counted, usage.output_tokens)
         self.pacer.on_success()
         self.recent_ok.append(time.monotonic())
-        self.concurrency.on_success(latency_s, self.http_in_flight, self.target_rate())
+        self.concurrency.on_success(
+            latency_s, self.http_in_flight, self.target_rate(), self.loop_lag.lag_s
+        )
         self.slots.wake()
 
     def _count_error(self, decision: policy.Decision) -> None:

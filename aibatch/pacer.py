@@ -17,9 +17,11 @@ Both are plain objects on an injectable clock, so they are tested without a netw
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -33,11 +35,17 @@ AIMD_CUT = 0.7
 AIMD_RECOVERY_PER_S = 0.25  # share of the gap to just below the last cut rate closed per second
 AIMD_PROBE_PER_S = 0.01  # growth per second once there: probing gently for more
 AIMD_PLATEAU = 0.97  # recover to this share of the rate that last drew a 429
+AIMD_IN_USE = 0.85  # the rate only grows while we send at least this share of it
 # Concurrency.
 START_CONCURRENCY = 4
 MAX_CONCURRENCY = 512
 BACKOFF_FACTOR = 0.7
+CONGESTION_AVOIDANCE_GROWTH = 0.05  # after slow start: growth per answer, i.e. 5% per round trip
 LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue: stop growing
+# Our own event loop running callbacks this late means the client is short of CPU: more in
+# flight would only queue here, so stop growing. (Not a reason to shrink: when the client is
+# the bottleneck, fewer in flight does not make it faster.)
+LOOP_LAG_BUSY_S = 0.010
 
 
 class TokenBucket:
@@ -120,8 +128,10 @@ class Pacer:
         # With no headers and no given limits, an AIMD-steered request rate.
         self.aimd_rate: float | None = None
         self.aimd_cut_at = 0.0  # the rate that last drew a 429
+        self.aimd_last_cut = -math.inf
         self._aimd: TokenBucket | None = None
         self.aimd_last_change = clock()
+        self._sent: deque[float] = deque(maxlen=4096)  # when requests were let through
 
     @property
     def limits_known(self) -> bool:
@@ -145,6 +155,7 @@ class Pacer:
 
     def reserve(self, input_estimate: float) -> Reservation:
         output_estimate = self.output_estimate or 0.0
+        self._sent.append(self.clock())
         if self.requests is not None:
             self.requests.take(1)
         elif self.aimd_rate is not None:
@@ -214,19 +225,27 @@ class Pacer:
         return self._aimd
 
     def on_rate_limited(self, observed_rps: float) -> None:
-        """A 429 with no limit known: cut the send rate (at most once a second)."""
+        """A 429 with no limit known: cut the send rate (at most once a second).
+
+        The cut starts from what actually got through (`observed_rps`, answered requests
+        per second lately) when that is below the rate we allowed: the allowed rate may
+        never have been reached, and recovering towards it would only earn more 429s.
+        """
         if self.limits_known:
             return
         now = self.clock()
-        if self.aimd_rate is None:
-            self.aimd_cut_at = max(AIMD_START_RPS, observed_rps)
-        elif now - self.aimd_last_change >= 1.0:
-            self.aimd_cut_at = self.aimd_rate
-        else:
-            return
+        if now - self.aimd_last_cut < 1.0:
+            return  # the same overload: one cut per second at most
+        allowed = self.aimd_rate if self.aimd_rate is not None else math.inf
+        self.aimd_cut_at = max(AIMD_START_RPS, min(allowed, observed_rps or allowed))
         self.aimd_rate = max(0.2, self.aimd_cut_at * AIMD_CUT)
-        self.aimd_last_change = now
+        self.aimd_last_cut = self.aimd_last_change = now
         self._aimd_bucket().set_limit(self.aimd_rate * 60)
+
+    def send_rate(self, window_s: float = 2.0) -> float:
+        """Requests let through per second, lately."""
+        cutoff = self.clock() - window_s
+        return sum(1 for t in reversed(self._sent) if t >= cutoff) / window_s
 
     def on_success(self) -> None:
         """Clean answers bring the AIMD rate back to just under where it drew a 429, fast,
@@ -236,6 +255,12 @@ class Pacer:
         now = self.clock()
         elapsed = min(now - self.aimd_last_change, 5.0)
         if elapsed < 0.25:
+            return
+        if self.send_rate() < AIMD_IN_USE * self.aimd_rate:
+            # Not sending at this rate (fewer tickets left, or concurrency holds us): clean
+            # answers say nothing about a higher one, so do not raise it (as TCP does not
+            # grow a window the application leaves unused).
+            self.aimd_last_change = now
             return
         plateau = AIMD_PLATEAU * self.aimd_cut_at
         if self.aimd_rate < 0.995 * plateau:
@@ -273,7 +298,13 @@ class ConcurrencyController:
     def current(self) -> int:
         return max(1, int(self.limit))
 
-    def on_success(self, latency_s: float, in_flight: int, target_rate: float | None) -> None:
+    def on_success(
+        self,
+        latency_s: float,
+        in_flight: int,
+        target_rate: float | None,
+        loop_lag_s: float = 0.0,
+    ) -> None:
         if self.fixed is not None:
             return
         self.latency_recent_s = (
@@ -284,6 +315,9 @@ class ConcurrencyController:
         # The floor is the lowest smoothed latency: one lucky fast answer must not make
         # ordinary jitter look like queueing.
         self.latency_floor_s = min(self.latency_floor_s, self.latency_recent_s)
+        if loop_lag_s > LOOP_LAG_BUSY_S:
+            self.slow_start = False
+            return  # the client is short of CPU: hold where we are
         if in_flight < self.current - 1:
             return  # the limit is not what holds us back: no reason to raise it
         queueing = self.latency_recent_s > LATENCY_QUEUEING_FACTOR * max(
@@ -300,7 +334,10 @@ class ConcurrencyController:
         if self.slow_start:
             self.limit = min(ceiling, self.limit + 1.0)  # doubles every round trip
         else:
-            self.limit = min(ceiling, self.limit + 1.0 / self.limit)  # +1 per round trip
+            # +5% per round trip (at least +1): reaches a new operating point in seconds
+            # where +1 per round trip would need minutes at high concurrency.
+            step = max(1.0 / self.limit, CONGESTION_AVOIDANCE_GROWTH)
+            self.limit = min(ceiling, self.limit + step)
 
     def on_congestion(self) -> None:
         """A 429 or 529: back off multiplicatively, once per round trip at most."""
@@ -313,6 +350,38 @@ class ConcurrencyController:
         self.last_backoff = now
         self.slow_start = False
         self.limit = max(1.0, self.limit * BACKOFF_FACTOR)
+
+
+class SharedBudget:
+    """Requests granted by a limit shared with other processes, fetched in batches.
+
+    `acquire(n)` blocks until the shared limit grants `n` requests (in aibatch's flow, a
+    Prefect rate limit). Each call is a round trip to a server, so requests are fetched a
+    batch at a time and spent locally; what is left when the run ends simply decays.
+    """
+
+    def __init__(self, acquire: Callable[[int], Awaitable[None]], batch: int) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.acquire = acquire
+        self.batch = batch
+        self.credit = 0
+        self.acquired = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_rate(
+        cls, acquire: Callable[[int], Awaitable[None]], requests_per_min: float, batch_s: float
+    ) -> SharedBudget:
+        return cls(acquire, max(1, round(requests_per_min / 60 * batch_s)))
+
+    async def take(self) -> None:
+        async with self._lock:  # one fetch at a time; the others wait for its batch
+            if self.credit <= 0:
+                await self.acquire(self.batch)
+                self.credit += self.batch
+                self.acquired += self.batch
+            self.credit -= 1
 
 
 class InputEstimator:

@@ -47,6 +47,19 @@ CHUNK_LIMIT_TAG = "aibatch-chunks"
 CHUNK_LIMIT_NAME = f"tag:{CHUNK_LIMIT_TAG}"  # how Prefect names a tag's concurrency limit
 DEFAULT_CHUNK_SLOTS = 4
 
+# Several processes, one API key: a Prefect rate limit (a global concurrency limit with
+# slot decay) grants requests to every run and worker that uses this server.
+SHARED_RATE_LIMIT_NAME = "aibatch-requests"
+# One slot is a tenth of a request: the server decays whole slots only, and drops the
+# fraction at every update, so coarse slots would lose a visible share of the rate.
+SLOTS_PER_REQUEST = 10
+# Each acquisition costs a round trip to the server (~100 ms): fetch about this many
+# seconds of the shared rate at once, never per request.
+SHARED_BATCH_S = 0.5
+# The limit's burst (its slot count) in seconds of the rate: what may go at once after a
+# pause. Two batches, so one process can hold a batch while the next decays.
+SHARED_BURST_S = 1.0
+
 # Committing results to Parquet: often enough that a crash re-commits little, seldom
 # enough that the dataset is not thousands of tiny files.
 # Both can be tuned from the environment (tests use small values to get many commits).

@@ -55,6 +55,13 @@ class BatchParameters(BaseModel):
         le=256,
         description="Chunks running at once (a Prefect concurrency limit).",
     )
+    shared_rpm: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set the Prefect rate limit shared by every run and worker on this server "
+        f"({policy.SHARED_RATE_LIMIT_NAME!r}) to this many requests/min before running; "
+        "default: use that limit as it is, if it exists.",
+    )
     max_attempts: int = Field(default=policy.MAX_ATTEMPTS, ge=1, le=50)
     show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")
 

@@ -18,6 +18,7 @@ import asyncio
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.runtime import flow_run
 
 from aibatch import policy
@@ -36,7 +37,13 @@ from aibatch.progress import progress_bar
 from aibatch.settings import BatchParameters
 from aibatch.store import ResultStore, carried_schema
 from tasks.chunks import process_chunk
-from tasks.limits import ensure_concurrency_limit
+from tasks.limits import (
+    ensure_concurrency_limit,
+    ensure_shared_rate_limit,
+    read_shared_rate_limit,
+    shared_budget,
+    shared_rpm,
+)
 from tasks.load import load_tickets_task
 from tasks.report import artifact_key, publish_summary, start_progress, update_progress
 
@@ -58,6 +65,16 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     spec = JobSpec.build(params.job, params.model, params.labels)
     tickets = load_tickets_task(params.input_path, params.id_column, params.text_column)
     await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, params.chunk_slots)
+    shared_limit: GlobalConcurrencyLimitResponse | None
+    if params.shared_rpm is not None:
+        shared_limit = await ensure_shared_rate_limit(params.shared_rpm)
+    else:
+        shared_limit = await read_shared_rate_limit()
+    if shared_limit is not None:
+        logger.info(
+            "Sharing %.0f requests/min with every run on this Prefect server (rate limit %r)",
+            shared_rpm(shared_limit), shared_limit.name,
+        )  # fmt: skip
 
     store = ResultStore(params.output_dir)
     with store.locked():
@@ -85,6 +102,7 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
             backend, spec, committer, run_id,
             max_concurrency=params.fixed_concurrency, max_attempts=params.max_attempts,
             stats=stats, pacer=Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm),
+            shared=shared_budget(shared_limit) if shared_limit is not None else None,
         )  # fmt: skip
         key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
         progress_id = await start_progress(

@@ -1,9 +1,20 @@
-"""The Prefect concurrency limit that caps how many chunks run at once."""
+"""The Prefect limits aibatch uses: chunk slots, and the request rate shared across processes."""
 
 from __future__ import annotations
 
+import math
+
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
+
+from aibatch import policy
+from aibatch.pacer import SharedBudget
 
 
 class LimitMissing(RuntimeError):
@@ -28,3 +39,63 @@ async def ensure_concurrency_limit(name: str, slots: int) -> int:
             f" at {limit.limit} slots, not {slots}"
         )
     return limit.limit
+
+
+def rate_limit_shape(requests_per_min: int) -> tuple[int, float]:
+    """(slots, decay per second) of a Prefect rate limit granting `requests_per_min`."""
+    decay = requests_per_min / 60 * policy.SLOTS_PER_REQUEST
+    slots = math.ceil(
+        max(requests_per_min / 60 * policy.SHARED_BURST_S, 2) * policy.SLOTS_PER_REQUEST
+    )
+    return slots, decay
+
+
+def shared_rpm(limit: GlobalConcurrencyLimitResponse) -> float:
+    return (limit.slot_decay_per_second or 0.0) / policy.SLOTS_PER_REQUEST * 60
+
+
+async def ensure_shared_rate_limit(
+    requests_per_min: int, name: str = policy.SHARED_RATE_LIMIT_NAME
+) -> GlobalConcurrencyLimitResponse:
+    """Create or update the rate limit every run and worker on this server shares."""
+    slots, decay = rate_limit_shape(requests_per_min)
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=slots, slot_decay_per_second=decay)
+            )
+        else:
+            await client.update_global_concurrency_limit(
+                name,
+                GlobalConcurrencyLimitUpdate(limit=slots, slot_decay_per_second=decay, active=True),
+            )
+        limit = await client.read_global_concurrency_limit_by_name(name)
+    if limit.slot_decay_per_second != decay or limit.limit != slots:
+        raise LimitMissing(f"the rate limit {name!r} did not take {requests_per_min} requests/min")
+    return limit
+
+
+async def read_shared_rate_limit(
+    name: str = policy.SHARED_RATE_LIMIT_NAME,
+) -> GlobalConcurrencyLimitResponse | None:
+    """The shared rate limit if it exists and is active (created by `aibatch setup` or
+    `--shared-rpm`); None means this run paces on its own."""
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return None
+    if not limit.active or not limit.slot_decay_per_second:
+        return None
+    return limit
+
+
+def shared_budget(limit: GlobalConcurrencyLimitResponse) -> SharedBudget:
+    """Requests from the Prefect rate limit `limit`, a batch per server round trip."""
+
+    async def acquire(requests: int) -> None:
+        await rate_limit(limit.name, occupy=requests * policy.SLOTS_PER_REQUEST, strict=True)
+
+    return SharedBudget.for_rate(acquire, shared_rpm(limit), policy.SHARED_BATCH_S)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from aibatch import pacer as pacing
 from aibatch.inflight import InFlightLimiter
-from aibatch.pacer import ConcurrencyController, InputEstimator, Pacer, TokenBucket
+from aibatch.looplag import LoopLagProbe
+from aibatch.pacer import ConcurrencyController, InputEstimator, Pacer, SharedBudget, TokenBucket
 
 
 class FakeClock:
@@ -111,13 +113,33 @@ def test_without_headers_a_429_starts_an_aimd_rate_that_recovers(clock: FakeCloc
     clock.advance(1.0)
     pacer.on_rate_limited(observed_rps=20.0)
     assert pacer.aimd_rate == pytest.approx(9.8)  # cut from 14, the rate that drew the 429
-    for _ in range(20):
-        clock.advance(1.0)
+    for _ in range(200):  # 20 s of sending as fast as the AIMD rate allows
+        clock.advance(0.1)
+        while pacer.wait_s(0) == 0:
+            pacer.reserve(0)
         pacer.on_success()
     # back to just under the rate that drew the 429, and only probing slowly past it
     assert pacer.aimd_rate is not None
     assert 0.96 * 14.0 <= pacer.aimd_rate <= 14.0 * 1.2
-    assert pacer.wait_s(0) == 0
+
+
+def test_aimd_rate_does_not_grow_while_it_goes_unused(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=20.0)
+    for _ in range(200):  # 20 s of clean answers, sending 1/s: far below the allowed 14/s
+        clock.advance(0.1)
+        if round(clock.now * 10) % 10 == 0:
+            pacer.reserve(0)
+        pacer.on_success()
+    assert pacer.aimd_rate == pytest.approx(14.0)
+
+
+def test_a_429_cuts_from_what_got_through_not_from_an_unreached_rate(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=20.0)
+    clock.advance(2.0)
+    pacer.on_rate_limited(observed_rps=10.0)  # allowed 14/s, but only 10/s got through
+    assert pacer.aimd_rate == pytest.approx(7.0)
 
 
 def test_headers_turn_aimd_off(clock: FakeClock) -> None:
@@ -138,7 +160,7 @@ def test_concurrency_slow_starts_then_backs_off_and_recovers(clock: FakeClock) -
     control.on_congestion()  # same round trip: no second cut
     assert control.current == 5
     clock.advance(1.0)
-    for _ in range(30):  # additive now: about +1 per round trip
+    for _ in range(30):  # additive now: about +1 per round trip (+5% once above 20)
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
     assert 9 <= control.current <= 11
 
@@ -165,6 +187,60 @@ def test_concurrency_stops_growing_when_latency_shows_queueing(clock: FakeClock)
     for _ in range(200):
         control.on_success(latency_s=0.5, in_flight=control.current, target_rate=None)
     assert control.current <= grown + 2
+
+
+def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
+    control = ConcurrencyController(clock=clock)
+    for _ in range(8):
+        control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
+    grown = control.current
+    for _ in range(100):  # answers are fine, but the client is short of CPU
+        control.on_success(
+            latency_s=0.2, in_flight=control.current, target_rate=None,
+            loop_lag_s=pacing.LOOP_LAG_BUSY_S * 2,
+        )  # fmt: skip
+    assert control.current == grown
+    assert not control.slow_start  # once it is free again, it grows gently, not doubling
+    for _ in range(2 * grown):  # two round trips
+        control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
+    assert grown < control.current <= grown + 2
+
+
+def test_shared_budget_fetches_whole_batches_once_for_many_takers() -> None:
+    fetched: list[int] = []
+
+    async def acquire(requests: int) -> None:
+        await asyncio.sleep(0.01)  # a round trip to the server
+        fetched.append(requests)
+
+    async def scenario() -> SharedBudget:
+        budget = SharedBudget.for_rate(acquire, requests_per_min=600, batch_s=0.5)
+        await asyncio.gather(*(budget.take() for _ in range(23)))
+        return budget
+
+    budget = asyncio.run(scenario())
+    assert budget.batch == 5  # half a second of 10/s
+    assert fetched == [5] * 5  # 23 requests: five batches, fetched one at a time
+    assert budget.credit == 2
+
+
+def test_loop_lag_probe_sees_a_blocked_loop_and_leaves_no_timer() -> None:
+    async def scenario() -> tuple[float, float, bool]:
+        probe = LoopLagProbe(interval_s=0.005)
+        probe.start()
+        await asyncio.sleep(0.05)
+        calm = probe.lag_s
+        for _ in range(5):
+            time.sleep(0.03)  # the loop is busy: callbacks run late
+            await asyncio.sleep(0)
+            await asyncio.sleep(0.006)
+        busy = probe.lag_s
+        probe.stop()
+        return calm, busy, probe._handle is None
+
+    calm, busy, no_timer = asyncio.run(scenario())
+    assert calm < pacing.LOOP_LAG_BUSY_S < busy
+    assert no_timer
 
 
 def test_fixed_concurrency_never_moves(clock: FakeClock) -> None:

@@ -181,3 +181,57 @@ def test_a_bad_key_stops_at_once_and_a_spend_cap_keeps_what_was_done(
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert set(results["id"]) == set(texts) and results["id"].is_unique
     assert server.stats()["prompts_paid_repeated"] == 0
+
+
+@pytest.fixture
+def drop_shared_limit(prefect_api: str) -> Iterator[None]:
+    """The shared rate limit lives on the session's server: remove it after the test, or
+    every later flow test would be paced by it."""
+    from prefect.client.orchestration import get_client
+
+    yield
+
+    async def drop() -> None:
+        async with get_client() as client:
+            await client.delete_global_concurrency_limit_by_name(policy.SHARED_RATE_LIMIT_NAME)
+
+    asyncio.run(drop())
+
+
+def test_a_shared_rate_limit_on_the_server_paces_the_run(
+    prefect_api: str,
+    start_simulator: StartSimulator,
+    use_simulator: Callable[[SimulatorServer], None],
+    drop_shared_limit: None,
+    tmp_path: Path,
+) -> None:
+    """--shared-rpm creates the Prefect rate limit every run on the server draws from; the
+    run then sends no faster than it, though the API itself would take far more."""
+    from prefect.client.orchestration import get_client
+
+    server = start_simulator(latency_ms=20)  # no limit at the API: alone, ~100/s
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 120)
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        job="classify", chunk_size=60, shared_rpm=600,
+    )  # fmt: skip
+    summary = asyncio.run(process_tickets(params))
+    assert summary["ok"] == 120
+
+    async def read_limit() -> Any:
+        async with get_client() as client:
+            return await client.read_global_concurrency_limit_by_name(policy.SHARED_RATE_LIMIT_NAME)
+
+    limit = asyncio.run(read_limit())
+    assert limit.slot_decay_per_second == 10 * policy.SLOTS_PER_REQUEST  # 600/min
+    burst = limit.limit / policy.SLOTS_PER_REQUEST  # 1 s of the rate
+    per_second = {int(s): n for s, n in server.stats()["ok_per_second"].items()}
+    seconds = sorted(per_second)
+    counts = [per_second.get(s, 0) for s in range(seconds[0], seconds[-1] + 1)]
+    batch = round(10 * policy.SHARED_BATCH_S)  # requests fetched ahead, spent later
+    for width in (1, 3, 5):
+        busiest = max(sum(counts[i : i + width]) for i in range(max(1, len(counts) - width + 1)))
+        assert busiest <= 10 * width + burst + batch, (width, counts)
+    # 120 requests at 10/s after a burst of at most burst + batch: ten seconds or more.
+    assert seconds[-1] - seconds[0] >= (120 - burst - batch) / 10 - 1, counts
