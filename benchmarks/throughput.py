@@ -3,7 +3,7 @@
     python benchmarks/throughput.py            # full run (tens of minutes)
     python benchmarks/throughput.py --quick    # smaller scenarios, under 2 minutes
 
-Every contestant runs in its own process (so peak RSS is its own) against a fresh
+Every contestant runs in its own forked process (so peak RSS is its own) against a fresh
 simulator process with the scenario's settings. Printed as one table and written to
 benchmarks/results/throughput.{csv,json}. Figures are ratios measured in one run: items/s
 against the scenario's ceiling, the share of HTTP requests answered 429, HTTP attempts
@@ -25,22 +25,26 @@ import contextlib
 import csv
 import json
 import math
+import multiprocessing
+import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import flow_scenarios
 import pandas as pd
 
 from aibatch.backend import AnthropicBackend
 from aibatch.engine import ChunkIncomplete, Committer, RunStats, TicketProcessor
 from aibatch.jobs import JobSpec
 from aibatch.pacer import Pacer
+from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.store import ResultStore, carried_schema
@@ -48,10 +52,54 @@ from aibatch.store import ResultStore, carried_schema
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SPEC = JobSpec.build("classify", "claude-haiku-4-5", None)
+FORK = multiprocessing.get_context("fork")
 
 
 def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
-    n = 300 if quick else 1_000
+    """The issue's scenarios, in the order they run; `quick` keeps their shape with fewer
+    tickets, faster limits and fewer contestants (a CI smoke run, not a measurement), and
+    runs the rate-bound ones first, while the Prefect server starts."""
+    if quick:
+        return {
+            "P1": {
+                "sim": {"rpm": 1_200, "burst_seconds": 2, "latency_ms": 200},
+                "tickets": 200,
+                "ceiling": 20.0,
+                "contestants": ["plain-20", "aibatch-auto"],
+            },
+            "P1b": {
+                "sim": {
+                    "rpm": 1_200,
+                    "burst_seconds": 2,
+                    "latency_ms": 200,
+                    "send_ratelimit_headers": False,
+                },
+                "tickets": 200,
+                "ceiling": 20.0,
+                "contestants": ["aibatch-auto"],
+            },
+            "P5": {
+                "sim": {"itpm": 360_000, "otpm": 36_000, "burst_seconds": 2, "latency_ms": 100},
+                "tickets": 200,
+                "ceiling": "tokens",
+                "contestants": ["aibatch-auto"],
+            },
+            "P2": {
+                "sim": {"latency_ms": 200, "latency_sigma": 0.3},
+                "tickets": 500,
+                "ceiling": None,
+                "contestants": ["aibatch-auto"],
+            },
+            "P3": {
+                "sim": {},
+                "tickets": 1_000,
+                "ceiling": None,
+                "contestants": ["bare-sdk-32", "aibatch-auto"],
+            },
+            "P4": {"flow": "scale", "tickets": 1_000, "chunk_size": 500},
+            "P6": {"flow": "shared", "tickets": 800, "cap_rpm": 1_200, "chunk_size": 50},
+        }
+    n = 1_000
     return {
         "P1": {"sim": {"rpm": 600, "burst_seconds": 2, "latency_ms": 200}, "tickets": n,
                "ceiling": 10.0,
@@ -60,12 +108,15 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
                         "send_ratelimit_headers": False}, "tickets": n, "ceiling": 10.0,
                 "contestants": ["plain-20", "plain-50", "aibatch-auto"]},
         "P2": {"sim": {"latency_ms": 200, "latency_sigma": 0.3}, "tickets": n,
-               "ceiling": None, "contestants": ["plain-50", "aibatch-50", "aibatch-auto"]},
-        "P3": {"sim": {}, "tickets": 2_000 if quick else 10_000, "ceiling": None,
+               "ceiling": None,
+               "contestants": ["plain-50", "aibatch-20", "aibatch-50", "aibatch-auto"]},
+        "P3": {"sim": {}, "tickets": 10_000, "ceiling": None,
                "contestants": ["bare-sdk-32", "aibatch-32", "aibatch-auto"]},
         "P5": {"sim": {"itpm": 90_000, "otpm": 9_000, "burst_seconds": 2, "latency_ms": 100},
                "tickets": n, "ceiling": "tokens",
                "contestants": ["plain-20", "aibatch-auto"]},
+        "P4": {"flow": "scale", "tickets": 100_000, "chunk_size": 500},
+        "P6": {"flow": "shared", "tickets": 3_000, "cap_rpm": 1_200, "chunk_size": 100},
     }  # fmt: skip
 
 
@@ -87,6 +138,8 @@ async def plain_loop(
     base_url: str,
     tickets: list[tuple[str, str]],
     concurrency: int,
+    done_at: list[float],
+    latencies_s: list[float],
     sdk_retries: int = 2,
     own_attempts: int = 3,
 ) -> int:
@@ -98,7 +151,11 @@ async def plain_loop(
         async with semaphore:
             for attempt in range(own_attempts):
                 try:
-                    return await client.messages.create(**SPEC.request(text))
+                    sent = time.time()
+                    answer = await client.messages.create(**SPEC.request(text))
+                    done_at.append(time.time())
+                    latencies_s.append(done_at[-1] - sent)
+                    return answer
                 except anthropic.APIStatusError:
                     await asyncio.sleep(2**attempt)
                 except anthropic.APIConnectionError:
@@ -110,17 +167,25 @@ async def plain_loop(
     return sum(a is not None for a in answers)
 
 
-async def bare_sdk(base_url: str, tickets: list[tuple[str, str]], concurrency: int) -> int:
+async def bare_sdk(
+    base_url: str,
+    tickets: list[tuple[str, str]],
+    concurrency: int,
+    done_at: list[float],
+    latencies_s: list[float],
+) -> int:
     """The floor: the SDK with no retries and nothing around it."""
-    return await plain_loop(base_url, tickets, concurrency, sdk_retries=0, own_attempts=1)
-
-
-async def sequential(base_url: str, tickets: list[tuple[str, str]]) -> int:
-    return await plain_loop(base_url, tickets, 1)
+    return await plain_loop(
+        base_url, tickets, concurrency, done_at, latencies_s, sdk_retries=0, own_attempts=1
+    )
 
 
 async def aibatch_engine(
-    base_url: str, tickets: list[tuple[str, str]], concurrency: int | None
+    base_url: str,
+    tickets: list[tuple[str, str]],
+    concurrency: int | None,
+    done_at: list[float],
+    latencies_s: list[float],
 ) -> tuple[int, dict[str, Any]]:
     """aibatch's engine as the flow runs it: pacer, controller, journal and commits."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,18 +200,52 @@ async def aibatch_engine(
                 max_attempts=50, stats=stats, pacer=Pacer(),
             )  # fmt: skip
             chunk = 200
+            limits: list[tuple[float, int]] = []  # (time, concurrency limit) every 50 ms
+
+            async def sample_limit() -> None:
+                while True:
+                    limits.append((time.time(), processor.concurrency.current))
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample_limit())
             with contextlib.suppress(ChunkIncomplete):  # unfinished ones count as lost
                 await asyncio.gather(*(
                     processor.process_chunk(tickets[i : i + chunk])
                     for i in range(0, len(tickets), chunk)
                 ))  # fmt: skip
+            sampler.cancel()
             await committer.commit()
             committer.close()
             await backend.aclose()
-            extra = {"settled_concurrency": processor.concurrency.current,
+            if stats.ok:
+                finished = pd.read_parquet(store.results_dir, columns=["completed_at"])
+                done_at.extend(finished["completed_at"].map(lambda t: t.timestamp()))
+                latencies_s.extend(ms / 1000 for ms in stats.latencies_ms)
+            extra = {"settled_concurrency": settled(limits, done_at),
                      "learned_rpm": processor.pacer.requests.limit_per_min
                      if processor.pacer.requests else None}  # fmt: skip
             return stats.ok, extra
+
+
+def steady_rate(done_at: list[float]) -> float | None:
+    """Items/s between the 10th and 90th percentile completions: the rate once ramped up,
+    without the start and the tail."""
+    if len(done_at) < 20:
+        return None
+    ordered = sorted(done_at)
+    first, last = ordered[len(ordered) // 10], ordered[len(ordered) * 9 // 10]
+    return (len(ordered) * 8 // 10) / (last - first) if last > first else None
+
+
+def settled(limits: list[tuple[float, int]], done_at: list[float]) -> int | None:
+    """The median concurrency limit while the run was ramped up (10th to 90th percentile
+    completions): what `auto` settled on, not where the tail left it."""
+    if len(done_at) < 20:
+        return limits[-1][1] if limits else None
+    ordered = sorted(done_at)
+    first, last = ordered[len(ordered) // 10], ordered[len(ordered) * 9 // 10]
+    inside = sorted(limit for t, limit in limits if first <= t <= last)
+    return inside[len(inside) // 2] if inside else None
 
 
 def run_contestant(name: str, base_url: str, count: int) -> dict[str, Any]:
@@ -154,19 +253,23 @@ def run_contestant(name: str, base_url: str, count: int) -> dict[str, Any]:
     kind, _, size = name.partition("-")
     started = time.perf_counter()
     extra: dict[str, Any] = {}
+    done_at: list[float] = []
+    latencies: list[float] = []
     if kind == "sequential":
         tickets = tickets[: max(20, count // 10)]  # its rate, on a tenth of the items
-        ok = asyncio.run(sequential(base_url, tickets))
+        ok = asyncio.run(plain_loop(base_url, tickets, 1, done_at, latencies))
     elif kind == "plain":
-        ok = asyncio.run(plain_loop(base_url, tickets, int(size)))
+        ok = asyncio.run(plain_loop(base_url, tickets, int(size), done_at, latencies))
     elif kind == "bare":
-        ok = asyncio.run(bare_sdk(base_url, tickets, int(size.removeprefix("sdk-"))))
+        width = int(size.removeprefix("sdk-"))
+        ok = asyncio.run(bare_sdk(base_url, tickets, width, done_at, latencies))
     else:
         concurrency = None if size == "auto" else int(size)
-        ok, extra = asyncio.run(aibatch_engine(base_url, tickets, concurrency))
+        ok, extra = asyncio.run(aibatch_engine(base_url, tickets, concurrency, done_at, latencies))
     wall = time.perf_counter() - started
     return {
-        "items": len(tickets), "ok": ok, "wall_s": wall,
+        "items": len(tickets), "ok": ok, "wall_s": wall, "steady_per_s": steady_rate(done_at),
+        "mean_latency_s": sum(latencies) / len(latencies) if latencies else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra,
     }  # fmt: skip
 
@@ -174,23 +277,45 @@ def run_contestant(name: str, base_url: str, count: int) -> dict[str, Any]:
 # -- the driver --------------------------------------------------------------------------------
 
 
+def _contestant_child(name: str, base_url: str, count: int, conn: Connection) -> None:
+    try:
+        conn.send(run_contestant(name, base_url, count))
+    except BaseException as exc:  # reported by the parent, which raises
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def run_forked(name: str, base_url: str, count: int) -> dict[str, Any]:
+    """One contestant in a forked child: its own peak RSS, without re-importing the SDK
+    (a fresh interpreter costs ~5 s of imports here, per contestant)."""
+    receiver, sender = FORK.Pipe(duplex=False)
+    child = FORK.Process(target=_contestant_child, args=(name, base_url, count, sender))
+    child.start()
+    sender.close()
+    try:
+        run: dict[str, Any] = receiver.recv()
+    except EOFError:
+        child.join()
+        run = {"error": f"the contestant died (exit code {child.exitcode})"}
+    child.join()
+    if "error" in run:
+        raise RuntimeError(f"{name} failed: {run['error']}")
+    return run
+
+
 def measure(scenario: str, spec: dict[str, Any], name: str) -> dict[str, Any]:
     config = SimulatorConfig(**spec["sim"])
     with SimulatorProcess(config) as sim:
-        result = subprocess.run(
-            [sys.executable, __file__, "--contestant", name, "--base-url", sim.base_url,
-             "--count", str(spec["tickets"])],
-            capture_output=True, text=True, timeout=3_600,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"{scenario}/{name} failed:\n{result.stderr[-2000:]}")
-        run = json.loads(result.stdout.strip().splitlines()[-1])
+        run = run_forked(name, sim.base_url, spec["tickets"])
         stats = sim.stats()
     requests = stats["requests_total"]
     rate = run["ok"] / run["wall_s"]
     row: dict[str, Any] = {
         "scenario": scenario, "contestant": name, "items": run["items"],
-        "items_per_s": round(rate, 2), "ceiling_per_s": None, "pct_of_ceiling": None,
+        "items_per_s": round(rate, 2),
+        "steady_per_s": round(run["steady_per_s"], 2) if run["steady_per_s"] else None,
+        "ceiling_per_s": None, "pct_of_ceiling": None,
         "share_429": round(stats["by_status"].get("429", 0) / requests, 4) if requests else 0,
         "attempts_per_item": round(requests / run["items"], 3),
         "lost": run["items"] - run["ok"], "peak_rss_mib": round(run["peak_rss_mib"], 1),
@@ -208,13 +333,17 @@ def measure(scenario: str, spec: dict[str, Any], name: str) -> dict[str, Any]:
         row["ceiling_per_s"] = ceiling
         row["pct_of_ceiling"] = round(100 * rate / ceiling, 1)
     elif scenario == "P2":
-        # Little's law: what the concurrency in use could carry at the mean latency.
+        # Little's law at the concurrency in use: C in flight at the latency the client
+        # observes carries C / latency. (Against the server's configured mean latency
+        # instead, `pct_of_nominal`: that also charges the client's own per-request CPU.)
         sim_cfg = spec["sim"]
-        mean_latency_s = sim_cfg["latency_ms"] / 1000 * math.exp(sim_cfg["latency_sigma"] ** 2 / 2)
+        nominal_s = sim_cfg["latency_ms"] / 1000 * math.exp(sim_cfg["latency_sigma"] ** 2 / 2)
         used = run.get("settled_concurrency") or int(name.rsplit("-", 1)[1])
-        used = min(used, stats["max_in_flight"]) or used
-        row["ceiling_per_s"] = round(used / mean_latency_s, 2)
-        row["pct_of_ceiling"] = round(100 * rate / row["ceiling_per_s"], 1)
+        steady = run["steady_per_s"] or rate
+        row["ceiling_per_s"] = round(used / run["mean_latency_s"], 2)
+        row["pct_of_ceiling"] = round(100 * steady / row["ceiling_per_s"], 1)
+        row["pct_of_nominal"] = round(100 * steady * nominal_s / used, 1)
+        row["mean_latency_ms"] = round(run["mean_latency_s"] * 1000, 1)
     return row
 
 
@@ -222,39 +351,69 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", help="scenarios to run, e.g. P1 P2")
-    parser.add_argument("--contestant", help=argparse.SUPPRESS)
-    parser.add_argument("--base-url", help=argparse.SUPPRESS)
-    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--contestants", nargs="*", help="override, e.g. aibatch-30 plain-50")
     args = parser.parse_args()
-    if args.contestant:
-        print(json.dumps(run_contestant(args.contestant, args.base_url, args.count)))
-        return
 
-    rows = []
-    for scenario, spec in scenarios(args.quick).items():
-        if args.only and scenario not in args.only:
-            continue
-        for name in spec["contestants"]:
-            row = measure(scenario, spec, name)
+    rows: list[dict[str, Any]] = []
+    chosen = {k: v for k, v in scenarios(args.quick).items() if not args.only or k in args.only}
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aibatch-bench-")))
+        server = None
+        if any("flow" in spec for spec in chosen.values()):
+            # It starts (20-40 s) while the scenarios that need no server run.
+            server = PrefectServerProcess(work / "prefect-home").launch()
+            stack.callback(server.stop)
+        for scenario, spec in chosen.items():
+            if "flow" in spec and server is not None:
+                server.wait_ready()
+            rows.extend(run_scenario(scenario, spec, args.contestants, server, work))
+    write_table(rows, args.quick)
+
+
+def run_scenario(
+    scenario: str,
+    spec: dict[str, Any],
+    contestants: list[str] | None,
+    server: PrefectServerProcess | None,
+    work: Path,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "flow" in spec:
+        assert server is not None
+        frame = pd.DataFrame(load_tickets(spec["tickets"]), columns=["id", "text"])
+        if spec["flow"] == "scale":
+            rows = flow_scenarios.scale(server, frame, work, spec["chunk_size"])
+        else:
+            rows = flow_scenarios.shared_limit(
+                server, frame, work, spec["cap_rpm"], spec["chunk_size"]
+            )
+        for row in rows:
             print(json.dumps(row), file=sys.stderr, flush=True)
-            rows.append(row)
-        p3 = [r for r in rows if r["scenario"] == "P3"]
-        if scenario == "P3" and p3:
-            bare = next(r for r in p3 if r["contestant"].startswith("bare"))
-            for r in p3:
-                r["ceiling_per_s"] = bare["items_per_s"]
-                r["pct_of_ceiling"] = round(100 * r["items_per_s"] / bare["items_per_s"], 1)
+        return rows
+    for name in contestants or spec["contestants"]:
+        row = measure(scenario, spec, name)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
+    if scenario == "P3" and rows:
+        bare = next(r for r in rows if r["contestant"].startswith("bare"))
+        for r in rows:
+            r["ceiling_per_s"] = bare["items_per_s"]
+            r["pct_of_ceiling"] = round(100 * r["items_per_s"] / bare["items_per_s"], 1)
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], quick: bool) -> None:
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
-    machine = {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-               "platform": platform.platform(), "quick": args.quick}  # fmt: skip
+    suffix = "-quick" if quick else ""
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform(), "quick": quick}  # fmt: skip
     (RESULTS / f"throughput{suffix}.json").write_text(
         json.dumps({"machine": machine, "rows": rows}, indent=2)
     )
     with (RESULTS / f"throughput{suffix}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(table.columns))
         writer.writeheader()
         writer.writerows(rows)
 

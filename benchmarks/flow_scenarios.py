@@ -1,0 +1,160 @@
+"""The benchmark scenarios that need the whole flow and a Prefect server (P4, P6).
+
+Each `aibatch run` is its own process talking to one `prefect server` on 127.0.0.1 and to
+a simulator process, exactly as a user's runs would; peak RSS is read from the kernel's
+accounting of that process (`wait4`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+from aibatch.prefect_server import PrefectServerProcess
+from aibatch.simulator import SimulatorConfig
+from aibatch.simulator.process import SimulatorProcess
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    wall_s: float
+    peak_rss_mib: float
+
+
+def start_run(
+    args: list[str], env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[bytes], float]:
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aibatch", "run", *args, "--no-progress"],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    return process, time.perf_counter()
+
+
+def wait_run(process: subprocess.Popen[bytes], started: float) -> CliRun:
+    """Reap the child ourselves: wait4 returns its own resource usage (peak RSS)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return CliRun(process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024)
+
+
+def client_env(server: PrefectServerProcess, sim: SimulatorProcess) -> dict[str, str]:
+    return {**server.env, "ANTHROPIC_API_KEY": "bench", "ANTHROPIC_BASE_URL": sim.base_url}
+
+
+def result_times(output: Path) -> pd.Series:
+    """Completion times (epoch seconds) of every result row under `output`."""
+    table = ds.dataset(output / "results", format="parquet", partitioning="hive").to_table(
+        columns=["id", "completed_at"]
+    )
+    frame = table.to_pandas()
+    if frame["id"].duplicated().any():
+        raise AssertionError(f"an id appears twice in {output}/results")
+    times: pd.Series = frame["completed_at"].map(lambda t: t.timestamp())
+    return times
+
+
+def scale(
+    server: PrefectServerProcess, tickets: pd.DataFrame, work: Path, chunk_size: int
+) -> list[dict[str, Any]]:
+    """P4: every ticket through the full flow at zero latency, then the re-run."""
+    source = work / "p4-tickets.csv"
+    tickets.to_csv(source, index=False)
+    output, log = work / "p4-output", work / "p4.log"
+    args = [str(source), "--job", "classify", "--output", str(output),
+            "--chunk-size", str(chunk_size)]  # fmt: skip
+    with SimulatorProcess(SimulatorConfig()) as sim:
+        env = client_env(server, sim)
+        first = wait_run(*start_run(args, env, log))
+        first_stats = sim.stats()
+        sim.reset()
+        again = wait_run(*start_run(args, env, log))
+        again_stats = sim.stats()
+    if first.returncode or again.returncode:
+        raise RuntimeError(
+            f"P4: aibatch run exited {first.returncode}/{again.returncode}; see {log}"
+        )
+    done = len(result_times(output))
+    count = len(tickets)
+    common = {"scenario": "P4", "ceiling_per_s": None, "pct_of_ceiling": None,
+              "settled_concurrency": None}  # fmt: skip
+    return [
+        {**common, "contestant": "aibatch-flow", "items": count,
+         "items_per_s": round(done / first.wall_s, 2),
+         "share_429": 0.0, "attempts_per_item": round(first_stats["requests_total"] / count, 3),
+         "lost": count - done, "peak_rss_mib": round(first.peak_rss_mib, 1),
+         "max_in_flight": first_stats["max_in_flight"], "wall_s": round(first.wall_s, 1),
+         "api_calls": first_stats["requests_total"]},
+        {**common, "contestant": "aibatch-flow-rerun", "items": count, "items_per_s": None,
+         "share_429": 0.0, "attempts_per_item": round(again_stats["requests_total"] / count, 3),
+         "lost": count - done, "peak_rss_mib": round(again.peak_rss_mib, 1),
+         "max_in_flight": again_stats["max_in_flight"], "wall_s": round(again.wall_s, 1),
+         "api_calls": again_stats["requests_total"]},
+    ]  # fmt: skip
+
+
+def shared_limit(
+    server: PrefectServerProcess,
+    tickets: pd.DataFrame,
+    work: Path,
+    cap_rpm: int,
+    chunk_size: int,
+) -> list[dict[str, Any]]:
+    """P6: two flow runs at once, one shared Prefect rate limit of `cap_rpm`.
+
+    The simulator enforces the same cap (as the API does: a bucket holding 2 s of it) and
+    sends no rate-limit headers, so only the shared limit can keep the two runs under it
+    together: any 429 would mean they went over. The combined rate is measured while both
+    were running.
+    """
+    halves = [tickets.iloc[: len(tickets) // 2], tickets.iloc[len(tickets) // 2 :]]
+    config = SimulatorConfig(rpm=cap_rpm, burst_seconds=2, latency_ms=200,
+                             send_ratelimit_headers=False)  # fmt: skip
+    outputs = [work / f"p6-output-{i}" for i in range(2)]
+    with SimulatorProcess(config) as sim:
+        env = client_env(server, sim)
+        started = []
+        for i, half in enumerate(halves):
+            source = work / f"p6-tickets-{i}.csv"
+            half.to_csv(source, index=False)
+            args = [str(source), "--job", "classify", "--output", str(outputs[i]),
+                    "--chunk-size", str(chunk_size), "--shared-rpm", str(cap_rpm)]  # fmt: skip
+            started.append(start_run(args, env, work / f"p6-{i}.log"))
+        runs = [wait_run(*s) for s in started]
+        stats = sim.stats()
+    if any(r.returncode for r in runs):
+        raise RuntimeError(f"P6: aibatch run exited {[r.returncode for r in runs]}; see {work}")
+    times = [result_times(o) for o in outputs]
+    # The window in which both runs were sending: from the later first answer to the
+    # earlier last one.
+    begin = max(t.min() for t in times)
+    end = min(t.max() for t in times)
+    inside = sum(int(((t >= begin) & (t <= end)).sum()) for t in times)
+    combined = inside / (end - begin) if end > begin else 0.0
+    per_second = pd.Series(stats["ok_per_second"], dtype=float)
+    per_second.index = per_second.index.astype(int)
+    busiest_10s = per_second.sort_index().rolling(10, min_periods=10).sum().max() / 10
+    requests = stats["requests_total"]
+    done = sum(len(t) for t in times)
+    return [{
+        "scenario": "P6", "contestant": "2 flow runs, shared limit", "items": len(tickets),
+        "items_per_s": round(combined, 2), "ceiling_per_s": round(cap_rpm / 60, 2),
+        "pct_of_ceiling": round(100 * combined / (cap_rpm / 60), 1),
+        "share_429": round(stats["by_status"].get("429", 0) / requests, 4) if requests else 0,
+        "attempts_per_item": round(requests / len(tickets), 3), "lost": len(tickets) - done,
+        "peak_rss_mib": round(max(r.peak_rss_mib for r in runs), 1),
+        "settled_concurrency": None, "max_in_flight": stats["max_in_flight"],
+        "wall_s": round(max(r.wall_s for r in runs), 1),
+        "busiest_10s_per_s": round(float(busiest_10s), 2) if busiest_10s == busiest_10s else None,
+        "overlap_s": round(end - begin, 1),
+    }]  # fmt: skip
