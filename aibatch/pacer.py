@@ -211,11 +211,15 @@ class Pacer:
                 setattr(self, _BUCKETS[name], TokenBucket(limit, self.clock, full=False))
             elif current.limit_per_min != limit:
                 current.set_limit(limit)
-        remaining = _header_int(headers, "anthropic-ratelimit-requests-remaining")
-        if remaining == 0 and self.requests is not None:
-            # The server's bucket is empty: we are ahead of it, whatever ours says.
-            self.requests.refill()
-            self.requests.level = min(self.requests.level, 0.0)
+        # Keep in step with what the server says is left: other clients of the same key
+        # spend from it too. Ours never holds more than the server has (token counts come
+        # rounded down to thousands, so allow for the rounding).
+        for name, slack in (("requests", 0), ("input-tokens", 999), ("output-tokens", 999)):
+            remaining = _header_int(headers, f"anthropic-ratelimit-{name}-remaining")
+            bucket = getattr(self, _BUCKETS[name.removesuffix("-tokens")])
+            if remaining is not None and bucket is not None:
+                bucket.refill()
+                bucket.level = min(bucket.level, float(remaining + slack))
 
     # -- AIMD send rate, for when no limit is known ----------------------------------------
 

@@ -85,6 +85,19 @@ def test_an_empty_server_bucket_empties_ours(clock: FakeClock) -> None:
     assert pacer.wait_s(0) == pytest.approx(0.1)
 
 
+def test_what_the_server_says_is_left_caps_ours(clock: FakeClock) -> None:
+    """Another client of the same key spent most of the server's bucket: ours follows."""
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
+    clock.advance(5)  # our buckets are full: 10 requests, 1,000 input tokens
+    left = {**headers(rpm=600, itpm=60_000, otpm=12_000, remaining=3),
+            "anthropic-ratelimit-input-tokens-remaining": "0"}  # fmt: skip
+    pacer.observe_headers(left)
+    assert pacer.requests is not None and pacer.input_tokens is not None
+    assert pacer.requests.level == pytest.approx(3)
+    assert pacer.input_tokens.level == pytest.approx(999)  # rounded down to thousands: <1,000
+
+
 def test_tokens_are_reserved_from_estimates_and_settled_to_what_was_used(
     clock: FakeClock,
 ) -> None:
