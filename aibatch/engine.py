@@ -33,7 +33,7 @@ from aibatch.pacer import (
     Reservation,
     SharedBudget,
 )
-from aibatch.policy import Action
+from aibatch.policy import Action, Cause
 from aibatch.pricing import cost_usd
 from aibatch.store import (
     Journal,
@@ -353,9 +353,9 @@ class TicketProcessor:
             # Outside the slot: waiting never holds one.
             self._count_error(decision)
             self.last_error = f"{decision.error_type}: {decision.message}"
-            if decision.status_code in (429, 529) and decision.action is not Action.STOP_RUN:
+            if decision.congestion:
                 self.concurrency.on_congestion()
-                if decision.status_code == 429:
+                if decision.cause is Cause.RATE_LIMITED:
                     self.pacer.on_rate_limited(self.recent_rate())
             if decision.action is Action.STOP_RUN:
                 self.stop(decision.message)
@@ -391,19 +391,15 @@ class TicketProcessor:
         self.slots.wake()
 
     def _count_error(self, decision: policy.Decision) -> None:
-        status = decision.status_code
-        if status == 429:
-            self.stats.http_429 += 1
-        elif status == 529:
-            self.stats.http_529 += 1
-        elif status is not None and status >= 500:
-            self.stats.server_errors += 1
-        elif (
-            status is None
-            and decision.error_type.startswith("API")
-            and ("Connection" in decision.error_type or "Timeout" in decision.error_type)
-        ):
-            self.stats.connection_errors += 1
+        counters = {
+            Cause.RATE_LIMITED: "http_429",
+            Cause.OVERLOADED: "http_529",
+            Cause.SERVER: "server_errors",
+            Cause.CONNECTION: "connection_errors",
+        }
+        name = counters.get(decision.cause)
+        if name is not None:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def _record_ok(
         self, ticket_id: str, result: str, message: Any, attempts: int, started: float

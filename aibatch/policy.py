@@ -77,6 +77,19 @@ class Action(Enum):
     STOP_RUN = "stop_run"  # nothing can succeed: stop everything now
 
 
+class Cause(Enum):
+    """What went wrong, as the engine counts it and the pacer reacts to it."""
+
+    RATE_LIMITED = "rate_limited"  # 429: we (or the key's other users) are too fast
+    OVERLOADED = "overloaded"  # 529: the API is too busy
+    SERVER = "server"  # other 5xx, 408, 409
+    CONNECTION = "connection"  # no answer: dropped connection or timeout
+    REFUSED = "refused"  # bad key, no permission, spend cap
+    REQUEST = "request"  # this request can never succeed (400, 404, 413, ...)
+    OUTPUT = "output"  # the model answered, but not in the shape asked for
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
@@ -84,6 +97,12 @@ class Decision:
     error_type: str
     message: str
     status_code: int | None = None
+    cause: Cause = Cause.OTHER
+
+    @property
+    def congestion(self) -> bool:
+        """A sign to send less: the concurrency controller backs off."""
+        return self.cause in (Cause.RATE_LIMITED, Cause.OVERLOADED)
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
@@ -112,26 +131,35 @@ def decide(error: BaseException, attempt: int, rng: random.Random) -> Decision:
     kind = type(error).__name__
     message = _describe(error)
     if isinstance(error, InvalidModelOutput):
-        return Decision(Action.FAIL_TICKET, 0.0, kind, message)
+        return Decision(Action.FAIL_TICKET, 0.0, kind, message, cause=Cause.OUTPUT)
     if isinstance(error, anthropic.APIStatusError):
         status = error.status_code
         if isinstance(error, anthropic.RateLimitError) and error.error_code in SPEND_CAP_CODES:
-            return Decision(Action.STOP_RUN, 0.0, kind, f"spend limit reached: {message}", status)
+            return Decision(
+                Action.STOP_RUN, 0.0, kind, f"spend limit reached: {message}", status,
+                Cause.REFUSED,
+            )  # fmt: skip
         if isinstance(error, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
             return Decision(
-                Action.STOP_RUN, 0.0, kind, f"the API refused the key: {message}", status
-            )
+                Action.STOP_RUN, 0.0, kind, f"the API refused the key: {message}", status,
+                Cause.REFUSED,
+            )  # fmt: skip
+        backoff = backoff_delay(attempt, rng)
         if isinstance(error, anthropic.RateLimitError):
             wait = retry_after_seconds(error)
             if wait is None:
-                return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message, status)
+                return Decision(Action.BACKOFF, backoff, kind, message, status, Cause.RATE_LIMITED)
             wait = max(wait, 0.05) * (1.0 + rng.uniform(0.0, RETRY_AFTER_JITTER))
-            return Decision(Action.RETRY_AFTER, wait, kind, message, status)
+            return Decision(Action.RETRY_AFTER, wait, kind, message, status, Cause.RATE_LIMITED)
+        if status == 529:
+            return Decision(Action.BACKOFF, backoff, kind, message, status, Cause.OVERLOADED)
         if status >= 500 or status in (408, 409):
-            return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message, status)
-        return Decision(Action.FAIL_TICKET, 0.0, kind, message, status)
+            return Decision(Action.BACKOFF, backoff, kind, message, status, Cause.SERVER)
+        return Decision(Action.FAIL_TICKET, 0.0, kind, message, status, Cause.REQUEST)
     if isinstance(error, anthropic.APIConnectionError):  # includes APITimeoutError
-        return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message)
+        return Decision(
+            Action.BACKOFF, backoff_delay(attempt, rng), kind, message, cause=Cause.CONNECTION
+        )
     # Any other SDK error (a response that fails validation, say): transient; the attempt
     # budget bounds it and a chunk retry makes it visible in Prefect.
     return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message)

@@ -11,7 +11,7 @@ import pytest
 
 from aibatch import policy
 from aibatch.jobs import InvalidModelOutput
-from aibatch.policy import Action
+from aibatch.policy import Action, Cause
 
 REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
 
@@ -32,32 +32,39 @@ def status_error(
 
 
 @pytest.mark.parametrize(
-    ("error", "action"),
+    ("error", "action", "cause"),
     [
         (status_error(anthropic.RateLimitError, 429, "rate_limit_error", {"retry-after": "3"}),
-         Action.RETRY_AFTER),
-        (status_error(anthropic.RateLimitError, 429, "rate_limit_error"), Action.BACKOFF),
+         Action.RETRY_AFTER, Cause.RATE_LIMITED),
+        (status_error(anthropic.RateLimitError, 429, "rate_limit_error"),
+         Action.BACKOFF, Cause.RATE_LIMITED),
         (status_error(anthropic.EnforcedSpendLimitReachedError, 429, "rate_limit_error",
-                      details={"error_code": "enforced_spend_limit_reached"}), Action.STOP_RUN),
-        (status_error(anthropic.OverloadedError, 529, "overloaded_error"), Action.BACKOFF),
-        (status_error(anthropic.InternalServerError, 500, "api_error"), Action.BACKOFF),
-        (status_error(anthropic.GatewayTimeoutError, 504, "timeout_error"), Action.BACKOFF),
-        (anthropic.APIConnectionError(request=REQUEST), Action.BACKOFF),
-        (anthropic.APITimeoutError(request=REQUEST), Action.BACKOFF),
+                      details={"error_code": "enforced_spend_limit_reached"}),
+                       Action.STOP_RUN, Cause.REFUSED),
+        (status_error(anthropic.OverloadedError, 529, "overloaded_error"),
+         Action.BACKOFF, Cause.OVERLOADED),
+        (status_error(anthropic.InternalServerError, 500, "api_error"),
+         Action.BACKOFF, Cause.SERVER),
+        (status_error(anthropic.GatewayTimeoutError, 504, "timeout_error"),
+         Action.BACKOFF, Cause.SERVER),
+        (anthropic.APIConnectionError(request=REQUEST), Action.BACKOFF, Cause.CONNECTION),
+        (anthropic.APITimeoutError(request=REQUEST), Action.BACKOFF, Cause.CONNECTION),
         (status_error(anthropic.BadRequestError, 400, "invalid_request_error"),
-         Action.FAIL_TICKET),
-        (status_error(anthropic.NotFoundError, 404, "not_found_error"), Action.FAIL_TICKET),
+         Action.FAIL_TICKET, Cause.REQUEST),
+        (status_error(anthropic.NotFoundError, 404, "not_found_error"),
+         Action.FAIL_TICKET, Cause.REQUEST),
         (status_error(anthropic.ContentTooLargeError, 413, "request_too_large"),
-         Action.FAIL_TICKET),
+         Action.FAIL_TICKET, Cause.REQUEST),
         (status_error(anthropic.AuthenticationError, 401, "authentication_error"),
-         Action.STOP_RUN),
+         Action.STOP_RUN, Cause.REFUSED),
         (status_error(anthropic.PermissionDeniedError, 403, "permission_error"),
-         Action.STOP_RUN),
-        (InvalidModelOutput("label 'x' is not one of a, b"), Action.FAIL_TICKET),
+         Action.STOP_RUN, Cause.REFUSED),
+        (InvalidModelOutput("label 'x' is not one of a, b"), Action.FAIL_TICKET, Cause.OUTPUT),
     ],
 )  # fmt: skip
-def test_each_error_gets_its_action(error: BaseException, action: Action) -> None:
+def test_each_error_gets_its_action(error: BaseException, action: Action, cause: Cause) -> None:
     decision = policy.decide(error, attempt=0, rng=random.Random(1))
+    assert decision.cause is cause
     assert decision.action is action
     assert decision.error_type == type(error).__name__
     assert decision.message
