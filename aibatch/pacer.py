@@ -42,10 +42,12 @@ MAX_CONCURRENCY = 512
 BACKOFF_FACTOR = 0.7
 CONGESTION_AVOIDANCE_GROWTH = 0.05  # after slow start: growth per answer, i.e. 5% per round trip
 LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue: stop growing
-# Our own event loop running callbacks this late means the client is short of CPU: more in
-# flight would only queue here, so stop growing. (Not a reason to shrink: when the client is
-# the bottleneck, fewer in flight does not make it faster.)
-LOOP_LAG_BUSY_S = 0.010
+# Our own event loop running callbacks late means the client is short of CPU: more in flight
+# would only queue here, so stop growing. Each answer then waits about that lag before its
+# slot passes on, so lag as a share of the round trip is the throughput lost to it.
+LOOP_LAG_BUSY_SHARE = 0.03
+LOOP_LAG_BUSY_MIN_S = 0.002  # below this, timer jitter
+LOOP_LAG_SHED = 0.9
 
 
 class TokenBucket:
@@ -297,6 +299,7 @@ class ConcurrencyController:
         self.last_backoff = -math.inf
         self.latency_floor_s = math.inf
         self.latency_recent_s = 0.0
+        self.lagging_since: float | None = None
 
     @property
     def current(self) -> int:
@@ -319,9 +322,23 @@ class ConcurrencyController:
         # The floor is the lowest smoothed latency: one lucky fast answer must not make
         # ordinary jitter look like queueing.
         self.latency_floor_s = min(self.latency_floor_s, self.latency_recent_s)
-        if loop_lag_s > LOOP_LAG_BUSY_S:
-            self.slow_start = False
-            return  # the client is short of CPU: hold where we are
+        busy = max(LOOP_LAG_BUSY_MIN_S, LOOP_LAG_BUSY_SHARE * self.latency_recent_s)
+        if loop_lag_s > busy:
+            # The client is short of CPU: hold where we are. Only when that lasts a round
+            # trip does slow start end (a spike, say while connections open, is not it),
+            # and a lag twice the bound then sheds a tenth per round trip: slow start may
+            # have doubled well past the point where the client saturated.
+            now = self.clock()
+            if self.lagging_since is None:
+                self.lagging_since = now
+            elif now - self.lagging_since >= self.latency_recent_s:
+                self.slow_start = False
+                round_trip = self.latency_recent_s or 0.2
+                if loop_lag_s > 2 * busy and now - self.last_backoff >= round_trip:
+                    self.last_backoff = now
+                    self.limit = max(float(START_CONCURRENCY), self.limit * LOOP_LAG_SHED)
+            return
+        self.lagging_since = None
         if in_flight < self.current - 1:
             return  # the limit is not what holds us back: no reason to raise it
         queueing = self.latency_recent_s > LATENCY_QUEUEING_FACTOR * max(
