@@ -71,7 +71,7 @@ class PrefectServerProcess:
         if self._process is None:
             raise RuntimeError("launch() the server first")
         deadline = self._launched + self.start_timeout_s
-        while time.monotonic() < deadline:
+        while True:  # look at least once: it may have been up for long
             if self._process.poll() is not None:
                 raise RuntimeError(
                     f"prefect server exited ({self._process.returncode}); see {self.log_path}"
@@ -82,6 +82,8 @@ class PrefectServerProcess:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"prefect server not healthy after {self.start_timeout_s} s")
