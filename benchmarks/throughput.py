@@ -65,7 +65,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
                 "sim": {"rpm": 1_200, "burst_seconds": 2, "latency_ms": 200},
                 "tickets": 200,
                 "ceiling": 20.0,
-                "contestants": ["plain-20", "aibatch-auto"],
+                "contestants": ["aibatch-auto"],
             },
             "P1b": {
                 "sim": {
@@ -96,8 +96,8 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
                 "ceiling": None,
                 "contestants": ["bare-sdk-32", "aibatch-auto"],
             },
-            "P4": {"flow": "scale", "tickets": 1_000, "chunk_size": 500},
-            "P6": {"flow": "shared", "tickets": 800, "cap_rpm": 1_200, "chunk_size": 50},
+            "P4": {"flow": "scale", "tickets": 500, "chunk_size": 250},
+            "P6": {"flow": "shared", "tickets": 400, "cap_rpm": 2_400, "chunk_size": 50},
         }
     n = 1_000
     return {
