@@ -68,8 +68,12 @@ def run(
         int | None, typer.Option(help="Output tokens per minute [default: learned].")
     ] = None,
     chunk_slots: Annotated[
-        int, typer.Option(help="Chunks running at once (a Prefect concurrency limit).")
-    ] = policy.DEFAULT_CHUNK_SLOTS,
+        int | None,
+        typer.Option(
+            help="Set the chunks running at once across every run on the Prefect server "
+            f"[default: as it is, or {policy.DEFAULT_CHUNK_SLOTS} if unset]."
+        ),
+    ] = None,
     shared_rpm: Annotated[
         int | None,
         typer.Option(
@@ -78,6 +82,13 @@ def run(
             "exists]."
         ),
     ] = None,
+    shards: Annotated[
+        int,
+        typer.Option(
+            help="Fan out as this many runs of the 'shard' deployment that the server's "
+            "workers pick up (needs PREFECT_API_URL; README, 'Scale out')."
+        ),
+    ] = 1,
     id_column: Annotated[str, typer.Option(help="Column holding the ticket id.")] = "id",
     text_column: Annotated[str, typer.Option(help="Column holding the ticket text.")] = "text",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -87,6 +98,8 @@ def run(
     Without ANTHROPIC_API_KEY it runs on the built-in simulator and says so. Results go to
     OUTPUT/results (hive-partitioned Parquet), permanent failures to OUTPUT/failures.
     """
+    import os
+
     from pydantic import ValidationError
 
     from aibatch.local import EXIT_BAD_INPUT, run_locally, say
@@ -99,9 +112,12 @@ def run(
         "input_path": input_path, "job": job, "model": model, "output_dir": output,
         "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
-        "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm,
+        "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm, "shards": shards,
         "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
     }  # fmt: skip
+    if shards > 1 and not os.environ.get("PREFECT_API_URL"):
+        say("error: --shards needs a Prefect server with aibatch deployed: set PREFECT_API_URL")
+        raise typer.Exit(EXIT_BAD_INPUT)
     if labels is not None:
         options["labels"] = [label.strip() for label in labels.split(",")]
     try:
@@ -114,6 +130,71 @@ def run(
         say(f"error: {problems}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(run_locally(params))
+
+
+@app.command("setup")
+def setup(
+    work_pool: Annotated[
+        str, typer.Option(help="Process work pool the deployments in prefect.yaml use.")
+    ] = policy.WORK_POOL,
+    chunk_slots: Annotated[
+        int, typer.Option(help="Chunks running at once across every run and worker.")
+    ] = policy.DEFAULT_CHUNK_SLOTS,
+    shared_rpm: Annotated[
+        int | None,
+        typer.Option(help="Requests/min shared by every run and worker (the API key's limit)."),
+    ] = None,
+    in_flight: Annotated[
+        int | None,
+        typer.Option(help="Requests in flight at once across every run and worker."),
+    ] = None,
+    store_api_key: Annotated[
+        bool,
+        typer.Option(
+            help="Store $ANTHROPIC_API_KEY (or, if unset, one typed at a hidden prompt) in "
+            f"the Prefect Secret block {policy.API_KEY_BLOCK!r}, for workers without the key."
+        ),
+    ] = False,
+) -> None:
+    """Prepare the Prefect server at PREFECT_API_URL for aibatch (safe to run again).
+
+    Creates the work pool and the concurrency limits aibatch uses, and optionally keeps the
+    API key in a Secret block. Then: `prefect --no-prompt deploy --all` and start a worker
+    with `prefect worker start --pool aibatch-process`.
+    """
+    import asyncio
+    import os
+
+    from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, say
+
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            say(
+                "error: PREFECT_API_URL is not set: point it at your Prefect server, e.g. "
+                "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`"
+            )
+            raise typer.Exit(EXIT_BAD_INPUT)
+    for name, value in (("--chunk-slots", chunk_slots), ("--shared-rpm", shared_rpm),
+                        ("--in-flight", in_flight)):  # fmt: skip
+        if value is not None and value < 1:
+            say(f"error: {name} must be at least 1")
+            raise typer.Exit(EXIT_BAD_INPUT)
+    key = None
+    if store_api_key:
+        key = os.environ.get("ANTHROPIC_API_KEY") or typer.prompt(
+            "Anthropic API key", hide_input=True
+        )
+    from tasks.setup import setup_server
+
+    try:
+        report = asyncio.run(setup_server(work_pool, chunk_slots, shared_rpm, in_flight, key))
+    except Exception as exc:  # the server is unreachable, say; never echo the key
+        say(f"error: setup failed: {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    for line in report.lines():
+        typer.echo(line)
 
 
 @app.command("simulate-api")
@@ -138,6 +219,9 @@ def simulate_api(
         float, typer.Option(help="Extra latency per output token.")
     ] = 0.0,
     p529: Annotated[float, typer.Option(help="Probability of 529 overloaded_error.")] = 0.0,
+    first_529s: Annotated[
+        int, typer.Option(help="Answer the first N messages with 529 overloaded_error.")
+    ] = 0,
     p500: Annotated[float, typer.Option(help="Probability of 500 api_error.")] = 0.0,
     p_drop: Annotated[
         float, typer.Option(help="Probability of closing the connection unanswered.")
@@ -195,6 +279,7 @@ def simulate_api(
                 latency_sigma=latency_sigma,
                 ms_per_output_token=ms_per_output_token,
                 p529=p529,
+                first_529s=first_529s,
                 p500=p500,
                 p_drop=p_drop,
                 p_slow=p_slow,

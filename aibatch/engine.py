@@ -56,10 +56,12 @@ class RunStopped(Exception):
 class ChunkIncomplete(Exception):
     """Some tickets of a chunk are still unfinished after their attempts: retry the chunk."""
 
-    def __init__(self, unfinished: int, last_error: str) -> None:
+    def __init__(
+        self, unfinished: int, last_error: str, attempts: int = policy.MAX_ATTEMPTS
+    ) -> None:
         super().__init__(
-            f"{unfinished} ticket(s) still unfinished after {policy.MAX_ATTEMPTS} attempts "
-            f"each (last error: {last_error}); the chunk will be retried"
+            f"{unfinished} ticket(s) still unfinished after {attempts} attempt(s) each "
+            f"(last error: {last_error}); the chunk will be retried"
         )
         self.unfinished = unfinished
 
@@ -175,8 +177,8 @@ class Committer:
 
     def fold_in(self) -> int:
         """Commit what earlier runs journaled but did not publish (they crashed)."""
-        segments = [p for p in journal_segments(self.store.journal_dir)
-                    if p != self.journal.path]  # fmt: skip
+        segments = [p for directory in self.store.journal_dirs_to_recover()
+                    for p in journal_segments(directory) if p != self.journal.path]  # fmt: skip
         records = [r for path in segments for r in read_segment(path)]
         before = self.rows_published
         self._publish(records, segments)
@@ -271,12 +273,19 @@ class TicketProcessor:
         if self.stop_reason is None:
             self.stop_reason = reason
 
-    async def process_chunk(self, tickets: Sequence[tuple[str, str]]) -> ChunkReport:
-        """Process every ticket not finished yet; raise if any is left unfinished."""
+    async def process_chunk(
+        self, tickets: Sequence[tuple[str, str]], width: int | None = None
+    ) -> ChunkReport:
+        """Process every ticket not finished yet; raise if any is left unfinished.
+
+        `width` caps this chunk's own requests in flight (its share of a limit held across
+        processes); the run-wide cap applies as well.
+        """
         report = ChunkReport()
         todo = [(i, t) for i, t in tickets if i not in self.finished]
         report.skipped = len(tickets) - len(todo)
-        outcomes = await asyncio.gather(*(self._process(i, t) for i, t in todo))
+        own = asyncio.Semaphore(width) if width is not None else None
+        outcomes = await asyncio.gather(*(self._process(i, t, own) for i, t in todo))
         for outcome in outcomes:
             if outcome == "ok":
                 report.ok += 1
@@ -289,7 +298,7 @@ class TicketProcessor:
         if self.stop_reason is not None:
             raise RunStopped(self.stop_reason)
         if report.unfinished:
-            raise ChunkIncomplete(report.unfinished, self.last_error)
+            raise ChunkIncomplete(report.unfinished, self.last_error, self.max_attempts)
         return report
 
     async def _wait_for_gate(self) -> None:
@@ -314,13 +323,17 @@ class TicketProcessor:
             return self.pacer.requests.rate_per_s
         return self.pacer.aimd_rate
 
-    async def _process(self, ticket_id: str, text: str) -> str:
+    async def _process(
+        self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None = None
+    ) -> str:
         params = self.spec.request(text)
         raw_tokens = self.estimator.raw(params)
         stats = self.stats
         attempt = 0
         while True:
             await self._wait_for_gate()
+            if chunk_slots is not None:
+                await chunk_slots.acquire()
             await self.slots.acquire()
             try:
                 if self.stop_reason is not None:
@@ -350,6 +363,8 @@ class TicketProcessor:
                         self.loop_lag.stop()
             finally:
                 self.slots.release()
+                if chunk_slots is not None:
+                    chunk_slots.release()
             # Outside the slot: waiting never holds one.
             self._count_error(decision)
             self.last_error = f"{decision.error_type}: {decision.message}"

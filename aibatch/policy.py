@@ -47,6 +47,14 @@ CHUNK_LIMIT_TAG = "aibatch-chunks"
 CHUNK_LIMIT_NAME = f"tag:{CHUNK_LIMIT_TAG}"  # how Prefect names a tag's concurrency limit
 DEFAULT_CHUNK_SLOTS = 4
 
+# On a Prefect server (`aibatch setup` creates these; prefect.yaml names the pool).
+WORK_POOL = "aibatch-process"
+API_KEY_BLOCK = "anthropic-api-key"  # a Secret block, read when the environment has no key
+
+# Requests in flight across every run and worker: a Prefect concurrency limit; each chunk
+# holds its share (limit // chunk slots) of it while it runs, and sends no more at once.
+IN_FLIGHT_LIMIT_NAME = "aibatch-in-flight"
+
 # Several processes, one API key: a Prefect rate limit (a global concurrency limit with
 # slot decay) grants requests to every run and worker that uses this server.
 SHARED_RATE_LIMIT_NAME = "aibatch-requests"

@@ -49,11 +49,13 @@ class BatchParameters(BaseModel):
     otpm: int | None = Field(
         default=None, ge=1, description="Output tokens per minute; default: learned."
     )
-    chunk_slots: int = Field(
-        default=policy.DEFAULT_CHUNK_SLOTS,
+    chunk_slots: int | None = Field(
+        default=None,
         ge=1,
         le=256,
-        description="Chunks running at once (a Prefect concurrency limit).",
+        description="Set the chunks running at once across every run on the server (the "
+        f"Prefect concurrency limit {policy.CHUNK_LIMIT_NAME!r}); default: leave it as it "
+        f"is, or create it with {policy.DEFAULT_CHUNK_SLOTS} slots.",
     )
     shared_rpm: int | None = Field(
         default=None,
@@ -61,6 +63,22 @@ class BatchParameters(BaseModel):
         description="Set the Prefect rate limit shared by every run and worker on this server "
         f"({policy.SHARED_RATE_LIMIT_NAME!r}) to this many requests/min before running; "
         "default: use that limit as it is, if it exists.",
+    )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Split the pending tickets into this many parts, each a flow run of "
+        "`shard_deployment` that any worker may pick up (needs a Prefect server, the "
+        "deployment, and an output directory every worker can reach).",
+    )
+    shard_deployment: str = Field(
+        default="aibatch-tickets/shard",
+        description="The deployment that runs one shard (flow name/deployment name).",
+    )
+    shard: str | None = Field(
+        default=None,
+        description="Set by a fanned-out run on each of its parts: this run is that shard.",
     )
     max_attempts: int = Field(default=policy.MAX_ATTEMPTS, ge=1, le=50)
     show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -121,17 +122,38 @@ def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-class ResultStore:
-    """The output directory of a run: its datasets, journal, staging area and lock."""
+SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-    def __init__(self, output_dir: str | Path) -> None:
+
+class ResultStore:
+    """The output directory of a run: its datasets, journal, staging area and lock.
+
+    A whole-input run holds the directory alone. Shard runs (parts of one input, fanned
+    out to several workers) share it: each holds the directory's lock shared and its own
+    shard lock exclusively, and keeps its own journal and staging area, so shards never
+    fold in or clear each other's state. A whole-input run folds in every shard's journal.
+    """
+
+    def __init__(self, output_dir: str | Path, shard: str | None = None) -> None:
+        if shard is not None and not SHARD_NAME.match(shard):
+            raise ValueError(f"shard name {shard!r}: use letters, digits, '_', '-' or '.'")
         self.root = Path(output_dir)
+        self.shard = shard
         self.results_dir = self.root / "results"
         self.failures_dir = self.root / "failures"
         self.state_dir = self.root / "_aibatch"
-        self.journal_dir = self.state_dir / "journal"
-        self.staging_dir = self.state_dir / "staging"
-        self._lock_fd: int | None = None
+        self.shards_dir = self.state_dir / "shards"
+        own = self.state_dir if shard is None else self.shards_dir / shard
+        self.journal_dir = own / "journal"
+        self.staging_dir = own / "staging"
+        self._own_dir = own
+        self._lock_fds: list[int] = []
+
+    def journal_dirs_to_recover(self) -> list[Path]:
+        """Journals this run may fold in: its own; for a whole-input run, every shard's."""
+        if self.shard is not None:
+            return [self.journal_dir]
+        return [self.journal_dir, *sorted(self.shards_dir.glob("*/journal"))]
 
     # -- the lock -------------------------------------------------------------------------
 
@@ -144,34 +166,53 @@ class ResultStore:
         """
         for path in (self.results_dir, self.failures_dir, self.journal_dir, self.staging_dir):
             path.mkdir(parents=True, exist_ok=True)
-        lock_path = self.state_dir / "lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        exclusive = self.shard is None
+        directory_lock = self._flock(
+            self.state_dir / "lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH,
+            "another aibatch run (or its shards)" if exclusive else "a whole-input aibatch run",
+        )  # fmt: skip
+        self._lock_fds = [directory_lock]
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise OutputLocked(
-                f"{self.root} is in use by another aibatch run (pid {holder}); wait for it to "
-                "finish or choose another --output"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
-        self._clear_staging()
-        try:
+            if not exclusive:
+                self._lock_fds.append(
+                    self._flock(self._own_dir / "lock", fcntl.LOCK_EX, f"shard {self.shard!r}")
+                )
+            self._clear_staging()
             yield self
         finally:
-            self._lock_fd = None
+            for fd in self._lock_fds:
+                os.close(fd)
+            self._lock_fds = []
+
+    def _flock(self, lock_path: Path, mode: int, holder_kind: str) -> int:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             os.close(fd)
+            raise OutputLocked(
+                f"{self.root} is in use by {holder_kind}"
+                + (f" (pid {holder})" if holder else "")
+                + "; wait for it to finish or choose another --output"
+            ) from None
+        if mode == fcntl.LOCK_EX:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
 
     def _clear_staging(self) -> None:
-        """Files left in staging by a crash were never published: remove them."""
-        for path in sorted(self.staging_dir.rglob("*"), reverse=True):
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink()
+        """Files left in staging by a crash were never published: remove them (a whole-input
+        run also clears the shards' staging: no shard can be running beside it)."""
+        areas = [self.staging_dir]
+        if self.shard is None:
+            areas += sorted(self.shards_dir.glob("*/staging"))
+        for area in areas:
+            for path in sorted(area.rglob("*"), reverse=True):
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
 
     # -- reading --------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.runtime import flow_run
 
 from aibatch import policy
-from aibatch.backend import AnthropicBackend
+from aibatch.backend import AnthropicBackend, MissingAPIKey
 from aibatch.engine import (
     ChunkIncomplete,
     Committer,
@@ -36,16 +36,20 @@ from aibatch.pacer import MAX_CONCURRENCY, Pacer
 from aibatch.progress import progress_bar
 from aibatch.settings import BatchParameters
 from aibatch.store import ResultStore, carried_schema
+from flows.shards import fan_out
 from tasks.chunks import process_chunk
 from tasks.limits import (
-    ensure_concurrency_limit,
+    chunk_width,
+    ensure_chunk_limit,
     ensure_shared_rate_limit,
+    read_in_flight_limit,
     read_shared_rate_limit,
     shared_budget,
     shared_rpm,
 )
 from tasks.load import load_tickets_task
 from tasks.report import artifact_key, publish_summary, start_progress, update_progress
+from tasks.secrets import api_key_from_environment_or_block
 
 
 def _run_name() -> str:
@@ -64,19 +68,35 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     logger = get_run_logger()
     spec = JobSpec.build(params.job, params.model, params.labels)
     tickets = load_tickets_task(params.input_path, params.id_column, params.text_column)
-    await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, params.chunk_slots)
+    api_key = await api_key_from_environment_or_block()
+    if api_key is None:
+        raise MissingAPIKey(
+            "no API key: set ANTHROPIC_API_KEY where this flow runs, or store one on the "
+            f"server with `aibatch setup --store-api-key` (Secret block {policy.API_KEY_BLOCK!r})"
+        )
+    chunk_slots = await ensure_chunk_limit(params.chunk_slots)
     shared_limit: GlobalConcurrencyLimitResponse | None
     if params.shared_rpm is not None:
         shared_limit = await ensure_shared_rate_limit(params.shared_rpm)
     else:
         shared_limit = await read_shared_rate_limit()
+    in_flight = await read_in_flight_limit()
+    width = chunk_width(in_flight, chunk_slots) if in_flight is not None else None
+    if width is not None:
+        logger.info(
+            "At most %d requests in flight across every run on this server (limit %r): "
+            "%d per chunk", in_flight, policy.IN_FLIGHT_LIMIT_NAME, width,
+        )  # fmt: skip
     if shared_limit is not None:
         logger.info(
             "Sharing %.0f requests/min with every run on this Prefect server (rate limit %r)",
             shared_rpm(shared_limit), shared_limit.name,
         )  # fmt: skip
 
-    store = ResultStore(params.output_dir)
+    if params.shards > 1 and params.shard is None:
+        return await fan_out(params, tickets.frame, spec)
+
+    store = ResultStore(params.output_dir, shard=params.shard)
     with store.locked():
         run_id = new_run_id()
         frame = tickets.frame
@@ -97,7 +117,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         pairs = list(zip(pending["id"].tolist(), pending["text"].tolist(), strict=True))
         chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
         stats = RunStats(total=len(pairs))
-        backend = AnthropicBackend(max_connections=params.fixed_concurrency or MAX_CONCURRENCY)
+        backend = AnthropicBackend(
+            api_key=api_key, max_connections=params.fixed_concurrency or MAX_CONCURRENCY
+        )
         processor = TicketProcessor(
             backend, spec, committer, run_id,
             max_concurrency=params.fixed_concurrency, max_attempts=params.max_attempts,
@@ -111,7 +133,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
 
         async def run_chunk(index: int, chunk: list[tuple[str, str]]) -> dict[str, int]:
             try:
-                return await process_chunk(processor, chunk, index, len(chunks), params.input_name)
+                return await process_chunk(
+                    processor, chunk, index, len(chunks), params.input_name, width
+                )
             finally:
                 await update_progress(progress_id, stats.done, stats.total)
 

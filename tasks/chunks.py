@@ -7,6 +7,7 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.concurrency.asyncio import concurrency
 
 from aibatch import policy
 from aibatch.engine import RunStopped, TicketProcessor
@@ -33,7 +34,16 @@ async def process_chunk(
     index: int,
     count: int,
     source: str,
+    width: int | None = None,
 ) -> dict[str, int]:
-    """Send a chunk's unfinished tickets; fail (and be retried) if any stay unfinished."""
-    report = await processor.process_chunk(tickets)
+    """Send a chunk's unfinished tickets; fail (and be retried) if any stay unfinished.
+
+    With `width`, the chunk first takes that many slots of the in-flight limit shared by
+    every run and worker, holds them while it runs and sends no more than that at once.
+    """
+    if width is None:
+        report = await processor.process_chunk(tickets)
+    else:
+        async with concurrency(policy.IN_FLIGHT_LIMIT_NAME, occupy=width, strict=True):
+            report = await processor.process_chunk(tickets, width)
     return report.as_dict()

@@ -41,6 +41,21 @@ async def ensure_concurrency_limit(name: str, slots: int) -> int:
     return limit.limit
 
 
+async def ensure_chunk_limit(slots: int | None) -> int:
+    """The chunk-slot limit's size: set to `slots` if given; else the server's as it is
+    (as `aibatch setup` left it), created with the default size if missing."""
+    if slots is not None:
+        return await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, slots)
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+        except ObjectNotFound:
+            limit = None
+    if limit is None or not limit.active:
+        return await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, policy.DEFAULT_CHUNK_SLOTS)
+    return limit.limit
+
+
 def rate_limit_shape(requests_per_min: int) -> tuple[int, float]:
     """(slots, decay per second) of a Prefect rate limit granting `requests_per_min`."""
     decay = requests_per_min / 60 * policy.SLOTS_PER_REQUEST
@@ -99,3 +114,20 @@ def shared_budget(limit: GlobalConcurrencyLimitResponse) -> SharedBudget:
         await rate_limit(limit.name, occupy=requests * policy.SLOTS_PER_REQUEST, strict=True)
 
     return SharedBudget.for_rate(acquire, shared_rpm(limit), policy.SHARED_BATCH_S)
+
+
+async def read_in_flight_limit(name: str = policy.IN_FLIGHT_LIMIT_NAME) -> int | None:
+    """Requests in flight allowed across every run and worker, if `aibatch setup
+    --in-flight` set such a limit on this server (and it is active)."""
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return None
+    return limit.limit if limit.active else None
+
+
+def chunk_width(in_flight: int, chunk_slots: int) -> int:
+    """Each running chunk's share of the in-flight limit: with every chunk slot taken,
+    together they hold all of it and no more."""
+    return max(1, in_flight // chunk_slots)

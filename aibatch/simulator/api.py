@@ -455,6 +455,8 @@ class SimulatedAPI:
                 "Number of requests has exceeded your rate limit (storm).",
                 headers={"retry-after": str(max(1, math.ceil(min(remaining, 5.0))))},
             )
+        if self.counters.requests_total <= c.first_529s:  # a burst of overload at the start
+            raise APIErrorReply(529, "overloaded_error", "Overloaded")
         draw = self.rng.random()
         if draw < c.p529:
             raise APIErrorReply(529, "overloaded_error", "Overloaded")

@@ -51,6 +51,9 @@ class SimulatorConfig(BaseModel):
 
     # Faults, each a probability per message request.
     p529: float = Field(default=0.0, ge=0, le=1, description="overloaded_error")
+    first_529s: int = Field(
+        default=0, ge=0, description="answer the first N messages overloaded_error (529)"
+    )
     p500: float = Field(default=0.0, ge=0, le=1, description="api_error")
     p_drop: float = Field(default=0.0, ge=0, le=1, description="connection closed, no answer")
     p_slow: float = Field(default=0.0, ge=0, le=1, description="answer after slow_seconds")

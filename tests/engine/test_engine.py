@@ -244,3 +244,49 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
         second.locked(),
     ):
         pass
+
+
+def test_shards_share_an_output_but_a_whole_input_run_excludes_them(tmp_path: Path) -> None:
+    from aibatch.store import OutputLocked
+
+    out = tmp_path / "out"
+    one, two = ResultStore(out, shard="1-of-2"), ResultStore(out, shard="2-of-2")
+    with one.locked(), two.locked():  # two shards at once: fine
+        with pytest.raises(OutputLocked, match="another aibatch run"), ResultStore(out).locked():
+            pass
+        with (
+            pytest.raises(OutputLocked, match="shard '1-of-2'"),
+            ResultStore(out, shard="1-of-2").locked(),
+        ):
+            pass
+    with ResultStore(out).locked(), pytest.raises(OutputLocked, match="whole-input"), one.locked():
+        pass
+    with pytest.raises(ValueError, match="shard name"):
+        ResultStore(out, shard="../elsewhere")
+
+
+def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    server = start_simulator()
+    carried = pd.DataFrame(index=pd.Index([f"T{i}" for i in range(3)], name="id"))
+    shard = ResultStore(tmp_path / "out", shard="1-of-2")
+    with shard.locked():
+        committer = Committer(shard, "shard-run", carried, carried_schema(carried), set())
+        backend = AnthropicBackend(api_key="k", base_url=server.base_url)
+        processor = TicketProcessor(backend, SUMMARY, committer, "shard-run")
+
+        async def answer_without_commit() -> None:
+            await asyncio.gather(*(processor._process(i, t) for i, t in tickets(3)))
+            await backend.aclose()
+
+        asyncio.run(answer_without_commit())  # then the shard's process dies
+    other = ResultStore(tmp_path / "out", shard="2-of-2")
+    with other.locked():  # another shard leaves it alone
+        assert Committer(other, "x", carried, carried_schema(carried), set()).fold_in() == 0
+    whole = ResultStore(tmp_path / "out")
+    with whole.locked():
+        committer = Committer(whole, "next", carried, carried_schema(carried), set())
+        assert committer.fold_in() == 3
+        committer.close()
+    assert sorted(pd.read_parquet(whole.results_dir)["id"]) == ["T0", "T1", "T2"]

@@ -169,6 +169,14 @@ def test_injected_faults_map_to_sdk_exceptions(
         assert not isinstance(caught.value, not_class)
 
 
+def test_the_first_n_messages_can_be_overloaded(start_simulator: StartSimulator) -> None:
+    client = sdk_client(start_simulator(first_529s=2))
+    for _ in range(2):
+        with pytest.raises(anthropic.OverloadedError):
+            client.messages.create(**classify_params(BILLING_TICKET))
+    client.messages.create(**classify_params(BILLING_TICKET))  # the third passes
+
+
 def test_a_slow_answer_times_the_client_out(start_simulator: StartSimulator) -> None:
     server = start_simulator(p_slow=1.0, slow_seconds=3)
     client = sdk_client(server, timeout=0.3)

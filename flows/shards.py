@@ -1,0 +1,101 @@
+"""Fan one input out as shard flow runs that several workers pick up.
+
+The parent folds in what crashed runs journaled, drops done ids, writes the pending tickets
+as N Parquet parts (outside the dataset roots), and starts one run of the shard deployment
+per part. Each shard is an ordinary `process_tickets` run on its part, writing into the
+same output directory under its own shard lock and journal; every shard draws on the same
+server-side limits (chunk slots, in-flight, shared rate), so N workers together stay under
+what one would. Re-running the parent resumes: done ids are never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger
+from prefect.deployments import arun_deployment
+
+from aibatch.engine import Committer, new_run_id
+from aibatch.jobs import JobSpec
+from aibatch.settings import BatchParameters
+from aibatch.store import ResultStore, carried_schema
+from tasks.report import artifact_key, publish_summary
+
+
+def write_shard_inputs(
+    pending: pd.DataFrame, directory: Path, shards: int, source_name: str
+) -> list[Path]:
+    """The pending tickets in `shards` nearly equal Parquet parts, each fsynced; named after
+    the input, so that runs and chunks of a shard say which input they came from."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, rows in enumerate(np.array_split(np.arange(len(pending)), shards), start=1):
+        part = pending.iloc[rows]
+        path = directory / f"{source_name}.shard-{index}-of-{shards}.parquet"
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), path)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        paths.append(path.resolve())
+    return paths
+
+
+async def fan_out(params: BatchParameters, frame: pd.DataFrame, spec: JobSpec) -> dict[str, Any]:
+    logger = get_run_logger()
+    run_id = new_run_id()
+    store = ResultStore(params.output_dir)
+    with store.locked():  # briefly, alone: recover every crashed run's journal first
+        carried = frame.drop(columns=["text"]).set_index("id")
+        committer = Committer(
+            store, run_id, carried, carried_schema(carried), store.all_result_keys()
+        )
+        recovered = committer.fold_in()
+        committer.close()
+        done = store.done_ids(spec.job, spec.model, spec.prompt_version)
+    pending = frame[~frame["id"].isin(done)]
+    shards = min(params.shards, max(1, len(pending)))
+    shard_dir = store.state_dir / "shard-inputs" / run_id
+    paths = (
+        write_shard_inputs(pending, shard_dir, shards, params.input_name) if len(pending) else []
+    )
+    logger.info(
+        "%d tickets, %d already done; %d pending in %d shards of %s",
+        len(frame), len(done & set(frame["id"])), len(pending), len(paths),
+        params.shard_deployment,
+    )  # fmt: skip
+
+    async def run_shard(index: int, path: Path) -> Any:
+        name = f"{index}-of-{len(paths)}"
+        child = params.model_copy(
+            update={"input_path": str(path), "shards": 1, "shard": name, "show_progress": False}
+        )
+        return await arun_deployment(
+            params.shard_deployment,
+            parameters={"params": child.model_dump(mode="json")},
+            timeout=None,  # wait for it: this run ends when every shard has
+        )
+
+    runs = await asyncio.gather(*(run_shard(i, p) for i, p in enumerate(paths, start=1)))
+    outcome = [{"shard": run.name, "state": run.state.name if run.state else "unknown",
+                "flow_run_id": str(run.id)} for run in runs]  # fmt: skip
+    failed = [o for o in outcome if o["state"] != "Completed"]
+    summary = {"run_id": run_id, "job": spec.job, "model": spec.model, "shards": len(paths),
+               "tickets": len(pending), "already_done": len(frame) - len(pending),
+               "recovered": recovered, "shards_failed": len(failed)}  # fmt: skip
+    key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
+    await publish_summary(f"{key}-shards", summary, f"aibatch sharded run {run_id}")
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(paths)} shards did not complete "
+            f"({', '.join(o['shard'] + ': ' + o['state'] for o in failed)}); everything done "
+            "is saved, re-run to continue"
+        )
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return summary

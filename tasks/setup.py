@@ -1,0 +1,89 @@
+"""`aibatch setup`: what a Prefect server needs before aibatch's deployments can run there.
+
+Idempotent: run it again with other numbers and it updates what is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.workers.process import ProcessWorker
+from pydantic import SecretStr
+
+from aibatch import policy
+from tasks.limits import ensure_concurrency_limit, ensure_shared_rate_limit
+
+
+@dataclass
+class SetupReport:
+    work_pool: str
+    pool_created: bool
+    chunk_slots: int
+    shared_rpm: int | None
+    in_flight: int | None
+    api_key_stored: bool
+
+    def lines(self) -> list[str]:
+        out = [
+            f"work pool {self.work_pool!r} (process): "
+            + ("created" if self.pool_created else "already there"),
+            f"concurrency limit {policy.CHUNK_LIMIT_NAME!r}: {self.chunk_slots} chunks at once",
+        ]
+        if self.shared_rpm is not None:
+            out.append(
+                f"rate limit {policy.SHARED_RATE_LIMIT_NAME!r}: {self.shared_rpm} requests/min "
+                "shared by every run and worker"
+            )
+        if self.in_flight is not None:
+            out.append(
+                f"concurrency limit {policy.IN_FLIGHT_LIMIT_NAME!r}: {self.in_flight} requests "
+                "in flight at once across every run and worker"
+            )
+        if self.api_key_stored:
+            out.append(f"API key stored in the Secret block {policy.API_KEY_BLOCK!r}")
+        return out
+
+
+async def ensure_work_pool(name: str) -> bool:
+    """Create a process work pool with the process worker's default job template; True if
+    it was created, False if it was there already."""
+    pool = WorkPoolCreate(
+        name=name,
+        type="process",
+        base_job_template=ProcessWorker.get_default_base_job_template(),
+        description="aibatch flow runs, as local processes of the workers polling this pool",
+    )
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(pool)
+        except ObjectAlreadyExists:
+            return False
+    return True
+
+
+async def store_api_key(api_key: str) -> None:
+    """Keep the key in a Prefect Secret block (shown masked in the UI); flows read it from
+    there when their environment has none."""
+    await Secret(value=SecretStr(api_key)).save(policy.API_KEY_BLOCK, overwrite=True)
+
+
+async def setup_server(
+    work_pool: str = policy.WORK_POOL,
+    chunk_slots: int = policy.DEFAULT_CHUNK_SLOTS,
+    shared_rpm: int | None = None,
+    in_flight: int | None = None,
+    api_key: str | None = None,
+) -> SetupReport:
+    created = await ensure_work_pool(work_pool)
+    await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, chunk_slots)
+    if shared_rpm is not None:
+        await ensure_shared_rate_limit(shared_rpm)
+    if in_flight is not None:
+        await ensure_concurrency_limit(policy.IN_FLIGHT_LIMIT_NAME, in_flight)
+    if api_key:
+        await store_api_key(api_key)
+    return SetupReport(work_pool, created, chunk_slots, shared_rpm, in_flight, bool(api_key))

@@ -1,0 +1,116 @@
+"""A real `prefect server` on 127.0.0.1 with a temporary PREFECT_HOME, set up the way the
+README says (aibatch setup, prefect deploy), plus workers, for the deployment tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aibatch.children import stop_child
+from aibatch.prefect_server import PrefectServerProcess
+from aibatch.simulator import SimulatorConfig
+from aibatch.simulator.process import SimulatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+# A recognisable fake key: the simulator requires it, and it must never show up anywhere.
+FAKE_KEY = "sk-ant-aibatch-test-KEY-7f3a9c"
+
+
+def run_command(
+    module: str, *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{module} {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServerProcess]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    with PrefectServerProcess(home) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorProcess]:
+    """The API the workers' flow runs talk to; requires FAKE_KEY, as the real API would."""
+    with SimulatorProcess(SimulatorConfig(api_key=FAKE_KEY, latency_ms=50)) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def worker_env(prefect_server: PrefectServerProcess, simulator: SimulatorProcess) -> dict[str, str]:
+    """What a worker machine has: the server's address and the API's, but no API key (the
+    flow reads it from the Secret block `aibatch setup` stored)."""
+    env = {**prefect_server.env, "ANTHROPIC_BASE_URL": simulator.base_url}
+    env.pop("ANTHROPIC_API_KEY", None)
+    # The flow runs import this checkout, wherever the test runs from.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_server: PrefectServerProcess, worker_env: dict[str, str]) -> str:
+    """`aibatch setup --store-api-key` then `prefect --no-prompt deploy --all`; returns
+    the setup command's output."""
+    setup = run_command(
+        "aibatch", "setup", "--chunk-slots", "2", "--in-flight", "6", "--store-api-key",
+        env={**worker_env, "ANTHROPIC_API_KEY": FAKE_KEY},
+    )  # fmt: skip
+    run_command("prefect", "--no-prompt", "deploy", "--all", env=worker_env)
+    return setup.stdout + setup.stderr
+
+
+@pytest.fixture(scope="session")
+def start_worker(
+    worker_env: dict[str, str], deployed: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], Path]]:
+    """Start `prefect worker start --pool aibatch-process` processes; each is stopped (and
+    waited for) at the end of the session. Returns the worker's log file."""
+    workers: list[subprocess.Popen[bytes]] = []
+    logs = tmp_path_factory.mktemp("worker-logs")
+
+    def start(name: str) -> Path:
+        log = logs / f"{name}.log"
+        with log.open("wb") as sink:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool",
+                 "aibatch-process", "--name", name],
+                env=worker_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            ))  # fmt: skip
+        return log
+
+    yield start
+    for worker in workers:
+        stop_child(worker, grace_s=30)
+
+
+def wait_for_final_state(client: Any, flow_run_id: Any, timeout_s: float = 420) -> Any:
+    """Poll the server until the flow run is in a final state (or fail after timeout_s)."""
+    import asyncio
+
+    async def poll() -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = await client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            await asyncio.sleep(1.0)
+        raise AssertionError(f"flow run {flow_run_id} not finished after {timeout_s} s")
+
+    return poll()

@@ -1,0 +1,191 @@
+"""aibatch on a real Prefect server, as its users run it: setup, deploy, workers, the UI."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from aibatch.prefect_server import PrefectServerProcess
+from aibatch.simulator.process import SimulatorProcess
+from tests.deploy.conftest import FAKE_KEY, ROOT, wait_for_final_state
+
+SAMPLE = ROOT / "data" / "tickets.csv"
+SCREENSHOT = ROOT / "ci-artifacts" / "ui" / "flow-run.png"
+
+
+def write_tickets(path: Path, start: int, count: int) -> set[str]:
+    with SAMPLE.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[start : start + count]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return {row["id"] for row in rows}
+
+
+async def start_deployment_run(api_url: str, name: str, params: dict[str, Any]) -> Any:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.deployments import arun_deployment
+
+    async with PrefectClient(api_url) as client:
+        run = await arun_deployment(
+            name, client=client, parameters={"params": params}, timeout=0, as_subflow=False
+        )
+        return await wait_for_final_state(client, run.id)
+
+
+@pytest.fixture(scope="module")
+def overloaded_run(
+    prefect_server: PrefectServerProcess,
+    simulator: SimulatorProcess,
+    start_worker: Callable[[str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """A deployment run picked up by a worker, through a burst of 529s at its start.
+
+    One attempt per ticket within a chunk: the tickets that meet a 529 leave their chunk
+    unfinished, so the chunk task fails and Prefect retries it (which then succeeds)."""
+    work = tmp_path_factory.mktemp("overloaded")
+    ids = write_tickets(work / "tickets.csv", 0, 100)
+    log = start_worker("worker-a")
+    simulator.configure(first_529s=10)  # counted from the reset: the next 10 messages
+    simulator.reset()
+    params = {"input_path": str(work / "tickets.csv"), "output_dir": str(work / "out"),
+              "job": "classify", "chunk_size": 50, "max_attempts": 1}  # fmt: skip
+    run = asyncio.run(
+        start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
+                             params)
+    )  # fmt: skip
+    simulator.configure(first_529s=0)
+    return {"run": run, "ids": ids, "output": work / "out", "worker_log": log}
+
+
+def test_setup_deploy_and_a_worker_run_through_529s_with_chunk_retries(
+    prefect_server: PrefectServerProcess, overloaded_run: dict[str, Any], deployed: str
+) -> None:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    assert "work pool 'aibatch-process' (process)" in deployed
+    assert FAKE_KEY not in deployed
+    run = overloaded_run["run"]
+    assert run.state.is_completed(), run.state
+
+    async def read() -> tuple[list[Any], dict[str, list[str]], list[Any], list[str]]:
+        async with PrefectClient(prefect_server.api_url) as client:
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+            )
+            chunks = [t for t in task_runs if t.name.startswith("chunk ")]
+            histories = {
+                t.name: [s.name for s in await client.read_task_run_states(t.id)] for t in chunks
+            }
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+            deployments = await client.read_deployments()
+            return chunks, histories, artifacts, [d.name for d in deployments]
+
+    chunks, histories, artifacts, deployments = asyncio.run(read())
+    assert {"nightly-summaries", "hourly-classification", "shard"} <= set(deployments)
+    assert sorted(t.name for t in chunks) == [
+        "chunk 1 of 2: tickets.csv",
+        "chunk 2 of 2: tickets.csv",
+    ]
+    retried = [name for name, states in histories.items()
+               if "AwaitingRetry" in states and "Retrying" in states]  # fmt: skip
+    assert retried, histories
+    kinds = {a.type for a in artifacts}
+    assert {"progress", "table"} <= kinds, [(a.key, a.type) for a in artifacts]
+
+    results = pd.read_parquet(overloaded_run["output"] / "results")
+    assert results["id"].is_unique
+    assert set(results["id"]) == overloaded_run["ids"]
+    # The worker had no key in its environment: the flow took it from the Secret block
+    # (the simulator refuses any other), and logged it nowhere.
+    for log in (overloaded_run["worker_log"], prefect_server.log_path):
+        assert FAKE_KEY not in log.read_text(errors="replace"), log
+
+
+def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
+    prefect_server: PrefectServerProcess,
+    simulator: SimulatorProcess,
+    start_worker: Callable[[str], Path],
+    overloaded_run: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A sharded run fans out as shard flow runs any worker takes; `aibatch setup
+    --in-flight 6` caps them together: the API never sees more than 6 at once."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    start_worker("worker-b")
+    ids = write_tickets(tmp_path / "tickets.csv", 1_000, 300)
+    simulator.reset()
+    params = {"input_path": str(tmp_path / "tickets.csv"), "output_dir": str(tmp_path / "out"),
+              "job": "classify", "chunk_size": 50, "shards": 2}  # fmt: skip
+    parent = asyncio.run(
+        start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
+                             params)
+    )  # fmt: skip
+    assert parent.state.is_completed(), parent.state
+    stats = simulator.stats()
+    assert 0 < stats["max_in_flight"] <= 6, stats["max_in_flight"]
+
+    async def children() -> list[Any]:
+        async with PrefectClient(prefect_server.api_url) as client:
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
+                )
+            )
+
+    shards = asyncio.run(children())
+    assert sorted(r.name for r in shards) == [
+        f"classify-tickets.csv.shard-{i}-of-2.parquet" for i in (1, 2)
+    ]
+    assert all(r.state is not None and r.state.is_completed() for r in shards)
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert results["id"].is_unique
+    assert set(results["id"]) == ids
+    assert stats["prompts_paid_repeated"] == 0
+
+
+def test_the_flow_run_page_shows_chunks_retries_and_artifacts(
+    prefect_server: PrefectServerProcess, overloaded_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Headless Chromium renders the run's page from the server's own UI."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+    run = overloaded_run["run"]
+    url = prefect_server.api_url.removesuffix("/api") + f"/runs/flow-run/{run.id}"
+    flags = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=20000", "--window-size=1600,1300",
+    ]  # fmt: skip
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+    subprocess.run([*flags, f"--screenshot={SCREENSHOT}", url], check=True, timeout=180,
+                   capture_output=True)  # fmt: skip
+    assert SCREENSHOT.stat().st_size > 10_000
+    dom = subprocess.run([*flags, "--dump-dom", url], check=True, timeout=180,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    assert run.name in dom
+    assert "chunk 1 of 2: tickets.csv" in dom or "chunk 2 of 2: tickets.csv" in dom
+    assert "Completed" in dom
