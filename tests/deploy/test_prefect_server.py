@@ -6,6 +6,7 @@ import asyncio
 import csv
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,16 @@ def test_the_flow_run_page_shows_chunks_retries_and_artifacts(
     assert run.name in dom
     assert "chunk 1 of 2: tickets.csv" in dom or "chunk 2 of 2: tickets.csv" in dom
     assert "Completed" in dom
+
+
+def test_setup_without_a_server_says_what_to_set(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path)  # an empty profile: no API URL anywhere
+    result = subprocess.run(
+        [sys.executable, "-m", "aibatch", "setup", "--store-api-key"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "PREFECT_API_URL is not set" in result.stderr
