@@ -30,6 +30,7 @@ from aibatch.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
+    PauseGate,
     Reservation,
     SharedBudget,
 )
@@ -264,7 +265,7 @@ class TicketProcessor:
         self._pace_lock = asyncio.Lock()
         self.http_in_flight = 0
         self.recent_ok: deque[float] = deque(maxlen=2000)
-        self.paused_until = 0.0  # the shared gate a 429's retry-after closes for everyone
+        self.gate = PauseGate(policy.SHARED_PAUSE_MAX_S)  # a 429 closes it for everyone
         self.finished: set[str] = set()
         self.stop_reason: str | None = None
         self.last_error = ""
@@ -302,7 +303,7 @@ class TicketProcessor:
         return report
 
     async def _wait_for_gate(self) -> None:
-        while (wait := self.paused_until - time.monotonic()) > 0:
+        while (wait := self.gate.wait_s()) > 0:
             await self.sleep(wait)
 
     async def _pace(self, input_estimate: float) -> Reservation:
@@ -383,8 +384,7 @@ class TicketProcessor:
                 return "unfinished"
             stats.retries += 1
             if decision.action is Action.RETRY_AFTER:
-                pause = min(decision.delay_s, policy.SHARED_PAUSE_MAX_S)
-                self.paused_until = max(self.paused_until, time.monotonic() + pause)
+                self.gate.close_for(decision.delay_s)
             await self.sleep(decision.delay_s)
 
     def _learn(

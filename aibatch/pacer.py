@@ -373,6 +373,23 @@ class ConcurrencyController:
         self.limit = max(1.0, self.limit * BACKOFF_FACTOR)
 
 
+class PauseGate:
+    """One pause for every new send: a 429's `retry-after` closes it for everyone at once,
+    rather than each request retrying on its own schedule; capped, so one 429 never idles
+    more than a moment of capacity. A later, shorter pause never shortens a longer one."""
+
+    def __init__(self, max_pause_s: float, clock: Clock = time.monotonic) -> None:
+        self.max_pause_s = max_pause_s
+        self.clock = clock
+        self.open_at = -math.inf
+
+    def close_for(self, seconds: float) -> None:
+        self.open_at = max(self.open_at, self.clock() + min(seconds, self.max_pause_s))
+
+    def wait_s(self) -> float:
+        return max(0.0, self.open_at - self.clock())
+
+
 class SharedBudget:
     """Requests granted by a limit shared with other processes, fetched in batches.
 

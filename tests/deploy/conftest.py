@@ -65,14 +65,17 @@ def worker_env(prefect_server: PrefectServerProcess, simulator: SimulatorProcess
 
 @pytest.fixture(scope="session")
 def deployed(prefect_server: PrefectServerProcess, worker_env: dict[str, str]) -> str:
-    """`aibatch setup --store-api-key` then `prefect --no-prompt deploy --all`; returns
-    the setup command's output."""
-    setup = run_command(
-        "aibatch", "setup", "--chunk-slots", "2", "--in-flight", "6", "--store-api-key",
-        env={**worker_env, "ANTHROPIC_API_KEY": FAKE_KEY},
-    )  # fmt: skip
+    """`aibatch setup --store-api-key` (twice) then `prefect --no-prompt deploy --all`;
+    returns the setup commands' output."""
+    outputs = []
+    for _ in range(2):  # the second time finds everything there: setup is idempotent
+        setup = run_command(
+            "aibatch", "setup", "--chunk-slots", "2", "--in-flight", "6", "--store-api-key",
+            env={**worker_env, "ANTHROPIC_API_KEY": FAKE_KEY},
+        )  # fmt: skip
+        outputs.append(setup.stdout + setup.stderr)
     run_command("prefect", "--no-prompt", "deploy", "--all", env=worker_env)
-    return setup.stdout + setup.stderr
+    return "\n---\n".join(outputs)
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,10 @@ def test_setup_deploy_and_a_worker_run_through_529s_with_chunk_retries(
         FlowRunFilterId,
     )
 
-    assert "work pool 'aibatch-process' (process)" in deployed
+    first, again = deployed.split("\n---\n")
+    assert "work pool 'aibatch-process' (process): created" in first
+    assert "work pool 'aibatch-process' (process): already there" in again
+    assert "'tag:aibatch-chunks': 2 chunks at once" in again
     assert FAKE_KEY not in deployed
     run = overloaded_run["run"]
     assert run.state.is_completed(), run.state

@@ -11,7 +11,14 @@ import pytest
 from aibatch import pacer as pacing
 from aibatch.inflight import InFlightLimiter
 from aibatch.looplag import LoopLagProbe
-from aibatch.pacer import ConcurrencyController, InputEstimator, Pacer, SharedBudget, TokenBucket
+from aibatch.pacer import (
+    ConcurrencyController,
+    InputEstimator,
+    Pacer,
+    PauseGate,
+    SharedBudget,
+    TokenBucket,
+)
 
 
 class FakeClock:
@@ -216,6 +223,18 @@ def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
     for _ in range(grown):  # free again: one more round trip, still in slow start
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
     assert control.current == 2 * grown
+
+
+def test_a_429_pauses_every_sender_briefly_and_never_shortens_a_pause(clock: FakeClock) -> None:
+    gate = PauseGate(max_pause_s=0.5, clock=clock)
+    assert gate.wait_s() == 0
+    gate.close_for(3.0)  # retry-after 3 s: everyone pauses, but at most half a second
+    assert gate.wait_s() == pytest.approx(0.5)
+    clock.advance(0.2)
+    gate.close_for(0.1)  # a shorter one arriving meanwhile does not reopen it early
+    assert gate.wait_s() == pytest.approx(0.3)
+    clock.advance(0.3)
+    assert gate.wait_s() == 0
 
 
 def test_shared_budget_fetches_whole_batches_once_for_many_takers() -> None:
