@@ -226,6 +226,15 @@ class ChunkReport:
                 "unfinished": self.unfinished}  # fmt: skip
 
 
+# The RunStats counter each error cause adds to (the other causes have no counter).
+_COUNTER_OF_CAUSE = {
+    Cause.RATE_LIMITED: "http_429",
+    Cause.OVERLOADED: "http_529",
+    Cause.SERVER: "server_errors",
+    Cause.CONNECTION: "connection_errors",
+}
+
+
 class TicketProcessor:
     """Sends tickets; shared by every chunk of a run (one client, one pacer, one in-flight cap).
 
@@ -406,13 +415,7 @@ class TicketProcessor:
         self.slots.wake()
 
     def _count_error(self, decision: policy.Decision) -> None:
-        counters = {
-            Cause.RATE_LIMITED: "http_429",
-            Cause.OVERLOADED: "http_529",
-            Cause.SERVER: "server_errors",
-            Cause.CONNECTION: "connection_errors",
-        }
-        name = counters.get(decision.cause)
+        name = _COUNTER_OF_CAUSE.get(decision.cause)
         if name is not None:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 

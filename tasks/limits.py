@@ -21,6 +21,16 @@ class LimitMissing(RuntimeError):
     pass
 
 
+async def read_active_limit(name: str) -> GlobalConcurrencyLimitResponse | None:
+    """The global limit `name` if it exists and is active; None otherwise."""
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return None
+    return limit if limit.active else None
+
+
 async def ensure_concurrency_limit(name: str, slots: int) -> int:
     """Create or resize the global limit `name`, then read it back.
 
@@ -46,12 +56,8 @@ async def ensure_chunk_limit(slots: int | None) -> int:
     (as `aibatch setup` left it), created with the default size if missing."""
     if slots is not None:
         return await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, slots)
-    async with get_client() as client:
-        try:
-            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
-        except ObjectNotFound:
-            limit = None
-    if limit is None or not limit.active:
+    limit = await read_active_limit(policy.CHUNK_LIMIT_NAME)
+    if limit is None:
         return await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, policy.DEFAULT_CHUNK_SLOTS)
     return limit.limit
 
@@ -97,14 +103,8 @@ async def read_shared_rate_limit(
 ) -> GlobalConcurrencyLimitResponse | None:
     """The shared rate limit if it exists and is active (created by `aibatch setup` or
     `--shared-rpm`); None means this run paces on its own."""
-    async with get_client() as client:
-        try:
-            limit = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            return None
-    if not limit.active or not limit.slot_decay_per_second:
-        return None
-    return limit
+    limit = await read_active_limit(name)
+    return limit if limit is not None and limit.slot_decay_per_second else None
 
 
 def shared_budget(limit: GlobalConcurrencyLimitResponse) -> SharedBudget:
@@ -119,12 +119,8 @@ def shared_budget(limit: GlobalConcurrencyLimitResponse) -> SharedBudget:
 async def read_in_flight_limit(name: str = policy.IN_FLIGHT_LIMIT_NAME) -> int | None:
     """Requests in flight allowed across every run and worker, if `aibatch setup
     --in-flight` set such a limit on this server (and it is active)."""
-    async with get_client() as client:
-        try:
-            limit = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            return None
-    return limit.limit if limit.active else None
+    limit = await read_active_limit(name)
+    return limit.limit if limit is not None else None
 
 
 def chunk_width(in_flight: int, chunk_slots: int) -> int:
