@@ -89,6 +89,9 @@ def run(
             "workers pick up (needs PREFECT_API_URL; README, 'Scale out')."
         ),
     ] = 1,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for one answer before retrying it.")
+    ] = policy.REQUEST_TIMEOUT_S,
     id_column: Annotated[str, typer.Option(help="Column holding the ticket id.")] = "id",
     text_column: Annotated[str, typer.Option(help="Column holding the ticket text.")] = "text",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -113,6 +116,7 @@ def run(
         "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
         "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm, "shards": shards,
+        "request_timeout_s": timeout,
         "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
     }  # fmt: skip
     if shards > 1 and not os.environ.get("PREFECT_API_URL"):
@@ -237,6 +241,9 @@ def simulate_api(
     spend_cap_after: Annotated[
         int | None, typer.Option(help="Answer the spend-cap 429 after this many successes.")
     ] = None,
+    revoke_key_after: Annotated[
+        int | None, typer.Option(help="Refuse the key (401) after this many successes.")
+    ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -286,6 +293,7 @@ def simulate_api(
                 slow_seconds=slow_seconds,
                 storms=[StormWindow.parse(s) for s in storm or []],
                 spend_cap_after=spend_cap_after,
+                revoke_key_after=revoke_key_after,
                 api_key=api_key,
                 context_window=context_window,
                 cache_min_tokens=cache_min_tokens,

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ import anthropic
 import pandas as pd
 import pyarrow as pa
 
-from aibatch import policy
+from aibatch import crashpoints, policy
 from aibatch.backend import MessagesBackend
 from aibatch.inflight import InFlightLimiter
 from aibatch.jobs import InvalidModelOutput, JobSpec
@@ -52,6 +53,18 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class RunStopped(Exception):
     """Nothing more can succeed (bad key, spend cap): the whole run stops."""
+
+
+class OutputUnwritable(RunStopped):
+    """The output directory refused a write (disk full, read-only): retrying cannot help."""
+
+    @classmethod
+    def from_error(cls, error: OSError, what: str) -> OutputUnwritable:
+        where = f" ({error.filename})" if error.filename else ""
+        return cls(
+            f"cannot write {what}{where}: {error.strerror or error}. Free space (or fix the "
+            "output directory) and run again: what is already journaled is published then"
+        )
 
 
 class ChunkIncomplete(Exception):
@@ -158,7 +171,10 @@ class Committer:
         self._lock = asyncio.Lock()
 
     def record(self, record: dict[str, Any]) -> None:
-        self.journal.append(record)
+        try:
+            self.journal.append(record)
+        except OSError as error:
+            raise OutputUnwritable.from_error(error, "the journal") from error
         self.pending.append(record)
 
     def due(self) -> bool:
@@ -166,10 +182,16 @@ class Committer:
             bool(self.pending) and time.monotonic() - self.last_commit >= policy.COMMIT_EVERY_S
         )
 
-    async def commit(self) -> None:
+    async def commit_if_due(self) -> None:
+        if self.due():
+            await self.commit(only_if_due=True)
+
+    async def commit(self, only_if_due: bool = False) -> None:
         """Publish what is pending. Runs in a thread so responses keep flowing meanwhile."""
         async with self._lock:
-            if not self.pending:
+            # Callers queued behind a commit find little pending; with `only_if_due` they
+            # leave it for later instead of publishing a handful of rows each.
+            if not self.pending or (only_if_due and not self.due()):
                 return
             segment = self.journal.rotate()
             records, self.pending = self.pending, []
@@ -182,15 +204,26 @@ class Committer:
                     for p in journal_segments(directory) if p != self.journal.path]  # fmt: skip
         records = [r for path in segments for r in read_segment(path)]
         before = self.rows_published
-        self._publish(records, segments)
+        # A crash after the failures were published but before the segment was removed
+        # leaves them in both places: publish only those not already there.
+        published_failures = (
+            self.store.failure_keys() if any(r.get("kind") == "failed" for r in records)
+            else set()
+        )  # fmt: skip
+        self._publish(records, segments, published_failures)
         return self.rows_published - before
 
     def close(self) -> None:
         self.journal.close()
 
-    def _publish(self, records: list[dict[str, Any]], segments: Sequence[Any]) -> None:
+    def _publish(
+        self,
+        records: list[dict[str, Any]],
+        segments: Sequence[Any],
+        published_failures: AbstractSet[tuple[str, str]] = frozenset(),
+    ) -> None:
         ok: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        failed: list[dict[str, Any]] = []
+        failed: dict[tuple[str, str], dict[str, Any]] = {}
         for record in records:
             kind = record.get("kind")
             if kind == "ok":
@@ -198,20 +231,29 @@ class Committer:
                 if key not in self.committed:
                     ok.setdefault(key, record)  # no id twice, even if journaled twice
             elif kind == "failed":
-                failed.append(record)
-        if ok:
-            table = results_table(
-                list(ok.values()), self.carried, self.carried_types, self.run_date
-            )
-            self.files_published += len(
-                self.store.publish(table, self.store.results_dir, self.run_id)
-            )
-            self.committed.update(ok)
-            self.rows_published += len(ok)
-        if failed:
-            table = failures_table(failed, self.run_date)
-            self.store.publish(table, self.store.failures_dir, self.run_id)
-        remove(segments)  # only now: their rows are in the datasets
+                failure = (record["id"], record["run_id"])
+                if failure not in published_failures:
+                    failed.setdefault(failure, record)
+        if not (ok or failed or segments):
+            return
+        try:
+            if ok:
+                table = results_table(
+                    list(ok.values()), self.carried, self.carried_types, self.run_date
+                )
+                self.files_published += len(
+                    self.store.publish(table, self.store.results_dir, self.run_id)
+                )
+                self.committed.update(ok)
+                self.rows_published += len(ok)
+            crashpoints.reached("commit:results-published")
+            if failed:
+                table = failures_table(list(failed.values()), self.run_date)
+                self.store.publish(table, self.store.failures_dir, self.run_id)
+            crashpoints.reached("commit:published")
+            remove(segments)  # only now: their rows are in the datasets
+        except OSError as error:
+            raise OutputUnwritable.from_error(error, f"results to {self.store.root}") from error
 
 
 @dataclass
@@ -295,7 +337,7 @@ class TicketProcessor:
         todo = [(i, t) for i, t in tickets if i not in self.finished]
         report.skipped = len(tickets) - len(todo)
         own = asyncio.Semaphore(width) if width is not None else None
-        outcomes = await asyncio.gather(*(self._process(i, t, own) for i, t in todo))
+        outcomes = await asyncio.gather(*(self._process_then_commit(i, t, own) for i, t in todo))
         for outcome in outcomes:
             if outcome == "ok":
                 report.ok += 1
@@ -303,8 +345,7 @@ class TicketProcessor:
                 report.failed += 1
             else:
                 report.unfinished += 1
-        if self.committer.due():
-            await self.committer.commit()
+        await self.committer.commit_if_due()
         if self.stop_reason is not None:
             raise RunStopped(self.stop_reason)
         if report.unfinished:
@@ -332,6 +373,15 @@ class TicketProcessor:
         if self.pacer.requests is not None:
             return self.pacer.requests.rate_per_s
         return self.pacer.aimd_rate
+
+    async def _process_then_commit(
+        self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None
+    ) -> str:
+        # Commit as rows come in, not only when a chunk ends: a large chunk at a slow rate
+        # would otherwise keep its results out of the dataset for minutes.
+        outcome = await self._process(ticket_id, text, chunk_slots)
+        await self.committer.commit_if_due()
+        return outcome
 
     async def _process(
         self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None = None
@@ -365,8 +415,9 @@ class TicketProcessor:
                     except InvalidModelOutput as error:
                         decision = policy.decide(error, attempt, self.rng)
                     else:
-                        self._record_ok(ticket_id, result, reply.message, attempt + 1, started)
-                        return "ok"
+                        if self._record_ok(ticket_id, result, reply.message, attempt + 1, started):
+                            return "ok"
+                        return "unfinished"  # answered but not journaled: the run stops
                 finally:
                     self.http_in_flight -= 1
                     if not self.http_in_flight:
@@ -386,8 +437,8 @@ class TicketProcessor:
                 self.stop(decision.message)
                 return "unfinished"
             if decision.action is Action.FAIL_TICKET:
-                self._record_failed(ticket_id, decision, attempt + 1)
-                return "failed"
+                journaled = self._record_failed(ticket_id, decision, attempt + 1)
+                return "failed" if journaled else "unfinished"
             attempt += 1
             if attempt >= self.max_attempts:
                 return "unfinished"
@@ -419,9 +470,18 @@ class TicketProcessor:
         if name is not None:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
+    def _journal(self, record: dict[str, Any]) -> bool:
+        """Journal an outcome; if the output cannot take it, stop the run (False)."""
+        try:
+            self.committer.record(record)
+        except OutputUnwritable as error:
+            self.stop(str(error))
+            return False
+        return True
+
     def _record_ok(
         self, ticket_id: str, result: str, message: Any, attempts: int, started: float
-    ) -> None:
+    ) -> bool:
         usage = message.usage
         cache_write = usage.cache_creation_input_tokens or 0
         cache_read = usage.cache_read_input_tokens or 0
@@ -429,7 +489,7 @@ class TicketProcessor:
         cost = cost_usd(
             self.spec.model, usage.input_tokens, usage.output_tokens, cache_write, cache_read
         )
-        self.committer.record({
+        journaled = self._journal({
             "kind": "ok",
             "id": ticket_id,
             "job": self.spec.job,
@@ -446,6 +506,8 @@ class TicketProcessor:
             "run_id": self.run_id,
             "completed_at": datetime.now(UTC).isoformat(),
         })  # fmt: skip
+        if not journaled:
+            return False
         self.finished.add(ticket_id)
         stats = self.stats
         stats.ok += 1
@@ -458,9 +520,10 @@ class TicketProcessor:
             stats.cost_unknown += 1
         else:
             stats.cost_usd += cost
+        return True
 
-    def _record_failed(self, ticket_id: str, decision: policy.Decision, attempts: int) -> None:
-        self.committer.record({
+    def _record_failed(self, ticket_id: str, decision: policy.Decision, attempts: int) -> bool:
+        journaled = self._journal({
             "kind": "failed",
             "id": ticket_id,
             "job": self.spec.job,
@@ -473,5 +536,8 @@ class TicketProcessor:
             "run_id": self.run_id,
             "failed_at": datetime.now(UTC).isoformat(),
         })  # fmt: skip
+        if not journaled:
+            return False
         self.finished.add(ticket_id)
         self.stats.failed += 1
+        return True

@@ -102,11 +102,15 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+class _NotAnId(ValueError):
+    pass
+
+
 def _as_id(value: object) -> str | None:
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return None
-    if isinstance(value, bool):
-        return str(value)
+    if isinstance(value, (bool, list, dict, tuple)) or hasattr(value, "__array__"):
+        raise _NotAnId(f"id must be a string or a number, not {type(value).__name__}")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 17.0 from a JSON number column is ticket 17
     text = str(value).strip()
@@ -136,9 +140,16 @@ def load_tickets(path: str | Path, id_column: str = "id", text_column: str = "te
             raise InputError(path, f"missing column (columns present: {present})", column=column)
 
     problems: list[InputError] = []
-    ids = [_as_id(v) for v in frame[id_column].tolist()]
+    ids: list[str | None] = []
     first_row: dict[str, int] = {}
-    for row, ticket_id in enumerate(ids, start=1):
+    for row, value in enumerate(frame[id_column].tolist(), start=1):
+        try:
+            ticket_id = _as_id(value)
+        except _NotAnId as exc:
+            problems.append(InputError(path, str(exc), row=row, column=id_column))
+            ids.append(None)
+            continue
+        ids.append(ticket_id)
         if ticket_id is None:
             problems.append(InputError(path, "empty or null id", row=row, column=id_column))
         elif ticket_id in first_row:

@@ -81,6 +81,12 @@ class BatchParameters(BaseModel):
         description="Set by a fanned-out run on each of its parts: this run is that shard.",
     )
     max_attempts: int = Field(default=policy.MAX_ATTEMPTS, ge=1, le=50)
+    request_timeout_s: float = Field(
+        default=policy.REQUEST_TIMEOUT_S,
+        gt=0,
+        le=600,
+        description="Seconds to wait for one answer; a slower one is a timeout, and retried.",
+    )
     show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")
 
     @field_validator("labels")

@@ -35,6 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from aibatch import crashpoints
+
 RESULT_COLUMNS = pa.schema([
     ("id", pa.string()),
     ("job", pa.string()),
@@ -242,14 +244,45 @@ class ResultStore:
         table = dataset.to_table(columns=["id", "job", "model", "prompt_version"])
         return set(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
+    def failure_keys(self) -> set[tuple[str, str]]:
+        """(id, run_id) of every failure row: a run records a ticket's failure once."""
+        dataset = self._dataset(self.failures_dir)
+        if dataset is None:
+            return set()
+        table = dataset.to_table(columns=["id", "run_id"])
+        return set(zip(table.column("id").to_pylist(), table.column("run_id").to_pylist(),
+                       strict=True))  # fmt: skip
+
     # -- writing ----------------------------------------------------------------------------
 
     def publish(self, table: pa.Table, dataset_dir: Path, run_id: str) -> list[Path]:
-        """Write `table` (with a run_date column) into a dataset, atomically per file."""
+        """Write `table` (with a run_date column) into a dataset, atomically per file.
+
+        If writing fails (a full disk, say), the staged files are removed and the error
+        raised: nothing partial ever reaches the dataset.
+        """
         if table.num_rows == 0:
             return []
         stage = self.staging_dir / uuid.uuid4().hex
         stage.mkdir(parents=True)
+        try:
+            staged_files = self._stage(table, stage, run_id)
+        except Exception:  # not on a (simulated) crash: a killed process cleans nothing
+            _remove_tree(stage)
+            raise
+        published: list[Path] = []
+        for staged in staged_files:
+            target = dataset_dir / staged.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)  # atomic: readers see all of the file or none of it
+            crashpoints.reached("publish:renamed")
+            _fsync_dir(target.parent)
+            published.append(target)
+        _remove_tree(stage)
+        return published
+
+    def _stage(self, table: pa.Table, stage: Path, run_id: str) -> list[Path]:
+        """Write the table's files into `stage` and fsync them; nothing is visible yet."""
         token = uuid.uuid4().hex[:12]
         ds.write_dataset(
             table,
@@ -259,19 +292,21 @@ class ResultStore:
             basename_template=f"part-{run_id}-{token}-{{i}}.parquet",
             existing_data_behavior="error",
         )
-        published: list[Path] = []
-        for staged in sorted(stage.rglob("*.parquet")):
+        staged_files = sorted(stage.rglob("*.parquet"))
+        for staged in staged_files:
             with open(staged, "rb") as handle:
                 os.fsync(handle.fileno())
-            target = dataset_dir / staged.relative_to(stage)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, target)  # atomic: readers see all of the file or none of it
-            _fsync_dir(target.parent)
-            published.append(target)
-        for path in sorted(stage.rglob("*"), reverse=True):
+        crashpoints.reached("publish:staged")
+        return staged_files
+
+
+def _remove_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_dir():
             path.rmdir()
-        stage.rmdir()
-        return published
+        else:
+            path.unlink()
+    directory.rmdir()
 
 
 def run_date_of(moment: datetime) -> str:

@@ -118,7 +118,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
         stats = RunStats(total=len(pairs))
         backend = AnthropicBackend(
-            api_key=api_key, max_connections=params.fixed_concurrency or MAX_CONCURRENCY
+            api_key=api_key,
+            max_connections=params.fixed_concurrency or MAX_CONCURRENCY,
+            timeout_s=params.request_timeout_s,
         )
         processor = TicketProcessor(
             backend, spec, committer, run_id,

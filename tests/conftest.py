@@ -1,7 +1,9 @@
-"""Shared fixtures: a simulator on a free loopback port, and SDK clients pointed at it."""
+"""Shared fixtures: simulators on free loopback ports, SDK clients pointed at them, one
+Prefect server for the flow tests, and the `--long` switch of the reliability suite."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +11,26 @@ import anthropic
 import pytest
 
 from aibatch.simulator import SimulatorConfig, SimulatorServer
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long variants of the reliability suite (50 kills, more examples)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "reliability: kill / fault / bad-input / secrets tests (#6); --long for more"
+    )
+
+
+@pytest.fixture(scope="session")
+def long_variant(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--long"))
 
 
 @pytest.fixture
@@ -36,3 +58,30 @@ def sdk_client(server: SimulatorServer, **kwargs: Any) -> anthropic.Anthropic:
     options: dict[str, Any] = {"api_key": "test-key", "max_retries": 0, "timeout": 10.0}
     options.update(kwargs)
     return anthropic.Anthropic(base_url=server.base_url, **options)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect server (Prefect's test harness) for the session's flow tests."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    # The harness's server would try to send telemetry (and log that it cannot).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    # The server takes 20-40 s to start on a 2-core machine; Prefect's default is 30.
+    with prefect_test_harness(server_startup_timeout=240):
+        url = PREFECT_API_URL.value()
+        assert url, "the Prefect test harness did not set an API URL"
+        yield url
+
+
+@pytest.fixture
+def use_simulator(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Point this process's API key and base URL at a simulator."""
+
+    def use(server: SimulatorServer, key: str = "test-key") -> None:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+
+    return use

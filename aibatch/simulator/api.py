@@ -442,6 +442,10 @@ class SimulatedAPI:
                 "You have reached your specified workspace API usage limits.",
                 details={"error_code": "enforced_spend_limit_reached"},
             )
+        if c.revoke_key_after is not None and self.counters.by_status.get("200", 0) >= (
+            c.revoke_key_after
+        ):
+            raise APIErrorReply(401, "authentication_error", "invalid x-api-key")
         elapsed = time.monotonic() - self.counters.started
         if c.storm_active(elapsed):
             remaining = min(

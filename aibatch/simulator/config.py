@@ -63,6 +63,10 @@ class SimulatorConfig(BaseModel):
         default=None, ge=0, description="successful messages before the spend cap is hit"
     )
 
+    revoke_key_after: int | None = Field(
+        default=None, ge=0, description="successful messages before the key is refused (401)"
+    )
+
     # Request validation.
     api_key: str | None = Field(default=None, description="when set, requests must carry it")
     context_window: int = Field(default=200_000, ge=1)

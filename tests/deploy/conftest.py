@@ -3,6 +3,7 @@ README says (aibatch setup, prefect deploy), plus workers, for the deployment te
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from aibatch.children import stop_child
 from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+from tests.helpers import write_tickets
 
 ROOT = Path(__file__).resolve().parents[2]
 # A recognisable fake key: the simulator requires it, and it must never show up anywhere.
@@ -105,7 +107,6 @@ def start_worker(
 
 def wait_for_final_state(client: Any, flow_run_id: Any, timeout_s: float = 420) -> Any:
     """Poll the server until the flow run is in a final state (or fail after timeout_s)."""
-    import asyncio
 
     async def poll() -> Any:
         deadline = time.monotonic() + timeout_s
@@ -117,3 +118,40 @@ def wait_for_final_state(client: Any, flow_run_id: Any, timeout_s: float = 420) 
         raise AssertionError(f"flow run {flow_run_id} not finished after {timeout_s} s")
 
     return poll()
+
+
+async def start_deployment_run(api_url: str, name: str, params: dict[str, Any]) -> Any:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.deployments import arun_deployment
+
+    async with PrefectClient(api_url) as client:
+        run = await arun_deployment(
+            name, client=client, parameters={"params": params}, timeout=0, as_subflow=False
+        )
+        return await wait_for_final_state(client, run.id)
+
+
+@pytest.fixture(scope="session")
+def overloaded_run(
+    prefect_server: PrefectServerProcess,
+    simulator: SimulatorProcess,
+    start_worker: Callable[[str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """A deployment run picked up by a worker, through a burst of 529s at its start.
+
+    One attempt per ticket within a chunk: the tickets that meet a 529 leave their chunk
+    unfinished, so the chunk task fails and Prefect retries it (which then succeeds)."""
+    work = tmp_path_factory.mktemp("overloaded")
+    ids = set(write_tickets(work / "tickets.csv", 100))
+    log = start_worker("worker-a")
+    simulator.configure(first_529s=10)  # counted from the reset: the next 10 messages
+    simulator.reset()
+    params = {"input_path": str(work / "tickets.csv"), "output_dir": str(work / "out"),
+              "job": "classify", "chunk_size": 50, "max_attempts": 1}  # fmt: skip
+    run = asyncio.run(
+        start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
+                             params)
+    )  # fmt: skip
+    simulator.configure(first_529s=0)
+    return {"run": run, "ids": ids, "output": work / "out", "worker_log": log}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import shutil
 import subprocess
 import sys
@@ -16,57 +15,10 @@ import pytest
 
 from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator.process import SimulatorProcess
-from tests.deploy.conftest import FAKE_KEY, ROOT, wait_for_final_state
+from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run
+from tests.helpers import write_tickets
 
-SAMPLE = ROOT / "data" / "tickets.csv"
 SCREENSHOT = ROOT / "ci-artifacts" / "ui" / "flow-run.png"
-
-
-def write_tickets(path: Path, start: int, count: int) -> set[str]:
-    with SAMPLE.open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))[start : start + count]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return {row["id"] for row in rows}
-
-
-async def start_deployment_run(api_url: str, name: str, params: dict[str, Any]) -> Any:
-    from prefect.client.orchestration import PrefectClient
-    from prefect.deployments import arun_deployment
-
-    async with PrefectClient(api_url) as client:
-        run = await arun_deployment(
-            name, client=client, parameters={"params": params}, timeout=0, as_subflow=False
-        )
-        return await wait_for_final_state(client, run.id)
-
-
-@pytest.fixture(scope="module")
-def overloaded_run(
-    prefect_server: PrefectServerProcess,
-    simulator: SimulatorProcess,
-    start_worker: Callable[[str], Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, Any]:
-    """A deployment run picked up by a worker, through a burst of 529s at its start.
-
-    One attempt per ticket within a chunk: the tickets that meet a 529 leave their chunk
-    unfinished, so the chunk task fails and Prefect retries it (which then succeeds)."""
-    work = tmp_path_factory.mktemp("overloaded")
-    ids = write_tickets(work / "tickets.csv", 0, 100)
-    log = start_worker("worker-a")
-    simulator.configure(first_529s=10)  # counted from the reset: the next 10 messages
-    simulator.reset()
-    params = {"input_path": str(work / "tickets.csv"), "output_dir": str(work / "out"),
-              "job": "classify", "chunk_size": 50, "max_attempts": 1}  # fmt: skip
-    run = asyncio.run(
-        start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
-                             params)
-    )  # fmt: skip
-    simulator.configure(first_529s=0)
-    return {"run": run, "ids": ids, "output": work / "out", "worker_log": log}
 
 
 def test_setup_deploy_and_a_worker_run_through_529s_with_chunk_retries(
@@ -137,7 +89,7 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     start_worker("worker-b")
-    ids = write_tickets(tmp_path / "tickets.csv", 1_000, 300)
+    ids = set(write_tickets(tmp_path / "tickets.csv", 300, start=1_000))
     simulator.reset()
     params = {"input_path": str(tmp_path / "tickets.csv"), "output_dir": str(tmp_path / "out"),
               "job": "classify", "chunk_size": 50, "shards": 2}  # fmt: skip

@@ -11,7 +11,14 @@ import pyarrow as pa
 import pytest
 
 from aibatch.backend import AnthropicBackend
-from aibatch.engine import ChunkIncomplete, Committer, RunStats, RunStopped, TicketProcessor
+from aibatch.engine import (
+    ChunkIncomplete,
+    Committer,
+    RunStats,
+    RunStopped,
+    TicketProcessor,
+    new_run_id,
+)
 from aibatch.jobs import JobSpec
 from aibatch.simulator import SimulatorServer
 from aibatch.store import ResultStore, carried_schema, journal_segments
@@ -37,14 +44,15 @@ class Harness:
         self.store = ResultStore(root)
         self._lock = self.store.locked()
         self._lock.__enter__()
+        self.run_id = new_run_id()  # unique per run, as the flow makes it
         carried = pd.DataFrame(index=pd.Index([], name="id"))
         self.committer = Committer(
-            self.store, "run-1", carried, carried_schema(carried), self.store.all_result_keys()
+            self.store, self.run_id, carried, carried_schema(carried), self.store.all_result_keys()
         )
         self.backend = AnthropicBackend(api_key="test-key", base_url=server.base_url)
         self.stats = RunStats()
         self.processor = TicketProcessor(
-            self.backend, SUMMARY, self.committer, "run-1", stats=self.stats,
+            self.backend, SUMMARY, self.committer, self.run_id, stats=self.stats,
             **processor_options,  # type: ignore[arg-type]
         )  # fmt: skip
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.flows.test_ticket_batch import write_tickets
+from tests.helpers import write_tickets
 
 READ_HISTORY = textwrap.dedent("""
     import asyncio, json

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,40 +11,12 @@ import pandas as pd
 import pytest
 
 from aibatch import policy
-from aibatch.local import EXIT_OK, EXIT_STOPPED, run_locally
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
+from tests.helpers import summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "tickets.csv"
-
-
-def write_tickets(path: Path, count: int, long_ids: int = 0) -> dict[str, str]:
-    """The first `count` sample tickets, plus `long_ids` too long for the context window."""
-    with SAMPLE.open(encoding="utf-8") as handle:
-        rows = [row for _, row in zip(range(count), csv.DictReader(handle), strict=False)]
-    for i in range(long_ids):
-        rows.append({**rows[0], "id": f"LONG-{i}", "text": "The export fails. " * 400})
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return {row["id"]: row["text"] for row in rows}
-
-
-@pytest.fixture
-def use_simulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[SimulatorServer], None]]:
-    def use(server: SimulatorServer, key: str = "test-key") -> None:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-
-    yield use
-
-
-def summary_belongs_to(summary: str, ticket: str) -> bool:
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", summary) if s]
-    return bool(sentences) and all(s in ticket for s in sentences)
 
 
 def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
@@ -149,38 +119,6 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
     again = asyncio.run(process_tickets(params))
     assert again["already_done"] == 120 and again["tickets"] == 0
     assert server.stats()["requests_total"] == before
-
-
-def test_a_bad_key_stops_at_once_and_a_spend_cap_keeps_what_was_done(
-    prefect_api: str,
-    start_simulator: StartSimulator,
-    use_simulator: Callable[..., None],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    texts = write_tickets(tmp_path / "tickets.csv", 300)
-    params = BatchParameters(
-        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
-        chunk_size=100, max_concurrency=4,
-    )  # fmt: skip
-    server = start_simulator(api_key="sk-right", spend_cap_after=120)
-
-    use_simulator(server, key="sk-wrong")
-    assert run_locally(params) == EXIT_STOPPED
-    assert "refused the key" in capsys.readouterr().err
-    assert server.stats()["requests_total"] <= 4  # stopped within what was in flight
-
-    use_simulator(server, key="sk-right")
-    assert run_locally(params) == EXIT_STOPPED
-    assert "spend limit reached" in capsys.readouterr().err
-    saved = pd.read_parquet(tmp_path / "out" / "results")
-    assert len(saved) == 120  # everything done before the stop is saved
-
-    server.configure(spend_cap_after=None)  # the cap is raised
-    assert run_locally(params) == EXIT_OK
-    results = pd.read_parquet(tmp_path / "out" / "results")
-    assert set(results["id"]) == set(texts) and results["id"].is_unique
-    assert server.stats()["prompts_paid_repeated"] == 0
 
 
 @pytest.fixture

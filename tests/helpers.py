@@ -1,0 +1,76 @@
+"""Helpers shared by the flow, reliability and deployment tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow.dataset as ds
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "tickets.csv"
+FIGURES = ROOT / "ci-artifacts" / "reliability"
+
+
+def write_tickets(path: Path, count: int, long_ids: int = 0, start: int = 0) -> dict[str, str]:
+    """Sample tickets `start`..`start + count`, plus `long_ids` too long for a small context
+    window (the simulator is then configured with one); returns text by id."""
+    with SAMPLE.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[start : start + count]
+    for i in range(long_ids):
+        rows.append({**rows[0], "id": f"LONG-{i}", "text": "The export fails. " * 400})
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return {row["id"]: row["text"] for row in rows}
+
+
+def summary_belongs_to(summary: str, ticket: str) -> bool:
+    """The simulator's summaries are sentences of the ticket: a mixed-up answer shows."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", summary) if s]
+    return bool(sentences) and all(s in ticket for s in sentences)
+
+
+def read_everywhere(results: Path) -> list[str]:
+    """Ids in a dataset as pandas, pyarrow, duckdb and polars read it (they must agree)."""
+    if not any(results.rglob("*.parquet")):
+        return []
+    by_pandas = pd.read_parquet(results)["id"].tolist()
+    by_pyarrow = ds.dataset(results, partitioning="hive").to_table(columns=["id"])
+    pattern = str(results / "**" / "*.parquet")
+    relation = duckdb.sql(f"select id from read_parquet('{pattern}', hive_partitioning = true)")
+    assert relation is not None
+    by_duckdb = [row[0] for row in relation.fetchall()]
+    by_polars = pl.read_parquet(pattern, hive_partitioning=True)["id"].to_list()
+    assert (
+        sorted(by_pandas)
+        == sorted(by_pyarrow.column("id").to_pylist())
+        == sorted(by_duckdb)
+        == sorted(by_polars)
+    )
+    return by_pandas
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.002) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    """Keep a reliability test's figures (kills survived, rows checked, ...) for the report."""
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    (FIGURES / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    print(f"{name}: {json.dumps(figures, sort_keys=True)}")

@@ -1,0 +1,175 @@
+"""Crash loop: `aibatch run` SIGKILLed again and again, at random instants and inside the
+narrow windows of a commit, re-run after every kill. Nothing is lost, nothing doubled, and
+every reader can read the output after every kill.
+
+CI runs 10 kills; `--long` runs 50 (README, "Reliability suite").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from aibatch import crashpoints
+from aibatch.simulator import SimulatorConfig
+from aibatch.simulator.process import SimulatorProcess
+from tests.helpers import read_everywhere, record_figures, wait_for, write_tickets
+
+pytestmark = pytest.mark.reliability
+
+MAX_CONCURRENCY = 4
+LONG_TICKETS = 10  # permanent failures (over the context window), so failures/ is written too
+EXTERNAL_KILLS = ["mid-call", "mid-write", "random"]  # SIGKILL from the test
+SELF_KILLS = [f"at {point}" for point in sorted(crashpoints.POINTS)]  # SIGKILL at a named point
+
+
+def kill_plan(kills: int, rng: random.Random) -> list[str]:
+    """Every kind of kill at least once (when there are enough kills), the rest at random."""
+    kinds = EXTERNAL_KILLS + SELF_KILLS
+    plan = kinds[:kills] + [rng.choice(kinds) for _ in range(kills - len(kinds))]
+    rng.shuffle(plan)
+    return plan
+
+
+def journaled_since(output: Path, before: set[str]) -> bool:
+    """A journal segment this run wrote (earlier runs' segments may still be there)."""
+    journal = output / "_aibatch" / "journal"
+    return journal.is_dir() and any(
+        p.name not in before and p.stat().st_size > 0 for p in journal.glob("*.jsonl")
+    )
+
+
+def segments(output: Path) -> set[str]:
+    journal = output / "_aibatch" / "journal"
+    return {p.name for p in journal.glob("*.jsonl")} if journal.is_dir() else set()
+
+
+def staging_busy(output: Path) -> bool:
+    staging = output / "_aibatch" / "staging"
+    return staging.is_dir() and any(staging.rglob("*.parquet"))
+
+
+def check_invariants(output: Path, ticket_ids: set[str], long_ids: set[str]) -> int:
+    """What must hold after any kill; returns the rows checked."""
+    results = output / "results"
+    ids = read_everywhere(results)
+    assert len(ids) == len(set(ids)), "an id twice in results"
+    assert set(ids) <= ticket_ids - long_ids, "an id in results that is not an input ticket"
+    failures = read_everywhere(output / "failures")
+    if failures:
+        table = ds.dataset(output / "failures", partitioning="hive").to_table()
+        keys = list(zip(table["id"].to_pylist(), table["run_id"].to_pylist(), strict=True))
+        assert len(keys) == len(set(keys)), "a run's failure recorded twice"
+        assert set(failures) <= long_ids
+    for root in (results, output / "failures"):  # nothing but whole Parquet files inside
+        strays = [p for p in root.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+        assert not strays, strays
+    return len(ids) + len(failures)
+
+
+@pytest.fixture
+def release_leaked_slots(prefect_api: str) -> Iterator[None]:
+    """Killed runs keep their chunk slots until the leases expire; later tests on this
+    server must not wait for that, so the limit is dropped (the next run recreates it)."""
+    yield
+    from prefect.client.orchestration import get_client
+
+    from aibatch import policy
+
+    async def drop() -> None:
+        async with get_client() as client:
+            await client.delete_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+
+    asyncio.run(drop())
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.usefixtures("release_leaked_slots")
+def test_kill_9_again_and_again_loses_nothing_and_pays_little_twice(
+    prefect_api: str, tmp_path: Path, long_variant: bool
+) -> None:
+    kills_planned, ticket_count = (50, 4_000) if long_variant else (10, 2_000)
+    texts = write_tickets(tmp_path / "tickets.csv", ticket_count, long_ids=LONG_TICKETS)
+    ticket_ids = set(texts)
+    long_ids = {i for i in ticket_ids if i.startswith("LONG-")}
+    output = tmp_path / "out"
+    rng = random.Random(2026)
+    config = SimulatorConfig(latency_ms=100, latency_sigma=0.3, context_window=2_000)
+    with SimulatorProcess(config) as sim:
+        env = {
+            **os.environ,
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": sim.base_url,
+            "PREFECT_API_URL": prefect_api,
+            "AIBATCH_COMMIT_EVERY_ROWS": "25",  # many commits, so kills land in them
+        }
+        command = [
+            sys.executable, "-m", "aibatch", "run", str(tmp_path / "tickets.csv"),
+            "--output", str(output), "--chunk-size", "100",
+            "--max-concurrency", str(MAX_CONCURRENCY), "--no-progress",
+            # A killed run keeps its chunk slots until their Prefect leases expire (60 s);
+            # enough slots that the next run need not wait for that.
+            "--chunk-slots", "100",
+        ]  # fmt: skip
+        rows_checked = 0
+        kills: dict[str, int] = {}
+        for kind in kill_plan(kills_planned, rng):
+            before = segments(output)
+            run_env = dict(env)
+            if kind.startswith("at "):
+                run_env[crashpoints.ENVIRONMENT_VARIABLE] = f"{kind[3:]}@{rng.randint(1, 3)}"
+            process = subprocess.Popen(
+                command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            try:
+                if kind.startswith("at "):
+                    process.wait(timeout=300)
+                else:
+                    started = wait_for(partial(journaled_since, output, before), 240, 0.005)
+                    assert started, "the run never started"
+                    if kind == "mid-write":
+                        wait_for(lambda: staging_busy(output), 60, 0.0005)
+                    elif kind == "random":
+                        time.sleep(rng.uniform(0.1, 1.5))
+                    process.send_signal(signal.SIGKILL)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                _, stderr = process.communicate()
+            assert process.returncode == -signal.SIGKILL, (
+                f"{kind}: the run was not killed (exit {process.returncode}): the input is "
+                f"too small for {kills_planned} kills?\n{stderr.decode()[-2000:]}"
+            )
+            kills[kind] = kills.get(kind, 0) + 1
+            rows_checked += check_invariants(output, ticket_ids, long_ids)
+        done_before_final = len(read_everywhere(output / "results"))
+        assert done_before_final < len(ticket_ids) - len(long_ids), "every kill came too late"
+
+        sim.configure(latency_ms=5, latency_sigma=0.0)  # the last run need not be slow
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert final.returncode == 0, final.stderr[-3000:]
+        rows_checked += check_invariants(output, ticket_ids, long_ids)
+        assert sorted(read_everywhere(output / "results")) == sorted(ticket_ids - long_ids)
+        assert set(read_everywhere(output / "failures")) == long_ids
+        repaid = sim.stats()["prompts_paid_repeated"]
+        survived = sum(kills.values())
+        # At most what was in flight at each kill is paid for again.
+        assert repaid <= survived * MAX_CONCURRENCY, repaid
+    assert not staging_busy(output)
+    record_figures(
+        "crash-loop" + ("-long" if long_variant else ""),
+        {"kills_survived": survived, "kills_by_kind": kills, "tickets": len(ticket_ids),
+         "rows_checked": rows_checked, "tickets_repaid": repaid,
+         "done_before_final_run": done_before_final},
+    )  # fmt: skip
