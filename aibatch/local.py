@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -74,6 +75,8 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
     say(f"{len(tickets.frame)} tickets in {params.input_path}: {params.job} → {params.output_dir}")
     prefect_environment()
 
+    from prefect.exceptions import TerminationSignal
+
     from aibatch.engine import RunStopped
     from aibatch.store import OutputLocked
     from flows.ticket_batch import process_tickets
@@ -90,6 +93,13 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
         except Exception as exc:  # the flow's own failure message says what to do
             say(f"error: {exc}")
             return EXIT_FAILED
+        except (KeyboardInterrupt, TerminationSignal) as exc:
+            number = exc.signal if isinstance(exc, TerminationSignal) else signal.SIGINT
+            say(
+                f"interrupted ({signal.Signals(number).name}): every answer received is saved; "
+                "run the same command again to continue"
+            )
+            return 128 + number  # as a shell reports death by that signal
     say(
         f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
         f"already done; results in {params.output_dir}/results"

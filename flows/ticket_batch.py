@@ -15,6 +15,7 @@ Run it directly (`python flows/ticket_batch.py`), through `aibatch run`, or as a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -59,6 +60,28 @@ def _run_name() -> str:
     job = params.get("job", "summarize")
     source = str(params.get("input_path", "tickets")).rsplit("/", 1)[-1]
     return f"{job}-{source}"
+
+
+async def run_all(
+    chunk_runs: list[Coroutine[Any, Any, dict[str, int]]], stop: Callable[[str], None]
+) -> list[dict[str, int] | BaseException]:
+    """Run every chunk; a failed chunk leaves the others running, but a signal (SIGTERM,
+    Ctrl-C: a BaseException that Prefect raises in whichever chunk is running) stops them
+    all at once, so the flow can publish what was answered and exit."""
+    tasks = [asyncio.ensure_future(run) for run in chunk_runs]
+
+    def on_done(task: asyncio.Task[dict[str, int]]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, Exception):
+            stop(f"interrupted ({type(error).__name__})")
+            for other in tasks:
+                other.cancel()
+
+    for task in tasks:
+        task.add_done_callback(on_done)
+    return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @flow(name="aibatch-tickets", flow_run_name=_run_name, persist_result=False, log_prints=True)
@@ -144,13 +167,12 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         try:
             if params.show_progress:
                 async with progress_bar(stats, f"{spec.job} {params.input_name}"):
-                    outcomes = await asyncio.gather(
-                        *(run_chunk(i + 1, c) for i, c in enumerate(chunks)),
-                        return_exceptions=True,
+                    outcomes = await run_all(
+                        [run_chunk(i + 1, c) for i, c in enumerate(chunks)], processor.stop
                     )
             else:
-                outcomes = await asyncio.gather(
-                    *(run_chunk(i + 1, c) for i, c in enumerate(chunks)), return_exceptions=True
+                outcomes = await run_all(
+                    [run_chunk(i + 1, c) for i, c in enumerate(chunks)], processor.stop
                 )
         finally:
             await committer.commit()
@@ -164,6 +186,10 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     await publish_summary(f"{key}-summary", summary, f"aibatch run {run_id}")
     logger.info("Summary: %s", summary)
 
+    interrupted = [o for o in outcomes if isinstance(o, BaseException)
+                   and not isinstance(o, Exception | asyncio.CancelledError)]  # fmt: skip
+    if interrupted:  # SIGTERM, Ctrl-C: everything answered is published; stop now
+        raise interrupted[0]
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     stopped = [e for e in errors if isinstance(e, RunStopped)]
     if stopped:

@@ -173,3 +173,40 @@ def test_kill_9_again_and_again_loses_nothing_and_pays_little_twice(
          "rows_checked": rows_checked, "tickets_repaid": repaid,
          "done_before_final_run": done_before_final},
     )  # fmt: skip
+
+
+@pytest.mark.usefixtures("release_leaked_slots")
+def test_sigterm_stops_the_run_at_once_and_publishes_every_answer(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """A process manager's SIGTERM (or Ctrl-C): the chunks stop, what was answered is
+    published, the command exits 143 saying so. (Prefect turns the signal into an exception
+    in whichever chunk runs; the flow must not treat it as one chunk's failure.)"""
+    texts = write_tickets(tmp_path / "tickets.csv", 2_000)
+    output = tmp_path / "out"
+    with SimulatorProcess(SimulatorConfig(latency_ms=100)) as sim:
+        env = {**os.environ, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": sim.base_url,
+               "PREFECT_API_URL": prefect_api, "AIBATCH_COMMIT_EVERY_ROWS": "25"}  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aibatch", "run", str(tmp_path / "tickets.csv"), "--output",
+             str(output), "--max-concurrency", str(MAX_CONCURRENCY), "--no-progress",
+             "--chunk-size", "100", "--chunk-slots", "100"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert wait_for(lambda: staging_busy(output) or journaled_since(output, set()), 240)
+            time.sleep(2)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        answered = sim.stats()["by_status"]["200"]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "interrupted (SIGTERM): every answer received is saved" in stderr
+    ids = read_everywhere(output / "results")
+    assert len(ids) == len(set(ids)) and set(ids) <= set(texts) and 0 < len(ids) < len(texts)
+    # Published, not left in the journal; only requests cut off in flight are lost.
+    assert not [p for p in (output / "_aibatch" / "journal").glob("*.jsonl") if p.stat().st_size]
+    assert answered - MAX_CONCURRENCY <= len(ids) <= answered
