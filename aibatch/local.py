@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 from aibatch.jobs import JobSpec
@@ -64,6 +65,18 @@ def api_backend(simulator: SimulatorConfig | None = None) -> Iterator[str]:
                     os.environ[name] = value
 
 
+class Interrupted(BaseException):
+    """SIGTERM outside Prefect's own handling (or re-sent by it once the flow cleaned up)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal = signal_number
+
+
+def _raise_interrupted(signal_number: int, frame: object) -> None:
+    raise Interrupted(signal_number)
+
+
 def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
     """Validate, then run the flow; return the process exit code."""
     try:
@@ -81,25 +94,34 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
     from aibatch.store import OutputLocked
     from flows.ticket_batch import process_tickets
 
-    with api_backend(simulator):
-        try:
-            summary = asyncio.run(process_tickets(params))
-        except OutputLocked as exc:
-            say(f"error: {exc}")
-            return EXIT_LOCKED
-        except RunStopped as exc:
-            say(f"error: {exc}")
-            return EXIT_STOPPED
-        except Exception as exc:  # the flow's own failure message says what to do
-            say(f"error: {exc}")
-            return EXIT_FAILED
-        except (KeyboardInterrupt, TerminationSignal) as exc:
-            number = exc.signal if isinstance(exc, TerminationSignal) else signal.SIGINT
-            say(
-                f"interrupted ({signal.Signals(number).name}): every answer received is saved; "
-                "run the same command again to continue"
-            )
-            return 128 + number  # as a shell reports death by that signal
+    # Prefect turns SIGTERM into an exception inside the flow, lets the flow clean up, then
+    # re-sends the signal to the handler that was there before: make that one ours, so the
+    # process exits with a message and a status instead of dying silently.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
+    try:
+        with api_backend(simulator):
+            try:
+                summary = asyncio.run(process_tickets(params))
+            except OutputLocked as exc:
+                say(f"error: {exc}")
+                return EXIT_LOCKED
+            except RunStopped as exc:
+                say(f"error: {exc}")
+                return EXIT_STOPPED
+            except Exception as exc:  # the flow's own failure message says what to do
+                say(f"error: {exc}")
+                return EXIT_FAILED
+    except (KeyboardInterrupt, TerminationSignal, Interrupted) as exc:
+        number = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else exc.signal
+        say(
+            f"interrupted ({signal.Signals(number).name}): every answer received is saved; "
+            "run the same command again to continue"
+        )
+        return 128 + number  # as a shell reports death by that signal
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     say(
         f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
         f"already done; results in {params.output_dir}/results"
