@@ -28,6 +28,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The deployment tests share one server, its deployments and workers: keep them on one
+    xdist worker (`--dist loadgroup`), or each worker would set all of that up again."""
+    for item in items:
+        if item.nodeid.startswith("tests/deploy/"):
+            item.add_marker(pytest.mark.xdist_group("prefect-server"))
+
+
 @pytest.fixture(scope="session")
 def long_variant(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long"))
