@@ -1,0 +1,77 @@
+"""The example notebook, executed against output the flow made on the simulator, so it
+cannot rot: every cell runs, the dtypes are the ones analysis needs, the figures are saved."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from aibatch.settings import BatchParameters
+from aibatch.simulator import SimulatorServer
+from flows.ticket_batch import process_tickets
+from tests.helpers import ROOT, write_tickets
+
+ARTIFACTS = ROOT / "ci-artifacts" / "notebook"
+FIGURES = ["labels", "latency", "throughput", "tokens_cost", "failures"]
+
+
+def outputs_of(notebook: nbformat.NotebookNode) -> str:
+    """Everything the cells printed or displayed, as text."""
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            data = output.get("data", {})
+            texts += [data.get("text/plain", ""), data.get("text/html", "")]
+    return "\n".join(texts)
+
+
+@pytest.mark.timeout(900)
+def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
+    prefect_api: str,
+    start_simulator: Callable[..., SimulatorServer],
+    use_simulator: Callable[[SimulatorServer], None],
+    tmp_path: Path,
+) -> None:
+    write_tickets(tmp_path / "tickets.csv", 200, long_ids=3)
+    server = start_simulator(latency_ms=20, latency_sigma=0.4, p529=0.05, p500=0.02,
+                             context_window=2_000, seed=3)  # fmt: skip
+    use_simulator(server)
+    output = tmp_path / "out"
+    for job in ("summarize", "classify"):
+        asyncio.run(process_tickets(BatchParameters(
+            input_path=str(tmp_path / "tickets.csv"), output_dir=str(output), job=job,
+            chunk_size=100,
+        )))  # fmt: skip
+    for name in FIGURES:
+        (ARTIFACTS / f"{name}.png").unlink(missing_ok=True)
+
+    executed = ARTIFACTS / "reading-results.ipynb"
+    run = subprocess.run(
+        [sys.executable, "scripts/render_notebook.py", "--output", str(output), "--input",
+         str(tmp_path / "tickets.csv"), "--figures", str(ARTIFACTS), "--executed",
+         str(executed)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+
+    notebook = nbformat.read(executed, as_version=4)
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+    shown = outputs_of(notebook)
+    assert "400 results, 6 failure records" in shown  # 200 per job; 3 too long, per job
+    for dtype in ("Int64", "datetime64[us, UTC]", "category", "string"):
+        assert dtype in shown, dtype
+    results = pd.read_parquet(output / "results")
+    summaries = results[results["job"] == "summarize"].head(3)
+    assert all(summary in shown for summary in summaries["result"].str[:40])  # joined back
+    for name in FIGURES:
+        png = (ARTIFACTS / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, name
