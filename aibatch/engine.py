@@ -193,7 +193,10 @@ class Committer:
             # leave it for later instead of publishing a handful of rows each.
             if not self.pending or (only_if_due and not self.due()):
                 return
-            segment = self.journal.rotate()
+            try:
+                segment = self.journal.rotate()
+            except OSError as error:
+                raise OutputUnwritable.from_error(error, "the journal") from error
             records, self.pending = self.pending, []
             self.last_commit = time.monotonic()
             await asyncio.to_thread(self._publish, records, [segment])

@@ -64,7 +64,29 @@ def fill_disk_under_journal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store.Journal, "append", append)
 
 
-@pytest.mark.parametrize("where", ["parquet", "journal"])
+def fill_disk_under_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third time a journal segment is closed for a commit, its fsync fails."""
+    real = store.Journal.rotate
+    calls = 0
+
+    def rotate(self: store.Journal) -> Path:
+        nonlocal calls
+        calls += 1
+        if calls > GOOD_WRITES:
+            raise no_space(self.path)
+        return real(self)
+
+    monkeypatch.setattr(store.Journal, "rotate", rotate)
+
+
+FILL_DISK = {
+    "parquet": fill_disk_under_parquet,
+    "journal": fill_disk_under_journal,
+    "rotation": fill_disk_under_rotation,
+}
+
+
+@pytest.mark.parametrize("where", list(FILL_DISK))
 def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     prefect_api: str,
     start_simulator: Callable[..., SimulatorServer],
@@ -85,7 +107,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     monkeypatch.setattr("aibatch.local.say", said.append)  # Prefect's handlers vs capsys
     monkeypatch.setattr(policy, "COMMIT_EVERY_ROWS", 50)
     with monkeypatch.context() as disk:
-        (fill_disk_under_parquet if where == "parquet" else fill_disk_under_journal)(disk)
+        FILL_DISK[where](disk)
         assert run_locally(params) == EXIT_STOPPED
 
     told = "\n".join(said)
