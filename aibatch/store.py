@@ -210,11 +210,7 @@ class ResultStore:
         if self.shard is None:
             areas += sorted(self.shards_dir.glob("*/staging"))
         for area in areas:
-            for path in sorted(area.rglob("*"), reverse=True):
-                if path.is_dir():
-                    path.rmdir()
-                else:
-                    path.unlink()
+            _remove_tree(area, keep_root=True)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -300,13 +296,14 @@ class ResultStore:
         return staged_files
 
 
-def _remove_tree(directory: Path) -> None:
+def _remove_tree(directory: Path, keep_root: bool = False) -> None:
     for path in sorted(directory.rglob("*"), reverse=True):
         if path.is_dir():
             path.rmdir()
         else:
             path.unlink()
-    directory.rmdir()
+    if not keep_root:
+        directory.rmdir()
 
 
 def run_date_of(moment: datetime) -> str:

@@ -15,6 +15,7 @@ Run it directly (`python flows/ticket_batch.py`), through `aibatch run`, or as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -165,12 +166,12 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
                 await update_progress(progress_id, stats.done, stats.total)
 
         try:
-            if params.show_progress:
-                async with progress_bar(stats, f"{spec.job} {params.input_name}"):
-                    outcomes = await run_all(
-                        [run_chunk(i + 1, c) for i, c in enumerate(chunks)], processor.stop
-                    )
-            else:
+            drawing = (
+                progress_bar(stats, f"{spec.job} {params.input_name}")
+                if params.show_progress
+                else contextlib.nullcontext()
+            )
+            async with drawing:
                 outcomes = await run_all(
                     [run_chunk(i + 1, c) for i, c in enumerate(chunks)], processor.stop
                 )
