@@ -8,8 +8,9 @@ nothing in aibatch works only against it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import anthropic
@@ -30,6 +31,49 @@ class MessagesBackend(Protocol):
     async def create(self, params: dict[str, Any]) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A Message Batch as a poll sees it."""
+
+    id: str
+    processing_status: str  # in_progress | canceling | ended
+    counts: dict[str, int] = field(default_factory=dict)  # processing, succeeded, errored...
+    created_at: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.processing_status == "ended"
+
+    @property
+    def request_total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One request's result in an ended batch."""
+
+    custom_id: str
+    kind: str  # succeeded | errored | canceled | expired
+    message: anthropic.types.Message | None = None
+    error_type: str | None = None  # for errored: the API's error type
+    error_message: str | None = None
+
+
+class BatchesBackend(Protocol):
+    """The Message Batches half of the interface (same client, same key)."""
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> BatchStatus: ...
+
+    async def retrieve_batch(self, batch_id: str) -> BatchStatus: ...
+
+    async def cancel_batch(self, batch_id: str) -> BatchStatus: ...
+
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]: ...
+
+    def recent_batches(self, limit: int) -> AsyncIterator[BatchStatus]: ...
 
 
 class MissingAPIKey(RuntimeError):
@@ -68,3 +112,52 @@ class AnthropicBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+    # -- Message Batches ---------------------------------------------------------------------
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> BatchStatus:
+        return _status(await self.client.messages.batches.create(requests=requests))  # type: ignore[arg-type]
+
+    async def retrieve_batch(self, batch_id: str) -> BatchStatus:
+        return _status(await self.client.messages.batches.retrieve(batch_id))
+
+    async def cancel_batch(self, batch_id: str) -> BatchStatus:
+        return _status(await self.client.messages.batches.cancel(batch_id))
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
+        async for item in await self.client.messages.batches.results(batch_id):
+            result = item.result
+            if result.type == "succeeded":
+                yield BatchOutcome(item.custom_id, "succeeded", message=result.message)
+            elif result.type == "errored":
+                error = result.error.error
+                yield BatchOutcome(
+                    item.custom_id, "errored", error_type=error.type, error_message=error.message
+                )
+            else:
+                yield BatchOutcome(item.custom_id, result.type)
+
+    async def recent_batches(self, limit: int) -> AsyncIterator[BatchStatus]:
+        """The key's batches, newest first (for finding one whose id was never recorded)."""
+        seen = 0
+        async for batch in self.client.messages.batches.list(limit=min(limit, 100)):
+            yield _status(batch)
+            seen += 1
+            if seen >= limit:
+                return
+
+
+def _status(batch: anthropic.types.messages.MessageBatch) -> BatchStatus:
+    counts = batch.request_counts
+    return BatchStatus(
+        id=batch.id,
+        processing_status=batch.processing_status,
+        counts={
+            "processing": counts.processing,
+            "succeeded": counts.succeeded,
+            "errored": counts.errored,
+            "canceled": counts.canceled,
+            "expired": counts.expired,
+        },
+        created_at=batch.created_at,
+    )

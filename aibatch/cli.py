@@ -29,19 +29,35 @@ def _int(text: str) -> int | str:
         return text  # validation names the option
 
 
+# Options `run` and `estimate` share. (No "[default: ...]" in help texts: rich takes the
+# brackets for markup and drops them.)
+InputPath = Annotated[
+    str, typer.Argument(help="Tickets: CSV, JSON (array of objects), JSONL or Parquet.")
+]
+JobOption = Annotated[str, typer.Option(help="summarize or classify.")]
+LabelsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated label set for classify; default billing, technical, feature "
+        "request, other."
+    ),
+]
+PricesOption = Annotated[
+    str | None,
+    typer.Option(
+        help="TOML file of per-model prices laid over the built-in table; default "
+        "$AIBATCH_PRICES, if set."
+    ),
+]
+IdColumn = Annotated[str, typer.Option(help="Column holding the ticket id.")]
+TextColumn = Annotated[str, typer.Option(help="Column holding the ticket text.")]
+
+
 @app.command("run")
 def run(
-    input_path: Annotated[
-        str, typer.Argument(help="Tickets: CSV, JSON (array of objects), JSONL or Parquet.")
-    ] = "data/tickets.csv",
-    job: Annotated[str, typer.Option(help="summarize or classify.")] = "summarize",
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated label set for classify [default: billing, "
-            "technical, feature request, other]."
-        ),
-    ] = None,
+    input_path: InputPath = "data/tickets.csv",
+    job: JobOption = "summarize",
+    labels: LabelsOption = None,
     model: Annotated[
         str | None, typer.Option(help="Model; default: the job's default from the SDK's list.")
     ] = None,
@@ -59,27 +75,27 @@ def run(
         ),
     ] = "auto",
     rpm: Annotated[
-        int | None, typer.Option(help="Requests per minute [default: learned from the API].")
+        int | None, typer.Option(help="Requests per minute; default: learned from the API.")
     ] = None,
     itpm: Annotated[
-        int | None, typer.Option(help="Input tokens per minute [default: learned].")
+        int | None, typer.Option(help="Input tokens per minute; default: learned.")
     ] = None,
     otpm: Annotated[
-        int | None, typer.Option(help="Output tokens per minute [default: learned].")
+        int | None, typer.Option(help="Output tokens per minute; default: learned.")
     ] = None,
     chunk_slots: Annotated[
         int | None,
         typer.Option(
             help="Set the chunks running at once across every run on the Prefect server "
-            f"[default: as it is, or {policy.DEFAULT_CHUNK_SLOTS} if unset]."
+            f"(default: as it is, or {policy.DEFAULT_CHUNK_SLOTS} if unset)."
         ),
     ] = None,
     shared_rpm: Annotated[
         int | None,
         typer.Option(
             help="Set the requests/min shared by every run and worker on this Prefect server "
-            f"(the rate limit {policy.SHARED_RATE_LIMIT_NAME!r}) [default: use it if it "
-            "exists]."
+            f"(the rate limit {policy.SHARED_RATE_LIMIT_NAME!r}); default: use it if it "
+            "exists."
         ),
     ] = None,
     shards: Annotated[
@@ -92,8 +108,32 @@ def run(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for one answer before retrying it.")
     ] = policy.REQUEST_TIMEOUT_S,
-    id_column: Annotated[str, typer.Option(help="Column holding the ticket id.")] = "id",
-    text_column: Annotated[str, typer.Option(help="Column holding the ticket text.")] = "text",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="realtime (one call per ticket at the rate limit) or batch (Message "
+            "Batches: half price, answered within 24 h)."
+        ),
+    ] = "realtime",
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            help="Hard cap in US dollars on what this job's results in OUTPUT cost (earlier "
+            "runs count): no request is sent that could pass it; raise it to continue."
+        ),
+    ] = None,
+    prices: PricesOption = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Requests per Message Batch (batch mode; API limit 100,000).")
+    ] = policy.BATCH_MAX_REQUESTS,
+    batch_poll_max: Annotated[
+        float, typer.Option(help="Longest wait in seconds between polls of a batch.")
+    ] = policy.BATCH_POLL_MAX_S,
+    batch_resubmits: Annotated[
+        int, typer.Option(help="Times an errored or expired batch request is sent again.")
+    ] = policy.BATCH_RESUBMITS,
+    id_column: IdColumn = "id",
+    text_column: TextColumn = "text",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Summarise or classify every ticket of INPUT_PATH; re-running resumes.
@@ -116,7 +156,9 @@ def run(
         "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
         "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm, "shards": shards,
-        "request_timeout_s": timeout,
+        "request_timeout_s": timeout, "mode": mode, "budget_usd": budget_usd,
+        "prices_path": prices, "batch_max_requests": batch_size,
+        "batch_poll_max_s": batch_poll_max, "batch_resubmits": batch_resubmits,
         "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
     }  # fmt: skip
     if shards > 1 and not os.environ.get("PREFECT_API_URL"):
@@ -311,3 +353,80 @@ def simulate_api(
         typer.echo(f"  export ANTHROPIC_BASE_URL={url}", err=False)
 
     serve_forever(config, port, announce)
+
+
+@app.command("estimate")
+def estimate(
+    input_path: InputPath = "data/tickets.csv",
+    job: JobOption = "summarize",
+    labels: LabelsOption = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A model to estimate for; repeat for several (default: the job's default "
+            "model and the current Haiku, Sonnet and Opus)."
+        ),
+    ] = None,
+    output: Annotated[
+        str, typer.Option(help="Output directory whose earlier results calibrate output tokens.")
+    ] = "data/output",
+    sample: Annotated[
+        int, typer.Option(help="Tickets whose prompt is counted with count_tokens, per model.")
+    ] = 200,
+    prices: PricesOption = None,
+    id_column: IdColumn = "id",
+    text_column: TextColumn = "text",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """Estimate the tokens and cost of processing every ticket of INPUT_PATH, per model,
+    realtime and batch, before any generation call (prompts are counted with count_tokens).
+
+    Without ANTHROPIC_API_KEY it counts on the built-in simulator and says so.
+    """
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from aibatch import estimate as estimating
+    from aibatch.jobs import JobSpec
+    from aibatch.loader import InputError, load_tickets
+    from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
+    from aibatch.pricing import PriceBook, PriceFileError
+
+    if job not in JOBS:
+        say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if sample < 1:
+        say("error: --sample must be at least 1")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
+    try:
+        models = estimating.candidate_models(job, model)
+        if not models:
+            raise ValueError("--model is empty")
+        for name in models:
+            JobSpec.build(job, name, label_list)
+        book = PriceBook.load(prices)
+        tickets = load_tickets(input_path, id_column, text_column)
+    except (InputError, PriceFileError, ValueError) as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    say(f"{len(tickets.frame):,} tickets in {input_path}: estimating {job} for {', '.join(models)}")
+    try:
+        with api_backend():
+            result = asyncio.run(
+                estimating.estimate(
+                    tickets, job, label_list, models, book,
+                    output_dir=Path(output), sample_size=sample,
+                )
+            )  # fmt: skip
+    except estimating.EstimateError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        estimating.render(result)
+    raise typer.Exit(EXIT_FAILED if result.failed else 0)

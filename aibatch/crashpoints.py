@@ -21,12 +21,18 @@ from collections.abc import Callable, Iterator
 ENVIRONMENT_VARIABLE = "AIBATCH_CRASH_AT"
 
 # Every point the code names, so a typo in a test fails loudly instead of never firing.
-POINTS = frozenset({
+COMMIT_POINTS = frozenset({
     "publish:staged",  # a Parquet file is written and fsynced in staging, not yet renamed
     "publish:renamed",  # one file renamed into the dataset, its directory not yet fsynced
     "commit:results-published",  # results are in the dataset, failures not yet
     "commit:published",  # both datasets written, the journal segments not yet removed
 })  # fmt: skip
+BATCH_POINTS = frozenset({
+    "batch:recorded",  # a batch submission is in the ledger, the batch not yet created
+    "batch:created",  # the API created the batch, its id not yet in the ledger
+    "batch:collected",  # a batch's results are published, the ledger not yet told
+})  # fmt: skip
+POINTS = COMMIT_POINTS | BATCH_POINTS
 
 
 class SimulatedCrash(BaseException):

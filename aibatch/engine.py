@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from aibatch import crashpoints, policy
 from aibatch.backend import MessagesBackend
+from aibatch.budget import Budget, BudgetExhausted, WorstCase
 from aibatch.inflight import InFlightLimiter
 from aibatch.jobs import InvalidModelOutput, JobSpec
 from aibatch.looplag import LoopLagProbe
@@ -36,7 +37,7 @@ from aibatch.pacer import (
     SharedBudget,
 )
 from aibatch.policy import Action, Cause
-from aibatch.pricing import cost_usd
+from aibatch.pricing import PriceBook, Usage
 from aibatch.store import (
     Journal,
     ResultStore,
@@ -101,14 +102,35 @@ class RunStats:
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # every billed answer: results, failures, retried attempts
+    failed_cost_usd: float = 0.0  # the part billed for answers that became no result
     cost_unknown: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    status: str = ""  # a line for the progress bar (batch mode: batches and their counts)
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
+
+    def count_ok(self, usage: Any) -> None:
+        self.ok += 1
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_creation_input_tokens += usage.cache_creation_input_tokens or 0
+        self.cache_read_input_tokens += usage.cache_read_input_tokens or 0
+
+    def add_cost(self, cost: float | None) -> None:
+        """Count a billed answer (None: its model has no known price)."""
+        if cost is None:
+            self.cost_unknown += 1
+        else:
+            self.cost_usd += cost
+
+    def count_failed(self, cost: float | None) -> None:
+        self.failed += 1
+        if cost:
+            self.failed_cost_usd += cost
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
@@ -137,13 +159,57 @@ class RunStats:
             "output_tokens": self.output_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
-            "cost_usd": round(self.cost_usd, 6) if not self.cost_unknown else None,
+            "cost_usd": round(self.cost_usd, 8) if not self.cost_unknown else None,
+            "failed_cost_usd": round(self.failed_cost_usd, 8) if not self.cost_unknown else None,
+            "cost_unknown_answers": self.cost_unknown,
             "elapsed_s": round(elapsed, 2),
             "tickets_per_s": round(self.done / elapsed, 2) if elapsed > 0 else None,
             "latency_p50_ms": percentile(0.50),
             "latency_p95_ms": percentile(0.95),
             "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
         }
+
+
+def ok_record(
+    spec: JobSpec,
+    run_id: str,
+    ticket_id: str,
+    result: str,
+    usage: Any,
+    attempts: int,
+    cost: float | None,
+    mode: str,
+    latency_ms: float | None,
+) -> dict[str, Any]:
+    """The journal record of an answer: one row of results."""
+    return {
+        "kind": "ok", "id": ticket_id, "job": spec.job, "result": result, "model": spec.model,
+        "prompt_version": spec.prompt_version, "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
+        "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
+        "attempts": attempts, "latency_ms": latency_ms, "cost_usd": cost, "mode": mode,
+        "run_id": run_id, "completed_at": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
+
+
+def failed_record(
+    spec: JobSpec,
+    run_id: str,
+    ticket_id: str,
+    error_type: str,
+    status_code: int | None,
+    message: str,
+    attempts: int,
+    cost: float | None,
+) -> dict[str, Any]:
+    """The journal record of a permanent failure: one row of failures."""
+    return {
+        "kind": "failed", "id": ticket_id, "job": spec.job, "model": spec.model,
+        "prompt_version": spec.prompt_version, "error_type": error_type,
+        "status_code": status_code, "message": message[:2000], "attempts": attempts,
+        "cost_usd": cost, "run_id": run_id, "failed_at": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
 
 
 class Committer:
@@ -301,6 +367,8 @@ class TicketProcessor:
         sleep: Sleep = asyncio.sleep,
         pacer: Pacer | None = None,
         shared: SharedBudget | None = None,
+        prices: PriceBook | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.backend = backend
         self.spec = spec
@@ -312,10 +380,16 @@ class TicketProcessor:
         self.sleep = sleep
         self.pacer = pacer or Pacer()
         self.shared = shared
+        self.prices = prices or PriceBook.load()
+        self.budget = budget
+        self.worst_case = WorstCase(self.prices, spec.model, spec.max_tokens)
         self.concurrency = ConcurrencyController(fixed=max_concurrency)
         self.slots = InFlightLimiter(lambda: self.concurrency.current)
         self.loop_lag = LoopLagProbe()
         self.estimator = InputEstimator()
+        # The share of a prompt that the input-token limit counts: cache reads are free, so
+        # with a warm cache a request takes only its uncached part from the ITPM bucket.
+        self.itpm_share = 1.0
         self._pace_lock = asyncio.Lock()
         self.http_in_flight = 0
         self.recent_ok: deque[float] = deque(maxlen=2000)
@@ -393,6 +467,7 @@ class TicketProcessor:
         raw_tokens = self.estimator.raw(params)
         stats = self.stats
         attempt = 0
+        billed: float | None = 0.0  # what this ticket's answers cost so far (None: unknown)
         while True:
             await self._wait_for_gate()
             if chunk_slots is not None:
@@ -401,11 +476,16 @@ class TicketProcessor:
             try:
                 if self.stop_reason is not None:
                     return "unfinished"
-                reservation = await self._pace(self.estimator.estimate(raw_tokens))
+                input_estimate = self.estimator.estimate(raw_tokens)
+                held = await self._reserve_budget(input_estimate)
+                if held is None:
+                    return "unfinished"
+                reservation = await self._pace(input_estimate * self.itpm_share)
                 started = time.monotonic()
                 stats.http_requests += 1
                 self.http_in_flight += 1
                 self.loop_lag.start()
+                cost: float | None = 0.0
                 try:
                     reply = await self.backend.create(params)
                 except (anthropic.AnthropicError, InvalidModelOutput) as error:
@@ -413,18 +493,25 @@ class TicketProcessor:
                     decision = policy.decide(error, attempt, self.rng)
                 else:
                     self._learn(reply, reservation, raw_tokens, time.monotonic() - started)
+                    cost = self._bill(reply.message.usage)
+                    billed = None if billed is None or cost is None else billed + cost
                     try:
                         result = self.spec.parse(reply.message.content)
                     except InvalidModelOutput as error:
                         decision = policy.decide(error, attempt, self.rng)
                     else:
-                        if self._record_ok(ticket_id, result, reply.message, attempt + 1, started):
+                        if self._record_ok(
+                            ticket_id, result, reply.message, attempt + 1, started, billed
+                        ):
                             return "ok"
                         return "unfinished"  # answered but not journaled: the run stops
                 finally:
                     self.http_in_flight -= 1
                     if not self.http_in_flight:
                         self.loop_lag.stop()
+                    if self.budget is not None:
+                        # An error is not billed; a timeout might be, unknowably (see README).
+                        await self.budget.settle(held, cost or 0.0)
             finally:
                 self.slots.release()
                 if chunk_slots is not None:
@@ -440,7 +527,7 @@ class TicketProcessor:
                 self.stop(decision.message)
                 return "unfinished"
             if decision.action is Action.FAIL_TICKET:
-                journaled = self._record_failed(ticket_id, decision, attempt + 1)
+                journaled = self._record_failed(ticket_id, decision, attempt + 1, billed)
                 return "failed" if journaled else "unfinished"
             attempt += 1
             if attempt >= self.max_attempts:
@@ -450,6 +537,24 @@ class TicketProcessor:
                 self.gate.close_for(decision.delay_s)
             await self.sleep(decision.delay_s)
 
+    async def _reserve_budget(self, input_estimate: float) -> float | None:
+        """Hold this request's worst case under the budget; None if the cap is reached."""
+        if self.budget is None:
+            return 0.0
+        worst = self.worst_case.cost_usd(input_estimate)
+        try:
+            await self.budget.reserve(worst)
+        except BudgetExhausted as error:
+            self.stop(str(error))
+            return None
+        return worst
+
+    def _bill(self, usage: Any) -> float | None:
+        """Count what an answer cost in the run's totals; None if the price is unknown."""
+        cost = self.prices.cost_usd(self.spec.model, Usage.of(usage))
+        self.stats.add_cost(cost)
+        return cost
+
     def _learn(
         self, reply: Any, reservation: Reservation, raw_tokens: float, latency_s: float
     ) -> None:
@@ -458,6 +563,8 @@ class TicketProcessor:
         counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
         prompt_tokens = counted + (usage.cache_read_input_tokens or 0)
         self.estimator.learn(raw_tokens, prompt_tokens)
+        if prompt_tokens > 0:
+            self.itpm_share = 0.8 * self.itpm_share + 0.2 * (counted / prompt_tokens)
         self.pacer.observe_headers(reply.headers)
         # The API counts uncached input and cache writes against ITPM, not cache reads.
         self.pacer.settle(reservation, counted, usage.output_tokens)
@@ -483,64 +590,37 @@ class TicketProcessor:
         return True
 
     def _record_ok(
-        self, ticket_id: str, result: str, message: Any, attempts: int, started: float
+        self,
+        ticket_id: str,
+        result: str,
+        message: Any,
+        attempts: int,
+        started: float,
+        cost: float | None,
     ) -> bool:
+        """Journal an answer; `cost` is what every billed answer for this ticket cost."""
         usage = message.usage
-        cache_write = usage.cache_creation_input_tokens or 0
-        cache_read = usage.cache_read_input_tokens or 0
         latency_ms = (time.monotonic() - started) * 1000
-        cost = cost_usd(
-            self.spec.model, usage.input_tokens, usage.output_tokens, cache_write, cache_read
-        )
-        journaled = self._journal({
-            "kind": "ok",
-            "id": ticket_id,
-            "job": self.spec.job,
-            "result": result,
-            "model": self.spec.model,
-            "prompt_version": self.spec.prompt_version,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cache_creation_input_tokens": cache_write,
-            "cache_read_input_tokens": cache_read,
-            "attempts": attempts,
-            "latency_ms": round(latency_ms, 3),
-            "cost_usd": cost,
-            "run_id": self.run_id,
-            "completed_at": datetime.now(UTC).isoformat(),
-        })  # fmt: skip
-        if not journaled:
+        record = ok_record(
+            self.spec, self.run_id, ticket_id, result, usage, attempts, cost, "realtime",
+            round(latency_ms, 3),
+        )  # fmt: skip
+        if not self._journal(record):
             return False
         self.finished.add(ticket_id)
-        stats = self.stats
-        stats.ok += 1
-        stats.input_tokens += usage.input_tokens
-        stats.output_tokens += usage.output_tokens
-        stats.cache_creation_input_tokens += cache_write
-        stats.cache_read_input_tokens += cache_read
-        stats.latencies_ms.append(latency_ms)
-        if cost is None:
-            stats.cost_unknown += 1
-        else:
-            stats.cost_usd += cost
+        self.stats.count_ok(usage)
+        self.stats.latencies_ms.append(latency_ms)
         return True
 
-    def _record_failed(self, ticket_id: str, decision: policy.Decision, attempts: int) -> bool:
-        journaled = self._journal({
-            "kind": "failed",
-            "id": ticket_id,
-            "job": self.spec.job,
-            "model": self.spec.model,
-            "prompt_version": self.spec.prompt_version,
-            "error_type": decision.error_type,
-            "status_code": decision.status_code,
-            "message": decision.message[:2000],
-            "attempts": attempts,
-            "run_id": self.run_id,
-            "failed_at": datetime.now(UTC).isoformat(),
-        })  # fmt: skip
-        if not journaled:
+    def _record_failed(
+        self, ticket_id: str, decision: policy.Decision, attempts: int, cost: float | None
+    ) -> bool:
+        record = failed_record(
+            self.spec, self.run_id, ticket_id, decision.error_type, decision.status_code,
+            decision.message, attempts, cost,
+        )  # fmt: skip
+        if not self._journal(record):
             return False
         self.finished.add(ticket_id)
-        self.stats.failed += 1
+        self.stats.count_failed(cost)
         return True

@@ -57,7 +57,7 @@ class InvalidModelOutput(Exception):
     """The model answered, but not with something this job can store."""
 
 
-def _family_default(family: str) -> str:
+def family_default(family: str) -> str:
     retiring = deprecated_models()
     for name in known_models():  # the SDK lists the newest models first
         if family in name and name not in retiring and not name[-8:].isdigit():
@@ -67,7 +67,7 @@ def _family_default(family: str) -> str:
 
 def default_model(job: JobName) -> str:
     """A cheap model for classification, a stronger one for summaries, from the SDK's list."""
-    return _family_default("haiku" if job == "classify" else "sonnet")
+    return family_default("haiku" if job == "classify" else "sonnet")
 
 
 @dataclass(frozen=True)

@@ -200,5 +200,5 @@ def load_tickets(path: str | Path, id_column: str = "id", text_column: str = "te
 RESERVED = frozenset({
     "id", "text", "job", "result", "model", "prompt_version", "input_tokens", "output_tokens",
     "cache_creation_input_tokens", "cache_read_input_tokens", "attempts", "latency_ms",
-    "cost_usd", "run_id", "completed_at", "run_date",
+    "cost_usd", "mode", "run_id", "completed_at", "run_date",
 })  # fmt: skip

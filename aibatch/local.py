@@ -16,8 +16,10 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from aibatch.budget import WorstCase
 from aibatch.jobs import JobSpec
 from aibatch.loader import InputError, load_tickets
+from aibatch.pricing import PriceBook
 from aibatch.settings import BatchParameters
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
@@ -80,12 +82,18 @@ def _raise_interrupted(signal_number: int, frame: object) -> None:
 def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
     """Validate, then run the flow; return the process exit code."""
     try:
-        JobSpec.build(params.job, params.model, params.labels)
+        spec = JobSpec.build(params.job, params.model, params.labels)
+        prices = PriceBook.load(params.prices_path)
+        if params.budget_usd is not None:
+            WorstCase(prices, spec.model, spec.max_tokens).cost_usd(0)  # needs a known price
         tickets = load_tickets(params.input_path, params.id_column, params.text_column)
     except (InputError, ValueError) as exc:
         say(f"error: {exc}")
         return EXIT_BAD_INPUT
-    say(f"{len(tickets.frame)} tickets in {params.input_path}: {params.job} → {params.output_dir}")
+    say(
+        f"{len(tickets.frame)} tickets in {params.input_path}: {params.job} → {params.output_dir}"
+        + (" (Message Batches, half price)" if params.mode == "batch" else "")
+    )
     prefect_environment()
 
     from prefect.exceptions import TerminationSignal

@@ -171,3 +171,24 @@ def decide(error: BaseException, attempt: int, rng: random.Random) -> Decision:
     # Any other SDK error (a response that fails validation, say): transient; the attempt
     # budget bounds it and a chunk retry makes it visible in Prefect.
     return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message)
+
+
+# Message Batches (`--mode batch`): half price, answered within 24 h.
+BATCH_MAX_REQUESTS = 100_000  # the API's limits per batch
+BATCH_MAX_BYTES = 256 * 1024 * 1024
+BATCH_BYTES_HEADROOM = 0.9  # the request body carries JSON framing beyond our own count
+# Poll often at first (small batches end in minutes), then settle at a slow pace: a batch
+# may take hours, and each poll is an API call.
+BATCH_POLL_FIRST_S = 5.0
+BATCH_POLL_GROWTH = 1.5
+BATCH_POLL_MAX_S = 60.0
+# Errored (retryable) and expired requests go into a new batch, at most this many times.
+BATCH_RESUBMITS = 3
+# Batch errors that resubmitting cannot mend: the ticket is a failure, as in realtime.
+BATCH_PERMANENT_ERRORS = frozenset(
+    {"invalid_request_error", "not_found_error", "request_too_large", "permission_error"}
+)
+# When a crash came between creating a batch and recording its id, look for it among the
+# key's newest batches, created this long before the submission was recorded at most.
+BATCH_RECOVERY_SKEW_S = 120.0
+BATCH_RECOVERY_SCAN = 200

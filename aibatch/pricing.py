@@ -1,34 +1,76 @@
-"""What a request costs, from a dated price table.
+"""What a request costs, from a dated price table that a user file can override.
 
-Prices change and model names move, so every price carries the date it was checked and a
+Prices change and model names move, so the table carries the date it was checked, a user
+can replace or add prices with a TOML file (`--prices FILE` or `AIBATCH_PRICES`), and a
 model without a known price costs `None` ("unknown"), never a silent $0.
+
+A price file looks like this (every rate in US dollars per million tokens; cache rates
+default to 1.25 × input for writes and 0.1 × input for reads, the batch discount to 0.5):
+
+    checked = "2026-12-01"
+
+    [models.claude-haiku-5-5]
+    input = 0.10
+    output = 0.50
+    cache_read = 0.01
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
-PRICES_CHECKED = "2026-11-28"
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRICES_CHECKED = "2026-11-29"
+PRICES_ENV = "AIBATCH_PRICES"
 
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens of each kind, for one model."""
 
     input: float
     output: float
-    cache_write: float  # 5-minute cache writes: 1.25 × input
-    cache_read: float  # 0.1 × input
-    batch_discount: float = 0.5
+    cache_write: float  # 5-minute cache writes
+    cache_read: float
+    batch_discount: float = 0.5  # the Message Batches API bills this share of each rate
+    # Some models bill a whole request at higher rates once its prompt (input, cache writes
+    # and cache reads together) is longer than a threshold.
+    long_prompt_threshold: int | None = None
+    long_prompt: Price | None = None
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        threshold = self.long_prompt_threshold
+        if self.long_prompt is not None and threshold is not None and prompt_tokens > threshold:
+            return self.long_prompt
+        return self
 
 
-def _price(input_per_mtok: float, output_per_mtok: float) -> Price:
-    return Price(input_per_mtok, output_per_mtok, input_per_mtok * 1.25, input_per_mtok * 0.1)
+def _price(input_per_mtok: float, output_per_mtok: float, cache_read_share: float = 0.1) -> Price:
+    return Price(
+        input_per_mtok,
+        output_per_mtok,
+        cache_write=input_per_mtok * 1.25,
+        cache_read=input_per_mtok * cache_read_share,
+    )
 
 
-# Published list prices for the models whose price was known on PRICES_CHECKED. Matched by
-# prefix, so dated snapshots (claude-haiku-4-5-20251001) share their alias's price.
-PRICE_TABLE: dict[str, Price] = {
+# Published list prices, as read on PRICES_CHECKED. Matched by prefix, so dated snapshots
+# (claude-haiku-4-5-20251001) share their alias's price.
+BUILT_IN_PRICES: dict[str, Price] = {
+    # Haiku 5.5 bills requests whose prompt passes 100k tokens at five times the rates.
+    "claude-haiku-5-5": replace(
+        _price(0.10, 0.50), long_prompt_threshold=100_000, long_prompt=_price(0.50, 2.50)
+    ),
+    "claude-sonnet-5-5": _price(2.0, 10.0, cache_read_share=0.05),  # cache reads cut 2026-10
+    "claude-opus-5-5": _price(4.0, 20.0, cache_read_share=0.05),
+    "claude-sonnet-5": _price(2.0, 10.0),
+    "claude-opus-5": _price(5.0, 25.0),
     "claude-haiku-4-5": _price(1.0, 5.0),
     "claude-sonnet-4-5": _price(3.0, 15.0),
     "claude-sonnet-4-6": _price(3.0, 15.0),
@@ -37,28 +79,109 @@ PRICE_TABLE: dict[str, Price] = {
 }
 
 
-def price_for(model: str) -> Price | None:
-    for prefix in sorted(PRICE_TABLE, key=len, reverse=True):
-        if model == prefix or model.startswith(prefix + "-"):
-            return PRICE_TABLE[prefix]
-    return None
+class PriceFileError(ValueError):
+    """A price file that cannot be read, with the file and the entry at fault."""
 
 
-def cost_usd(
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    cache_write_tokens: int = 0,
-    cache_read_tokens: int = 0,
-    batch: bool = False,
-) -> float | None:
-    price = price_for(model)
-    if price is None:
+class _PriceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    batch_discount: float = Field(default=0.5, gt=0, le=1)
+
+    def price(self) -> Price:
+        return Price(
+            self.input,
+            self.output,
+            self.input * 1.25 if self.cache_write is None else self.cache_write,
+            self.input * 0.1 if self.cache_read is None else self.cache_read,
+            self.batch_discount,
+        )
+
+
+class _PriceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checked: str | None = None
+    models: dict[str, _PriceEntry] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The tokens one answer was billed for, as the API's `usage` reports them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Any) -> Usage:
+        """From an SDK `Usage` (or anything with its attributes)."""
+        return cls(
+            usage.input_tokens,
+            usage.output_tokens,
+            getattr(usage, "cache_creation_input_tokens", None) or 0,
+            getattr(usage, "cache_read_input_tokens", None) or 0,
+        )
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """The prices in force for a run: the built-in table, overridden by the user's file."""
+
+    prices: Mapping[str, Price]
+    checked: str = PRICES_CHECKED
+    source: str = "built-in table"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PriceBook:
+        """The built-in table, with `path` (or $AIBATCH_PRICES) laid over it."""
+        chosen = path if path is not None else os.environ.get(PRICES_ENV) or None
+        if chosen is None:
+            return cls(dict(BUILT_IN_PRICES))
+        file = Path(chosen)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise PriceFileError(f"{file}: cannot read the price file: {error.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise PriceFileError(f"{file}: not a TOML price file: {error}") from None
+        try:
+            parsed = _PriceFile.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise PriceFileError(f"{file}: {problems}") from None
+        prices = dict(BUILT_IN_PRICES)
+        prices.update({name: entry.price() for name, entry in parsed.models.items()})
+        checked = parsed.checked or f"unknown (file {file.name} gives no date)"
+        return cls(prices, checked=checked, source=f"{file} over the built-in table")
+
+    def price_for(self, model: str) -> Price | None:
+        for prefix in sorted(self.prices, key=len, reverse=True):
+            if model == prefix or model.startswith(prefix + "-"):
+                return self.prices[prefix]
         return None
-    total = (
-        input_tokens * price.input
-        + output_tokens * price.output
-        + cache_write_tokens * price.cache_write
-        + cache_read_tokens * price.cache_read
-    ) / 1_000_000
-    return total * price.batch_discount if batch else total
+
+    def cost_usd(self, model: str, usage: Usage, batch: bool = False) -> float | None:
+        """What `usage` costs on `model`, or None when the model's price is unknown."""
+        price = self.price_for(model)
+        if price is None:
+            return None
+        rates = price.for_prompt(usage.prompt_tokens)
+        total = (
+            usage.input_tokens * rates.input
+            + usage.output_tokens * rates.output
+            + usage.cache_write_tokens * rates.cache_write
+            + usage.cache_read_tokens * rates.cache_read
+        ) / 1_000_000
+        return total * rates.batch_discount if batch else total

@@ -36,10 +36,13 @@ async def progress_bar(
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
         console=console or Console(stderr=True),
         transient=False,
     )
-    bar = progress.add_task(description, total=stats.total, rate=0.0, http_429=0, failed=0)
+    bar = progress.add_task(
+        description, total=stats.total, rate=0.0, http_429=0, failed=0, status=""
+    )
 
     def redraw() -> None:
         elapsed = stats.elapsed_s()
@@ -50,6 +53,7 @@ async def progress_bar(
             rate=stats.http_requests / elapsed if elapsed > 0 else 0.0,
             http_429=stats.http_429,
             failed=stats.failed,
+            status=stats.status,
         )
 
     async def refresh() -> None:

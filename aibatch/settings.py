@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aibatch import policy
 from aibatch.jobs import DEFAULT_LABELS, JobName
@@ -87,6 +87,40 @@ class BatchParameters(BaseModel):
         le=600,
         description="Seconds to wait for one answer; a slower one is a timeout, and retried.",
     )
+    mode: Literal["realtime", "batch"] = Field(
+        default="realtime",
+        description="realtime: one Messages API call per ticket, at the rate limit; batch: "
+        "Message Batches at half the price, answered within 24 h (usually much sooner).",
+    )
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Hard cap in US dollars on what this job's results in the output "
+        "directory cost, earlier runs included: no request is sent that could pass it.",
+    )
+    prices_path: str | None = Field(
+        default=None,
+        description="TOML file of per-model prices laid over the built-in table "
+        "(default: $AIBATCH_PRICES, if set).",
+    )
+    batch_max_requests: int = Field(
+        default=policy.BATCH_MAX_REQUESTS,
+        ge=1,
+        le=policy.BATCH_MAX_REQUESTS,
+        description="Requests per Message Batch (the API allows 100,000 and 256 MB).",
+    )
+    batch_poll_max_s: float = Field(
+        default=policy.BATCH_POLL_MAX_S,
+        gt=0,
+        le=3600,
+        description="Longest wait between two polls of a batch (the first come sooner).",
+    )
+    batch_resubmits: int = Field(
+        default=policy.BATCH_RESUBMITS,
+        ge=0,
+        le=20,
+        description="Times an errored or expired batch request is submitted again.",
+    )
     show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")
 
     @field_validator("labels")
@@ -103,6 +137,12 @@ class BatchParameters(BaseModel):
         if isinstance(value, int) and not 1 <= value <= 1024:
             raise ValueError("must be auto or a number from 1 to 1024")
         return value
+
+    @model_validator(mode="after")
+    def _batch_mode_unsharded(self) -> BatchParameters:
+        if self.mode == "batch" and self.shards > 1:
+            raise ValueError("mode batch sends one set of batches: it takes no shards")
+        return self
 
     @property
     def fixed_concurrency(self) -> int | None:

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from aibatch import crashpoints
@@ -50,6 +51,7 @@ RESULT_COLUMNS = pa.schema([
     ("attempts", pa.int32()),
     ("latency_ms", pa.float64()),
     ("cost_usd", pa.float64()),
+    ("mode", pa.string()),  # realtime, or batch (Message Batches: half price, no latency)
     ("run_id", pa.string()),
     ("completed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
@@ -62,6 +64,7 @@ FAILURE_SCHEMA = pa.schema([
     ("status_code", pa.int32()),
     ("message", pa.string()),
     ("attempts", pa.int32()),
+    ("cost_usd", pa.float64()),  # answers billed before the ticket failed (bad output)
     ("run_id", pa.string()),
     ("failed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
@@ -214,14 +217,19 @@ class ResultStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _dataset(self, directory: Path) -> ds.Dataset | None:
+    def _dataset(self, directory: Path, schema: pa.Schema) -> ds.Dataset | None:
         if not any(directory.rglob("*.parquet")):
             return None
-        return ds.dataset(directory, format="parquet", partitioning=PARTITIONING)
+        # An explicit schema: files written before a column was added read it as null,
+        # instead of the first file's columns deciding for all.
+        return ds.dataset(
+            directory, format="parquet", partitioning=PARTITIONING,
+            schema=pa.schema([*schema, ("run_date", pa.string())]),
+        )  # fmt: skip
 
     def done_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
         """Ids already in results for this resume key."""
-        dataset = self._dataset(self.results_dir)
+        dataset = self._dataset(self.results_dir, RESULT_COLUMNS)
         if dataset is None:
             return set()
         key = (
@@ -234,15 +242,31 @@ class ResultStore:
 
     def all_result_keys(self) -> set[tuple[str, str, str, str]]:
         """(id, job, model, prompt_version) of every result row, for folding in journals."""
-        dataset = self._dataset(self.results_dir)
+        dataset = self._dataset(self.results_dir, RESULT_COLUMNS)
         if dataset is None:
             return set()
         table = dataset.to_table(columns=["id", "job", "model", "prompt_version"])
         return set(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
+    def spent_usd(self, job: str, model: str, prompt_version: str) -> float:
+        """What earlier runs paid for this resume key: its results and its failures."""
+        key = (
+            (ds.field("job") == job)
+            & (ds.field("model") == model)
+            & (ds.field("prompt_version") == prompt_version)
+        )
+        total = 0.0
+        for directory, schema in ((self.results_dir, RESULT_COLUMNS),
+                                  (self.failures_dir, FAILURE_SCHEMA)):  # fmt: skip
+            dataset = self._dataset(directory, schema)
+            if dataset is not None:
+                costs = dataset.to_table(columns=["cost_usd"], filter=key).column("cost_usd")
+                total += pc.sum(costs).as_py() or 0.0
+        return total
+
     def failure_keys(self) -> set[tuple[str, str]]:
         """(id, run_id) of every failure row: a run records a ticket's failure once."""
-        dataset = self._dataset(self.failures_dir)
+        dataset = self._dataset(self.failures_dir, FAILURE_SCHEMA)
         if dataset is None:
             return set()
         table = dataset.to_table(columns=["id", "run_id"])

@@ -25,6 +25,8 @@ from prefect.runtime import flow_run
 
 from aibatch import policy
 from aibatch.backend import AnthropicBackend, MissingAPIKey
+from aibatch.batches import BatchLedger, BatchRunner
+from aibatch.budget import Budget, WorstCase
 from aibatch.engine import (
     ChunkIncomplete,
     Committer,
@@ -35,9 +37,11 @@ from aibatch.engine import (
 )
 from aibatch.jobs import JobSpec
 from aibatch.pacer import MAX_CONCURRENCY, Pacer
+from aibatch.pricing import PriceBook
 from aibatch.progress import progress_bar
 from aibatch.settings import BatchParameters
 from aibatch.store import ResultStore, carried_schema
+from flows.batch_mode import run_batch_mode
 from flows.shards import fan_out
 from tasks.chunks import process_chunk
 from tasks.limits import (
@@ -50,7 +54,13 @@ from tasks.limits import (
     shared_rpm,
 )
 from tasks.load import load_tickets_task
-from tasks.report import artifact_key, publish_summary, start_progress, update_progress
+from tasks.report import (
+    artifact_key,
+    publish_batches,
+    publish_summary,
+    start_progress,
+    update_progress,
+)
 from tasks.secrets import api_key_from_environment_or_block
 
 
@@ -91,6 +101,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     params = params or BatchParameters()
     logger = get_run_logger()
     spec = JobSpec.build(params.job, params.model, params.labels)
+    prices = PriceBook.load(params.prices_path)
+    if params.budget_usd is not None:
+        WorstCase(prices, spec.model, spec.max_tokens).cost_usd(0)  # no price: fail now
     tickets = load_tickets_task(params.input_path, params.id_column, params.text_column)
     api_key = await api_key_from_environment_or_block()
     if api_key is None:
@@ -141,21 +154,41 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         pairs = list(zip(pending["id"].tolist(), pending["text"].tolist(), strict=True))
         chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
         stats = RunStats(total=len(pairs))
+        budget = None
+        if params.budget_usd is not None:
+            spent = store.spent_usd(spec.job, spec.model, spec.prompt_version)
+            budget = Budget(params.budget_usd, spent)
+            logger.info(
+                "Budget: $%.4f of $%g already spent on this job in %s", spent,
+                params.budget_usd, params.output_dir,
+            )  # fmt: skip
         backend = AnthropicBackend(
             api_key=api_key,
             max_connections=params.fixed_concurrency or MAX_CONCURRENCY,
             timeout_s=params.request_timeout_s,
+        )
+        key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
+        progress_id = await start_progress(
+            f"{key}-progress", f"{spec.job} of {params.input_name}: share of tickets done"
+        )
+        drawing = (
+            progress_bar(stats, f"{spec.job} {params.input_name}")
+            if params.show_progress
+            else contextlib.nullcontext()
         )
         processor = TicketProcessor(
             backend, spec, committer, run_id,
             max_concurrency=params.fixed_concurrency, max_attempts=params.max_attempts,
             stats=stats, pacer=Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm),
             shared=shared_budget(shared_limit) if shared_limit is not None else None,
+            prices=prices, budget=budget,
         )  # fmt: skip
-        key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
-        progress_id = await start_progress(
-            f"{key}-progress", f"{spec.job} of {params.input_name}: share of tickets done"
-        )
+        runner = BatchRunner(
+            backend, spec, committer, BatchLedger(store.state_dir / "batches"), run_id, stats,
+            prices, budget, max_requests=params.batch_max_requests,
+            poll_first_s=min(policy.BATCH_POLL_FIRST_S, params.batch_poll_max_s),
+            poll_max_s=params.batch_poll_max_s,
+        )  # fmt: skip
 
         async def run_chunk(index: int, chunk: list[tuple[str, str]]) -> dict[str, int]:
             try:
@@ -165,27 +198,38 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
             finally:
                 await update_progress(progress_id, stats.done, stats.total)
 
+        async def show_progress() -> None:
+            await update_progress(progress_id, stats.done, stats.total)
+
+        outcomes: list[dict[str, int] | BaseException] = []
+        batch_report = None
         try:
-            drawing = (
-                progress_bar(stats, f"{spec.job} {params.input_name}")
-                if params.show_progress
-                else contextlib.nullcontext()
-            )
             async with drawing:
-                outcomes = await run_all(
-                    [run_chunk(i + 1, c) for i, c in enumerate(chunks)], processor.stop
-                )
+                if params.mode == "batch":
+                    batch_report = await run_batch_mode(
+                        runner, pairs, dict(pairs), set(done), params.batch_resubmits, budget,
+                        show_progress,
+                    )  # fmt: skip
+                else:
+                    outcomes = await run_all(
+                        [run_chunk(i + 1, c) for i, c in enumerate(chunks)], processor.stop
+                    )
         finally:
             await committer.commit()
             committer.close()
             await backend.aclose()
 
-    summary = {"run_id": run_id, "job": spec.job, "model": spec.model,
+    summary = {"run_id": run_id, "job": spec.job, "model": spec.model, "mode": params.mode,
                "prompt_version": spec.prompt_version, **stats.summary(),
                "already_done": len(frame) - len(pending), "recovered": recovered,
-               "files_published": committer.files_published}  # fmt: skip
+               "files_published": committer.files_published,
+               **(batch_report.as_dict() if batch_report is not None else {})}  # fmt: skip
     await publish_summary(f"{key}-summary", summary, f"aibatch run {run_id}")
     logger.info("Summary: %s", summary)
+    if batch_report is not None:
+        await publish_batches(f"{key}-batches", runner.ledger.load(), f"batches of run {run_id}")
+        batch_report.raise_if_incomplete(params.batch_resubmits)
+        return summary
 
     interrupted = [o for o in outcomes if isinstance(o, BaseException)
                    and not isinstance(o, Exception | asyncio.CancelledError)]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +11,8 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+
+from aibatch.batches import Submission
 
 
 def artifact_key(text: str) -> str:
@@ -31,3 +34,22 @@ async def update_progress(artifact_id: UUID, done: int, total: int) -> None:
 async def publish_summary(key: str, summary: dict[str, Any], description: str) -> None:
     rows = [{"metric": name, "value": value} for name, value in summary.items()]
     await acreate_table_artifact(rows, key=key, description=description)
+
+
+async def publish_batches(key: str, submissions: Sequence[Submission], description: str) -> None:
+    """Every Message Batch of the output directory, so the UI shows what was submitted."""
+    rows = [
+        {
+            "batch_id": s.batch_id,
+            "state": s.state,
+            "round": s.round,
+            "requests": len(s.custom_ids),
+            "model": s.model,
+            "recorded_at": s.recorded_at,
+            "cancel_requested": s.cancel_requested,
+            "note": s.note,
+        }
+        for s in submissions
+    ]
+    if rows:
+        await acreate_table_artifact(rows, key=key, description=description)

@@ -56,7 +56,9 @@ def test_setup_deploy_and_a_worker_run_through_529s_with_chunk_retries(
             return chunks, histories, artifacts, [d.name for d in deployments]
 
     chunks, histories, artifacts, deployments = asyncio.run(read())
-    assert {"nightly-summaries", "hourly-classification", "shard"} <= set(deployments)
+    assert {"nightly-summaries", "hourly-classification", "batch-summaries", "shard"} <= set(
+        deployments
+    )
     assert sorted(t.name for t in chunks) == [
         "chunk 1 of 2: tickets.csv",
         "chunk 2 of 2: tickets.csv",

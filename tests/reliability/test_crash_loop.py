@@ -31,7 +31,8 @@ pytestmark = pytest.mark.reliability
 MAX_CONCURRENCY = 4
 LONG_TICKETS = 10  # permanent failures (over the context window), so failures/ is written too
 EXTERNAL_KILLS = ["mid-call", "mid-write", "random"]  # SIGKILL from the test
-SELF_KILLS = [f"at {point}" for point in sorted(crashpoints.POINTS)]  # SIGKILL at a named point
+# SIGKILL at a named point of a commit (batch mode has its own: test_batch_crashes.py)
+SELF_KILLS = [f"at {point}" for point in sorted(crashpoints.COMMIT_POINTS)]
 
 
 def kill_plan(kills: int, rng: random.Random) -> list[str]:

@@ -88,7 +88,11 @@ class CrashResume(RuleBasedStateMachine):
         self.open_harness().run([(i, TICKETS[i]) for i in batch])
         FIGURES["steps"] += 1
 
-    @rule(batch=batches, point=st.sampled_from(sorted(crashpoints.POINTS)), nth=st.integers(1, 2))
+    @rule(
+        batch=batches,
+        point=st.sampled_from(sorted(crashpoints.COMMIT_POINTS)),
+        nth=st.integers(1, 2),
+    )
     def crash_inside_a_commit(self, batch: list[str], point: str, nth: int) -> None:
         harness = self.open_harness()
         harness.loop.run_until_complete(

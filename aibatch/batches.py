@@ -1,0 +1,380 @@
+"""Message Batches mode: the pending tickets as batches at half price, collected into the
+same results and failures datasets as realtime answers.
+
+Paying twice is the risk a batch brings: a batch, once created, is processed and billed
+whether or not its creator is still alive. So every submission is written to a ledger
+(OUTPUT/_aibatch/batches/) before the batch is created, and its batch id as soon as it is
+known; a re-run resumes polling the batches of the ledger instead of creating new ones, and
+never submits a ticket that an open batch already carries. If a crash fell between creating
+a batch and recording its id, the batch is found among the key's newest batches by its
+creation time and request count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from aibatch import crashpoints, policy
+from aibatch.backend import BatchesBackend, BatchOutcome, BatchStatus
+from aibatch.budget import Budget, WorstCase
+from aibatch.engine import Committer, RunStats, failed_record, ok_record
+from aibatch.jobs import InvalidModelOutput, JobSpec
+from aibatch.pacer import InputEstimator
+from aibatch.pricing import PriceBook, Usage
+
+Sleep = Callable[[float], Awaitable[None]]
+SubmissionState = Literal["submitting", "submitted", "collected", "abandoned"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def custom_id_for(ticket_id: str) -> str:
+    """A `custom_id` the API accepts (`^[a-zA-Z0-9_-]{1,64}$`) for any ticket id.
+
+    The readable part helps a person find a ticket in the console; the hash keeps ids that
+    clean to the same text (`a/b`, `a_b`) apart. The ledger maps it back exactly.
+    """
+    readable = _UNSAFE.sub("_", ticket_id)[:40]
+    digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).hexdigest()
+    return f"{readable}-{digest}" if readable else digest
+
+
+@dataclass
+class Submission:
+    """One batch as the ledger keeps it."""
+
+    key: str
+    job: str
+    model: str
+    prompt_version: str
+    round: int  # 0 for a first submission, n for the n-th resubmission of its tickets
+    recorded_at: str
+    custom_ids: dict[str, str]  # custom_id -> ticket id
+    reserved_usd: float = 0.0
+    state: SubmissionState = "submitting"
+    batch_id: str | None = None
+    cancel_requested: bool = False
+    note: str = ""
+
+    def belongs_to(self, spec: JobSpec) -> bool:
+        return (self.job, self.model, self.prompt_version) == (
+            spec.job, spec.model, spec.prompt_version,
+        )  # fmt: skip
+
+    @property
+    def open(self) -> bool:
+        return self.state in ("submitting", "submitted")
+
+
+class BatchLedger:
+    """Submissions, one JSON file each under OUTPUT/_aibatch/batches (outside the datasets),
+    replaced atomically (write a temp file beside it, fsync, rename, fsync the folder)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def save(self, submission: Submission) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{submission.key}.json"
+        temporary = self.directory / f".{submission.key}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(orjson.dumps(asdict(submission)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def load(self) -> list[Submission]:
+        if not self.directory.is_dir():
+            return []
+        for stale in self.directory.glob(".*.tmp"):  # a crash mid-save: the old file stands
+            stale.unlink(missing_ok=True)
+        subs = [Submission(**orjson.loads(p.read_bytes())) for p in self.directory.glob("*.json")]
+        return sorted(subs, key=lambda s: (s.recorded_at, s.key))
+
+    def open_for(self, spec: JobSpec) -> list[Submission]:
+        return [s for s in self.load() if s.open and s.belongs_to(spec)]
+
+
+@dataclass
+class BatchRequest:
+    custom_id: str
+    ticket_id: str
+    params: dict[str, Any]
+    size_bytes: int
+    worst_usd: float = 0.0
+
+
+@dataclass
+class CollectReport:
+    succeeded: int = 0
+    failed: int = 0
+    to_resubmit: list[str] = field(default_factory=list)  # ticket ids (errored, expired)
+    canceled: list[str] = field(default_factory=list)  # never processed: submit again
+
+
+class BatchRunner:
+    """Submits, polls, collects and cancels the batches of one run (plain asyncio)."""
+
+    def __init__(
+        self,
+        api: BatchesBackend,
+        spec: JobSpec,
+        committer: Committer,
+        ledger: BatchLedger,
+        run_id: str,
+        stats: RunStats,
+        prices: PriceBook,
+        budget: Budget | None = None,
+        max_requests: int = policy.BATCH_MAX_REQUESTS,
+        max_bytes: int = policy.BATCH_MAX_BYTES,
+        poll_first_s: float = policy.BATCH_POLL_FIRST_S,
+        poll_max_s: float = policy.BATCH_POLL_MAX_S,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.api = api
+        self.spec = spec
+        self.committer = committer
+        self.ledger = ledger
+        self.run_id = run_id
+        self.stats = stats
+        self.prices = prices
+        self.budget = budget
+        self.max_requests = max_requests
+        self.max_bytes = int(max_bytes * policy.BATCH_BYTES_HEADROOM)
+        self.poll_first_s = poll_first_s
+        self.poll_max_s = poll_max_s
+        self.sleep = sleep
+        self.worst_case = WorstCase(prices, spec.model, spec.max_tokens, batch=True)
+        self.estimator = InputEstimator()
+        self.statuses: dict[str, BatchStatus] = {}  # batch id -> last poll
+        self.budget_note: str | None = None  # why the last plan left tickets out
+        self.left_out: list[tuple[str, str]] = []  # tickets the budget kept out, for now
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def plan(self, tickets: Sequence[tuple[str, str]]) -> list[list[BatchRequest]]:
+        """Split tickets into batches within the API's request and size limits (and the
+        budget: tickets whose worst case does not fit are left out, and noted)."""
+        self.budget_note = None
+        groups: list[list[BatchRequest]] = []
+        current: list[BatchRequest] = []
+        size = 0
+        seen: dict[str, str] = {}
+        for position, (ticket_id, text) in enumerate(tickets):
+            params = self.spec.request(text)
+            custom_id = custom_id_for(ticket_id)
+            if seen.setdefault(custom_id, ticket_id) != ticket_id:  # 2^-64: but never silent
+                raise ValueError(f"tickets {seen[custom_id]!r} and {ticket_id!r} share a custom_id")
+            body = orjson.dumps({"custom_id": custom_id, "params": params})
+            request = BatchRequest(custom_id, ticket_id, params, len(body) + 1)
+            if self.budget is not None:
+                request.worst_usd = self.worst_case.cost_usd(
+                    self.estimator.estimate(self.estimator.raw(params))
+                )
+                if not self.budget.try_reserve(request.worst_usd):
+                    self.budget_note = self.budget.exhausted_message(request.worst_usd)
+                    self.left_out.extend(tickets[position:])
+                    break
+            if current and (
+                len(current) >= self.max_requests or size + request.size_bytes > self.max_bytes
+            ):
+                groups.append(current)
+                current, size = [], 0
+            current.append(request)
+            size += request.size_bytes
+        if current:
+            groups.append(current)
+        return groups
+
+    async def submit(self, group: Sequence[BatchRequest], round_: int) -> Submission:
+        """Record the submission, create the batch, record its id: in that order."""
+        submission = Submission(
+            key=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:8],
+            job=self.spec.job,
+            model=self.spec.model,
+            prompt_version=self.spec.prompt_version,
+            round=round_,
+            recorded_at=datetime.now(UTC).isoformat(),
+            custom_ids={r.custom_id: r.ticket_id for r in group},
+            reserved_usd=sum(r.worst_usd for r in group),
+        )
+        self.ledger.save(submission)
+        crashpoints.reached("batch:recorded")
+        status = await self.api.create_batch(
+            [{"custom_id": r.custom_id, "params": r.params} for r in group]
+        )
+        crashpoints.reached("batch:created")
+        submission.batch_id, submission.state = status.id, "submitted"
+        self.ledger.save(submission)
+        self.statuses[status.id] = status
+        return submission
+
+    async def recover(self, submission: Submission, claimed: set[str]) -> Submission:
+        """A submission recorded without a batch id: adopt its batch if the API has one,
+        else mark it abandoned (its tickets are then pending again)."""
+        recorded = datetime.fromisoformat(submission.recorded_at)
+        earliest = recorded - timedelta(seconds=policy.BATCH_RECOVERY_SKEW_S)
+        candidates = []
+        async for status in self.api.recent_batches(policy.BATCH_RECOVERY_SCAN):
+            if status.created_at is not None and status.created_at < earliest:
+                break  # newest first: the rest are older still
+            if status.id not in claimed and status.request_total == len(submission.custom_ids):
+                candidates.append(status)
+        if len(candidates) > 1:
+            raise RuntimeError(
+                f"batch submission {submission.key} has no recorded batch id and "
+                f"{len(candidates)} batches could be it ({', '.join(c.id for c in candidates)}); "
+                f"set its batch_id in {self.ledger.directory / submission.key}.json"
+            )
+        if candidates:
+            submission.batch_id, submission.state = candidates[0].id, "submitted"
+            submission.note = "batch id recovered from the API's batch list"
+        else:
+            submission.state = "abandoned"
+            submission.note = "no batch was created (none found in the API's batch list)"
+        self.ledger.save(submission)
+        return submission
+
+    # -- waiting -------------------------------------------------------------------------
+
+    async def wait(self, submission: Submission) -> BatchStatus:
+        """Poll until the batch ends: often at first, then every `poll_max_s` at most."""
+        assert submission.batch_id is not None
+        interval = self.poll_first_s
+        while True:
+            status = await self.api.retrieve_batch(submission.batch_id)
+            self.statuses[status.id] = status
+            self.stats.status = self.describe()
+            if status.ended:
+                return status
+            await self.sleep(interval)
+            interval = min(self.poll_max_s, interval * policy.BATCH_POLL_GROWTH)
+
+    def describe(self) -> str:
+        """One line for the progress bar: batches by status, and their request counts."""
+        by_status: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for status in self.statuses.values():
+            by_status[status.processing_status] = by_status.get(status.processing_status, 0) + 1
+            for name, count in status.counts.items():
+                counts[name] = counts.get(name, 0) + count
+        batches = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+        kinds = ("processing", "succeeded", "errored", "expired", "canceled")
+        shown = ", ".join(f"{counts[k]} {k}" for k in kinds if counts.get(k))
+        return f"batches: {batches}" + (f" ({shown})" if shown else "")
+
+    # -- collecting ----------------------------------------------------------------------
+
+    async def collect(self, submission: Submission, finished: set[str]) -> CollectReport:
+        """Journal every result of an ended batch; say which tickets to submit again.
+
+        `finished` holds ids already in results: a batch collected twice (a crash during
+        collection) journals them again, and publishing keeps each id once.
+        """
+        assert submission.batch_id is not None
+        report = CollectReport()
+        spent = 0.0
+        async for outcome in self.api.batch_results(submission.batch_id):
+            ticket_id = submission.custom_ids.get(outcome.custom_id)
+            if ticket_id is None:
+                continue  # not ours: cannot happen unless the ledger was edited
+            spent += self._take(outcome, ticket_id, submission, finished, report)
+            await self.committer.commit_if_due()
+        await self.committer.commit()
+        crashpoints.reached("batch:collected")
+        submission.state = "collected"
+        self.ledger.save(submission)
+        if self.budget is not None:
+            self.budget.settle_now(submission.reserved_usd, spent)
+        return report
+
+    def _take(
+        self,
+        outcome: BatchOutcome,
+        ticket_id: str,
+        submission: Submission,
+        finished: set[str],
+        report: CollectReport,
+    ) -> float:
+        """Journal one result; return what it cost."""
+        attempts = submission.round + 1
+        if ticket_id in finished:
+            return 0.0  # collected before a crash: published, and counted in what was spent
+        if outcome.kind == "succeeded" and outcome.message is not None:
+            usage = outcome.message.usage
+            cost = self.prices.cost_usd(self.spec.model, Usage.of(usage), batch=True)
+            self.stats.add_cost(cost)
+            try:
+                result = self.spec.parse(outcome.message.content)
+            except InvalidModelOutput as error:
+                record = failed_record(
+                    self.spec, self.run_id, ticket_id, type(error).__name__, None, str(error),
+                    attempts, cost,
+                )  # fmt: skip
+                self.stats.count_failed(cost)
+                report.failed += 1
+            else:
+                record = ok_record(
+                    self.spec, self.run_id, ticket_id, result, usage, attempts, cost, "batch",
+                    None,
+                )  # fmt: skip
+                self.stats.count_ok(usage)
+                report.succeeded += 1
+            self.committer.record(record)
+            finished.add(ticket_id)
+            return cost or 0.0
+        if outcome.kind == "errored" and outcome.error_type in policy.BATCH_PERMANENT_ERRORS:
+            self.committer.record(failed_record(
+                self.spec, self.run_id, ticket_id, outcome.error_type or "errored", None,
+                outcome.error_message or "", attempts, 0.0,
+            ))  # fmt: skip
+            self.stats.count_failed(None)
+            finished.add(ticket_id)
+            report.failed += 1
+        elif outcome.kind in ("errored", "expired"):
+            report.to_resubmit.append(ticket_id)  # neither is billed
+        else:
+            report.canceled.append(ticket_id)  # an earlier run was cancelled before it ran
+        return 0.0
+
+    # -- cancelling ----------------------------------------------------------------------
+
+    async def cancel_open(self, submissions: Iterable[Submission]) -> list[str]:
+        """Ask the API to cancel every open batch (the flow is being cancelled)."""
+        cancelled = []
+        for submission in submissions:
+            if submission.state != "submitted" or submission.batch_id is None:
+                continue
+            status = self.statuses.get(submission.batch_id)
+            if status is not None and status.ended:
+                continue
+            await self.api.cancel_batch(submission.batch_id)
+            submission.cancel_requested = True
+            self.ledger.save(submission)
+            cancelled.append(submission.batch_id)
+        return cancelled
+
+
+def tickets_in(submissions: Iterable[Submission]) -> set[str]:
+    return {t for s in submissions for t in s.custom_ids.values()}
+
+
+def texts_of(ids: Iterable[str], texts: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(id, text) of each id whose text the input still has."""
+    return [(i, texts[i]) for i in ids if i in texts]

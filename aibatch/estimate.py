@@ -1,0 +1,572 @@
+"""What processing every ticket would cost, estimated before any generation call.
+
+Input tokens are counted by the API itself (`POST /v1/messages/count_tokens`, which makes
+no generation and costs nothing) for a seeded random sample of tickets, per candidate
+model since tokenizers differ between models. The sample calibrates a local model,
+
+    prompt tokens of a ticket ≈ fixed overhead + tokens per character × len(ticket text)
+
+where the fixed overhead (system prompt, tools, the <ticket> framing) is measured by
+counting one request with an empty ticket, and the ratio is fitted to the sample (ratio of
+sums, so the estimate reproduces the sample's own total). The model is then summed over
+every ticket. The shared prefix (tools + system, what `cache_control` marks) is measured by
+counting the same request without them.
+
+Output tokens come from history when OUTPUT/results already holds answers to the same job,
+model and prompt version (their mean), else from a per-job default that follows from the
+prompt (see `default_output_tokens`), never more than the job's `max_tokens`.
+
+Costs use the PriceBook per request (a model's rates may depend on the prompt's length),
+realtime and Message Batches, with prompt caching assumed only when the shared prefix is
+long enough to be cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anthropic
+
+from aibatch import policy
+from aibatch.jobs import LABEL_TOOL, JobName, JobSpec, default_model, family_default
+from aibatch.loader import Tickets
+from aibatch.pricing import PriceBook, Usage
+
+DEFAULT_SAMPLE = 200
+COUNT_CONCURRENCY = 8  # count_tokens has its own rate limit: a few calls at a time
+COUNT_TIMEOUT_S = 30.0
+SAMPLE_SEED = 0
+# The shortest prompt prefix the API caches (1024 tokens on most models; some need more).
+CACHE_MIN_PREFIX_TOKENS = 1024
+# Summaries: "at most two sentences". A sentence of fewer words than this is a greeting or
+# a sign-off ("Thanks, Priya"), not one a summary would be made of.
+SUMMARY_SENTENCES = 2
+SUBSTANTIVE_SENTENCE_WORDS = 4
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+T = TypeVar("T")
+
+
+class EstimateError(RuntimeError):
+    """Nothing can be estimated (the API refused the key, say)."""
+
+
+class CountFailed(RuntimeError):
+    """count_tokens failed for one model (unknown model, a request the API refuses)."""
+
+
+# -- the local model of prompt tokens ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptModel:
+    """Prompt tokens of a ticket's request ≈ overhead + per_char × len(text)."""
+
+    overhead: float  # system + tools + framing: the request with an empty ticket
+    per_char: float  # tokens per character of ticket text
+
+    def predict(self, length: int) -> float:
+        return self.overhead + self.per_char * length
+
+
+def fit_prompt_model(overhead: int, lengths: Sequence[int], counts: Sequence[int]) -> PromptModel:
+    """Fit the ratio to counted tickets (ratio of sums: the sample's total is reproduced)."""
+    if len(lengths) != len(counts) or not lengths:
+        raise ValueError("need one count per sampled ticket, and at least one")
+    characters = sum(lengths)
+    variable = sum(counts) - overhead * len(counts)
+    per_char = max(0.0, variable / characters) if characters else 0.0
+    return PromptModel(float(overhead), per_char)
+
+
+def spread(values: Iterable[float]) -> list[int]:
+    """Whole numbers that add up to the rounded running total of `values` (no rounding
+    bias: 5,000 tickets of 14.4 tokens are 72,000 tokens, not 70,000)."""
+    out: list[int] = []
+    total = 0.0
+    given = 0
+    for value in values:
+        total += value
+        whole = round(total) - given
+        out.append(whole)
+        given += whole
+    return out
+
+
+def extrapolate(
+    model: PromptModel,
+    lengths: Sequence[int],
+    counted: dict[int, int] | None = None,
+) -> list[int]:
+    """Prompt tokens per ticket: counted where known (index → count), predicted elsewhere."""
+    counted = counted or {}
+    predicted = spread(
+        0.0 if i in counted else model.predict(length) for i, length in enumerate(lengths)
+    )
+    return [counted.get(i, p) for i, p in enumerate(predicted)]
+
+
+# -- output tokens ----------------------------------------------------------------------------
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+
+
+def summary_characters(text: str) -> float:
+    """Expected length of a summary of at most two sentences, in characters: two sentences
+    as long as the ticket's own substantive sentences, and never longer than the ticket."""
+    sentences = _sentences(text)
+    if not sentences:
+        return 0.0
+    substantive = [s for s in sentences if len(s.split()) >= SUBSTANTIVE_SENTENCE_WORDS]
+    mean = statistics.fmean(len(s) for s in substantive or sentences)
+    return min(float(len(text)), SUMMARY_SENTENCES * mean + (SUMMARY_SENTENCES - 1))
+
+
+def tool_call_characters(labels: Sequence[str]) -> float:
+    """Expected length of the forced tool call, in characters: the tool's name and its JSON
+    input, averaged over the labels (which one the model picks is not known beforehand)."""
+    calls = [json.dumps({"name": LABEL_TOOL, "input": {"label": label}}) for label in labels]
+    return statistics.fmean(len(call) for call in calls)
+
+
+def default_output_tokens(spec: JobSpec, texts: Sequence[str], per_char: float) -> list[float]:
+    """Expected output tokens per ticket when there is no history to learn from.
+
+    - summarize: the prompt asks for at most two sentences about the problem and the ask:
+      `summary_characters` of each ticket;
+    - classify: one forced call of the label tool and nothing else: `tool_call_characters`.
+
+    Characters become tokens at the model's own tokens-per-character of ticket text (from
+    count_tokens). At least 1 (an answer always bills output) and at most max_tokens.
+    """
+    if spec.job == "classify":
+        chars = [tool_call_characters(spec.labels)] * len(texts)
+    else:
+        chars = [summary_characters(text) for text in texts]
+    return [min(float(spec.max_tokens), max(1.0, c * per_char)) for c in chars]
+
+
+@dataclass(frozen=True)
+class OutputHistory:
+    mean_output_tokens: float
+    rows: int
+
+
+def output_history(output_dir: Path, spec: JobSpec) -> OutputHistory | None:
+    """Mean output tokens of earlier answers to this job, model and prompt version."""
+    results = output_dir / "results"
+    if not results.is_dir():
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(results, format="parquet", partitioning="hive")
+        wanted = (
+            (pc.field("job") == spec.job)
+            & (pc.field("model") == spec.model)
+            & (pc.field("prompt_version") == spec.prompt_version)
+        )
+        table = dataset.to_table(columns=["output_tokens"], filter=wanted)
+    except (pa.ArrowException, OSError, ValueError, KeyError):
+        return None  # not a results dataset aibatch can read: fall back to the default
+    if table.num_rows == 0:
+        return None
+    mean = pc.mean(table.column("output_tokens")).as_py()
+    if mean is None:
+        return None
+    return OutputHistory(float(mean), int(table.num_rows))
+
+
+# -- cost -------------------------------------------------------------------------------------
+
+
+def request_usages(
+    prompt_tokens: Sequence[int], output_tokens: Sequence[int], prefix: int, caching: bool
+) -> Iterator[Usage]:
+    """The Usage of each request: with caching, the first writes the shared prefix and every
+    later one reads it; without, every prompt token is plain input."""
+    for i, (prompt, output) in enumerate(zip(prompt_tokens, output_tokens, strict=True)):
+        if not caching:
+            yield Usage(input_tokens=prompt, output_tokens=output)
+        elif i == 0:
+            yield Usage(prompt - prefix, output, cache_write_tokens=prefix)
+        else:
+            yield Usage(prompt - prefix, output, cache_read_tokens=prefix)
+
+
+def total_cost(book: PriceBook, model: str, usages: Iterable[Usage], batch: bool) -> float | None:
+    """The sum of each request's cost (rates may depend on one request's prompt length), or
+    None when the model's price is unknown."""
+    if book.price_for(model) is None:
+        return None
+    total = 0.0
+    for usage in usages:
+        cost = book.cost_usd(model, usage, batch=batch)
+        if cost is None:
+            return None
+        total += cost
+    return total
+
+
+# -- the estimate -----------------------------------------------------------------------------
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    model: str
+    tickets: int
+    error: str | None = None
+    counted: int = 0  # tickets whose prompt was counted by count_tokens
+    fixed_overhead: float = 0.0  # tokens of a request with an empty ticket
+    tokens_per_char: float = 0.0
+    prefix_tokens: int = 0  # shared cacheable prefix (tools + system), per request
+    input_tokens: int = 0
+    output_tokens: int = 0
+    output_source: str = ""  # "history" or "default"
+    output_note: str = ""
+    history_rows: int = 0
+    caching: bool = False
+    realtime_usd: float | None = None
+    batch_usd: float | None = None
+    price_known: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def output_per_ticket(self) -> float:
+        return self.output_tokens / self.tickets if self.tickets else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"model": self.model, "error": self.error}
+        return {
+            "model": self.model,
+            "error": None,
+            "tickets": self.tickets,
+            "counted_tickets": self.counted,
+            "input_tokens": self.input_tokens,
+            "cacheable_prefix_tokens_per_request": self.prefix_tokens,
+            "prefix_input_tokens": self.prefix_tokens * self.tickets,
+            "ticket_input_tokens": self.input_tokens - self.prefix_tokens * self.tickets,
+            "fixed_overhead_tokens": round(self.fixed_overhead, 3),
+            "tokens_per_char": round(self.tokens_per_char, 6),
+            "output_tokens": self.output_tokens,
+            "output_tokens_per_ticket": round(self.output_per_ticket, 3),
+            "output_source": self.output_source,
+            "output_history_rows": self.history_rows,
+            "output_note": self.output_note,
+            "total_tokens": self.total_tokens,
+            "caching": self.caching,
+            "price_known": self.price_known,
+            "cost_usd": {
+                "realtime": _rounded(self.realtime_usd),
+                "batch": _rounded(self.batch_usd),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    input_path: str
+    job: JobName
+    prompt_version: str
+    tickets: int
+    sample: int  # tickets counted per model
+    prices_checked: str
+    prices_source: str
+    models: list[ModelEstimate] = field(default_factory=list)
+    count_tokens_calls: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return any(m.error is not None for m in self.models)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input_path,
+            "job": self.job,
+            "prompt_version": self.prompt_version,
+            "tickets": self.tickets,
+            "sampled_tickets": self.sample,
+            "count_tokens_calls": self.count_tokens_calls,
+            "cache_min_prefix_tokens": CACHE_MIN_PREFIX_TOKENS,
+            "prices": {"checked": self.prices_checked, "source": self.prices_source},
+            "models": [m.as_json() for m in self.models],
+        }
+
+
+def candidate_models(job: JobName, chosen: Sequence[str] | None) -> list[str]:
+    """The models given, else the job's default and the current Haiku, Sonnet and Opus."""
+    if chosen:
+        return list(dict.fromkeys(m.strip() for m in chosen if m.strip()))
+    families = [family_default(f) for f in ("haiku", "sonnet", "opus")]
+    return list(dict.fromkeys([default_model(job), *families]))
+
+
+def sample_indices(count: int, size: int, seed: int = SAMPLE_SEED) -> list[int]:
+    """A seeded random sample of ticket positions (all of them when there are few)."""
+    if size >= count:
+        return list(range(count))
+    return sorted(random.Random(seed).sample(range(count), size))
+
+
+class TokenCounter:
+    """count_tokens with a few calls in flight and aibatch's retry policy (the client's own
+    retries are off, as for messages)."""
+
+    def __init__(
+        self, client: anthropic.AsyncAnthropic, concurrency: int = COUNT_CONCURRENCY
+    ) -> None:
+        self.client = client
+        self.gate = asyncio.Semaphore(concurrency)
+        self.rng = random.Random()
+        self.calls = 0
+
+    async def count(self, params: dict[str, Any]) -> int:
+        body = {k: v for k, v in params.items() if k != "max_tokens"}
+        for attempt in range(policy.MAX_ATTEMPTS):
+            try:
+                async with self.gate:
+                    self.calls += 1
+                    result = await self.client.messages.count_tokens(**body)
+                return int(result.input_tokens)
+            except anthropic.AnthropicError as error:
+                decision = policy.decide(error, attempt, self.rng)
+                if decision.action is policy.Action.STOP_RUN:
+                    raise EstimateError(decision.message) from None
+                if decision.action is policy.Action.FAIL_TICKET:
+                    raise CountFailed(f"{decision.error_type}: {decision.message}") from None
+                if attempt == policy.MAX_ATTEMPTS - 1:
+                    raise CountFailed(
+                        f"count_tokens still failing after {policy.MAX_ATTEMPTS} attempts: "
+                        f"{decision.error_type}: {decision.message}"
+                    ) from None
+                await asyncio.sleep(decision.delay_s)
+        raise AssertionError("unreachable")
+
+
+async def _all_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """gather, but the first failure cancels the rest (no calls left running)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _prefix_request(spec: JobSpec) -> dict[str, Any]:
+    """The request with an empty ticket and without the shared prefix (tools and system)."""
+    params = spec.request("")
+    for key in ("system", "tools", "tool_choice"):
+        params.pop(key, None)
+    return params
+
+
+async def estimate_model(
+    counter: TokenCounter,
+    spec: JobSpec,
+    texts: Sequence[str],
+    sample: Sequence[int],
+    book: PriceBook,
+    output_dir: Path | None,
+) -> ModelEstimate:
+    """Count the sample for one model and extrapolate tokens and cost to every ticket."""
+    lengths = [len(t) for t in texts]
+    try:
+        overhead, bare, *counts = await _all_or_cancel(
+            [
+                counter.count(spec.request("")),
+                counter.count(_prefix_request(spec)),
+                *(counter.count(spec.request(texts[i])) for i in sample),
+            ]
+        )
+    except CountFailed as failure:
+        return ModelEstimate(spec.model, len(texts), error=str(failure))
+    prompt_model = fit_prompt_model(overhead, [lengths[i] for i in sample], counts)
+    prompts = extrapolate(prompt_model, lengths, dict(zip(sample, counts, strict=True)))
+    prefix = max(0, overhead - bare)
+
+    history = output_history(output_dir, spec) if output_dir is not None else None
+    if history is not None:
+        per_ticket = [min(float(spec.max_tokens), history.mean_output_tokens)] * len(texts)
+        source = "history"
+        note = (
+            f"mean of {history.rows:,} earlier answers in {output_dir}/results "
+            f"(same job, model and prompt version)"
+        )
+    else:
+        per_ticket = default_output_tokens(spec, texts, prompt_model.per_char)
+        source = "default"
+        note = (
+            "default: a tool call with one label (its name and JSON input)"
+            if spec.job == "classify"
+            else "default: at most two sentences, as long as the ticket's own sentences"
+        ) + f", at most max_tokens={spec.max_tokens}"
+    outputs = spread(per_ticket)
+
+    caching = prefix >= CACHE_MIN_PREFIX_TOKENS
+    price_known = book.price_for(spec.model) is not None
+    costs = [
+        total_cost(book, spec.model, request_usages(prompts, outputs, prefix, caching), batch)
+        for batch in (False, True)
+    ]
+    return ModelEstimate(
+        model=spec.model,
+        tickets=len(texts),
+        counted=len(sample),
+        fixed_overhead=prompt_model.overhead,
+        tokens_per_char=prompt_model.per_char,
+        prefix_tokens=prefix,
+        input_tokens=sum(prompts),
+        output_tokens=sum(outputs),
+        output_source=source,
+        output_note=note,
+        history_rows=history.rows if history is not None else 0,
+        caching=caching,
+        realtime_usd=costs[0],
+        batch_usd=costs[1],
+        price_known=price_known,
+    )
+
+
+async def estimate(
+    tickets: Tickets,
+    job: JobName,
+    labels: Sequence[str] | None,
+    models: Sequence[str],
+    book: PriceBook,
+    output_dir: Path | None = None,
+    sample_size: int = DEFAULT_SAMPLE,
+    client: anthropic.AsyncAnthropic | None = None,
+    seed: int = SAMPLE_SEED,
+) -> Estimate:
+    """Estimate tokens and cost of every ticket under each model; no generation calls."""
+    if sample_size < 1:
+        raise ValueError("the sample must hold at least one ticket")
+    specs = [JobSpec.build(job, model, labels) for model in models]
+    if not specs:
+        raise ValueError("no model to estimate for")
+    texts = [str(t) for t in tickets.frame["text"].tolist()]
+    sample = sample_indices(len(texts), sample_size, seed)
+    own_client = client is None
+    if client is None:
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise EstimateError("no API key: set ANTHROPIC_API_KEY")
+        client = anthropic.AsyncAnthropic(
+            api_key=key, max_retries=0, timeout=COUNT_TIMEOUT_S
+        )  # base_url: the SDK reads ANTHROPIC_BASE_URL
+    counter = TokenCounter(client)
+    try:
+        rows = await _all_or_cancel(
+            estimate_model(counter, spec, texts, sample, book, output_dir) for spec in specs
+        )
+    finally:
+        if own_client:
+            await client.close()
+    return Estimate(
+        input_path=str(tickets.path),
+        job=job,
+        prompt_version=specs[0].prompt_version,
+        tickets=len(texts),
+        sample=len(sample),
+        prices_checked=book.checked,
+        prices_source=book.source,
+        models=rows,
+        count_tokens_calls=counter.calls,
+    )
+
+
+# -- showing it -------------------------------------------------------------------------------
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def render(result: Estimate) -> None:
+    """The estimate as a table on stdout, with what it rests on underneath."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, markup=False)
+    if not console.is_terminal:  # piped or redirected: wide enough that no name is cut
+        console = Console(highlight=False, markup=False, width=max(console.width, 120))
+    table = Table(
+        title=f"{result.job} of {result.tickets:,} tickets in {result.input_path}: estimate"
+    )
+    for name, justify in (
+        ("model", "left"), ("tickets", "right"), ("input tokens", "right"),
+        ("output tokens", "right"), ("total tokens", "right"), ("realtime $", "right"),
+        ("batch $", "right"),
+    ):  # fmt: skip
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for m in result.models:
+        if m.error is not None:
+            table.add_row(m.model, f"{m.tickets:,}", "error", "", "", "", "")
+            continue
+        table.add_row(
+            m.model, f"{m.tickets:,}", f"{m.input_tokens:,}", f"{m.output_tokens:,}",
+            f"{m.total_tokens:,}", _usd(m.realtime_usd), _usd(m.batch_usd),
+        )  # fmt: skip
+    console.print(table)
+    lines: list[str] = []
+    sampled = (
+        "every ticket"
+        if result.sample >= result.tickets
+        else f"a seeded random sample of {result.sample:,} tickets, extrapolated by length"
+    )
+    lines.append(f"Input: counted with count_tokens on {sampled}, per model.")
+    for m in result.models:
+        if m.error is not None:
+            lines.append(f"  {m.model}: count_tokens failed: {m.error}")
+            continue
+        caching = (
+            f"cached (≥ {CACHE_MIN_PREFIX_TOKENS} tokens: the first request writes it, "
+            "the rest read it)"
+            if m.caching
+            else f"not cached (< {CACHE_MIN_PREFIX_TOKENS} tokens)"
+        )
+        lines.append(
+            f"  {m.model}: shared prefix (system + tools) {m.prefix_tokens:,} tokens per "
+            f"request, {caching}; per ticket {(m.input_tokens / m.tickets) - m.prefix_tokens:,.1f}"
+            f" tokens on average"
+        )
+    lines.append("Output tokens per ticket:")
+    for m in result.models:
+        if m.error is None:
+            lines.append(f"  {m.model}: {m.output_per_ticket:,.1f} ({m.output_note})")
+    lines.append(f"Prices: {result.prices_source}, checked {result.prices_checked}; batch = "
+                 "Message Batches API.")  # fmt: skip
+    for m in result.models:
+        if m.error is None and not m.price_known:
+            lines.append(
+                f"  {m.model}: no known price; add [models.{m.model}] with input and output "
+                "rates to a price file and pass it with --prices FILE"
+            )
+    for line in lines:
+        console.print(line, soft_wrap=True)

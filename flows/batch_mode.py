@@ -1,0 +1,149 @@
+"""`--mode batch`: the flow's pending tickets as Message Batches, at half price.
+
+Orchestration only (the runner in aibatch/batches.py holds the logic): resume the batches a
+previous run left open, submit what no batch carries yet, poll each batch in its own task,
+collect its results into the same datasets, and submit errored or expired requests again.
+If the flow is cancelled or interrupted, its open batches are cancelled at the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from prefect import get_run_logger
+
+from aibatch.batches import BatchRunner, CollectReport, Submission, texts_of, tickets_in
+from aibatch.budget import Budget
+from aibatch.engine import RunStopped
+from tasks.batches import collect_batch, poll_batch, recover_batch, submit_batch
+
+
+@dataclass
+class BatchModeReport:
+    batches_submitted: int = 0
+    batches_resumed: int = 0
+    resubmitted: int = 0
+    unfinished: int = 0  # still errored or expired after every resubmission allowed
+    budget_note: str | None = None
+
+    def as_dict(self) -> dict[str, int]:
+        return {"batches_submitted": self.batches_submitted,
+                "batches_resumed": self.batches_resumed,
+                "requests_resubmitted": self.resubmitted}  # fmt: skip
+
+    def raise_if_incomplete(self, resubmits: int) -> None:
+        if self.budget_note is not None:
+            raise RunStopped(f"run stopped: {self.budget_note}")
+        if self.unfinished:
+            raise RuntimeError(
+                f"{self.unfinished} ticket(s) still errored or expired after {resubmits} "
+                "resubmission(s); everything answered is saved, re-run to continue"
+            )
+
+
+async def run_batch_mode(
+    runner: BatchRunner,
+    pending: list[tuple[str, str]],
+    texts: Mapping[str, str],
+    finished: set[str],
+    resubmits: int,
+    budget: Budget | None,
+    show_progress: Callable[[], Awaitable[None]],
+) -> BatchModeReport:
+    logger = get_run_logger()
+    report = BatchModeReport()
+    everything = runner.ledger.load()
+    claimed = {s.batch_id for s in everything if s.batch_id is not None}
+    resumed: list[Submission] = []
+    for submission in runner.ledger.open_for(runner.spec):
+        if submission.state == "submitting":
+            submission = await recover_batch(runner, submission, claimed)
+            logger.info("Submission %s: %s", submission.key, submission.note)
+        if submission.state == "submitted":
+            resumed.append(submission)
+            if budget is not None:
+                budget.hold(submission.reserved_usd)
+    report.batches_resumed = len(resumed)
+    if resumed:
+        logger.info(
+            "Resuming %d batch(es) an earlier run submitted (%s): polling, not paying again",
+            len(resumed), ", ".join(str(s.batch_id) for s in resumed),
+        )  # fmt: skip
+    covered = tickets_in(resumed)
+    active = resumed + await _submit(
+        runner, [(i, t) for i, t in pending if i not in covered], 0, claimed, report
+    )
+    try:
+        while active:
+            collected = await _wait_and_collect(runner, active, finished, show_progress)
+            again: dict[int, list[str]] = {}
+            for submission, outcome in collected:
+                # Cancelled requests were never processed (nor billed): they keep their round.
+                again.setdefault(submission.round, []).extend(outcome.canceled)
+                if submission.round < resubmits:
+                    again.setdefault(submission.round + 1, []).extend(outcome.to_resubmit)
+                else:
+                    report.unfinished += len(outcome.to_resubmit)
+            active = []
+            for round_, ids in sorted(again.items()):
+                if ids:
+                    logger.info("Submitting %d errored or expired requests again", len(ids))
+                    report.resubmitted += len(ids)
+                    active += await _submit(runner, texts_of(ids, texts), round_, claimed, report)
+            if runner.left_out:
+                # Batches settle below their worst case: what they did not use may carry
+                # some of the tickets the budget kept out (the plan says if none fits).
+                left, runner.left_out = runner.left_out, []
+                active += await _submit(runner, left, 0, claimed, report)
+    except BaseException:
+        # Cancelled, interrupted or failed: batches still running would be paid for with
+        # nobody to collect them until a re-run; cancel them (a re-run collects what they
+        # answered before the cancel, and submits the rest again).
+        open_now = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitted"]
+        cancelled = await runner.cancel_open(open_now)
+        if cancelled:
+            logger.warning("Cancelled batch(es) %s", ", ".join(cancelled))
+        raise
+    report.budget_note = runner.budget_note
+    return report
+
+
+async def _submit(
+    runner: BatchRunner,
+    tickets: list[tuple[str, str]],
+    round_: int,
+    claimed: set[str],
+    report: BatchModeReport,
+) -> list[Submission]:
+    submitted = []
+    for group in runner.plan(tickets):
+        submission = await submit_batch(runner, group, round_, len(group), claimed)
+        get_run_logger().info(
+            "Batch %s: %d requests (round %d)", submission.batch_id, len(group), round_
+        )
+        submitted.append(submission)
+    report.batches_submitted += len(submitted)
+    return submitted
+
+
+async def _wait_and_collect(
+    runner: BatchRunner,
+    active: list[Submission],
+    finished: set[str],
+    show_progress: Callable[[], Awaitable[None]],
+) -> list[tuple[Submission, CollectReport]]:
+    async def one(submission: Submission) -> tuple[Submission, CollectReport]:
+        await poll_batch(runner, submission)
+        collected = await collect_batch(runner, submission, finished)
+        await show_progress()
+        return submission, collected
+
+    polls = [asyncio.ensure_future(one(s)) for s in active]
+    try:
+        return list(await asyncio.gather(*polls))
+    except BaseException:
+        for poll in polls:  # stop polling the others too; the caller cancels the batches
+            poll.cancel()
+        raise

@@ -1,0 +1,198 @@
+"""Cost control through the whole flow, on the simulator: batch mode at half the price,
+resubmission of errored and expired requests, the budget cap, and prompt caching."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from aibatch.budget import WorstCase
+from aibatch.engine import RunStopped
+from aibatch.jobs import JobSpec
+from aibatch.pricing import PriceBook, Usage
+from aibatch.settings import BatchParameters
+from aibatch.simulator import SimulatorServer
+from flows.ticket_batch import process_tickets
+from tests.helpers import summary_belongs_to, write_tickets
+
+StartSimulator = Callable[..., SimulatorServer]
+UseSimulator = Callable[[SimulatorServer], None]
+
+
+def read(output: Path, dataset: str = "results") -> pd.DataFrame:
+    return pd.read_parquet(output / dataset)
+
+
+def test_batch_mode_gives_the_realtime_results_at_half_the_cost(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    texts = write_tickets(tmp_path / "tickets.csv", 2_000)
+    common = BatchParameters(input_path=str(tmp_path / "tickets.csv"), model="claude-haiku-5-5")
+
+    realtime_api = start_simulator(seed=1)
+    use_simulator(realtime_api)
+    realtime = asyncio.run(process_tickets(common.model_copy(update={
+        "output_dir": str(tmp_path / "realtime"), "max_concurrency": 32,
+    })))  # fmt: skip
+
+    batch_api = start_simulator(seed=1, batch_processing_seconds=1.0)
+    use_simulator(batch_api)
+    batch = asyncio.run(process_tickets(common.model_copy(update={
+        "output_dir": str(tmp_path / "batch"), "mode": "batch", "batch_max_requests": 800,
+        "batch_poll_max_s": 0.5,
+    })))  # fmt: skip
+
+    by_realtime = read(tmp_path / "realtime").set_index("id").sort_index()
+    by_batch = read(tmp_path / "batch").set_index("id").sort_index()
+    assert len(by_batch) == 2_000 and by_batch.index.is_unique
+    assert (by_batch["result"] == by_realtime["result"]).all()  # the same answers
+    answers = dict(zip(by_batch.index, by_batch["result"], strict=True))
+    assert all(summary_belongs_to(answers[i], texts[i]) for i in texts)
+    assert set(by_batch["mode"]) == {"batch"} and set(by_realtime["mode"]) == {"realtime"}
+    assert by_batch["latency_ms"].isna().all()
+    # The same tokens, half the cost, row by row and in the run summaries.
+    for column in ("input_tokens", "output_tokens"):
+        assert (by_batch[column] == by_realtime[column]).all()
+    assert by_batch["cost_usd"].to_numpy() == pytest.approx(by_realtime["cost_usd"].to_numpy() / 2)
+    assert batch["cost_usd"] == pytest.approx(realtime["cost_usd"] / 2, rel=1e-4)
+    assert batch["batches_submitted"] == 3  # 2,000 requests at 800 a batch
+    stats = batch_api.stats()
+    assert stats["batches_created"] == 3 and stats["batch_requests"] == 2_000
+    assert stats["requests_total"] == 0  # nothing went through the Messages endpoint
+    assert stats["prompts_paid_repeated"] == 0
+
+
+def test_errored_and_expired_batch_requests_are_submitted_again(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    server = start_simulator(
+        seed=3,
+        batch_processing_seconds=0.2,
+        batch_p_errored=0.1,
+        batch_p_expired=0.1,
+        context_window=2_000,
+    )
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 400, long_ids=2)
+    summary = asyncio.run(process_tickets(BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        mode="batch", batch_poll_max_s=0.2, batch_resubmits=5,
+    )))  # fmt: skip
+    results = read(tmp_path / "out")
+    assert len(results) == 400 and results["id"].is_unique
+    # Over-long tickets are refused as invalid requests: failures, never resubmitted.
+    failures = read(tmp_path / "out", "failures")
+    assert sorted(failures["id"]) == ["LONG-0", "LONG-1"]
+    assert set(failures["error_type"]) == {"invalid_request_error"}
+    stats = server.stats()
+    assert summary["requests_resubmitted"] > 40  # about 20% of 402, then of the rest
+    assert stats["batch_requests"] == 402 + summary["requests_resubmitted"]
+    assert stats["batches_created"] == summary["batches_submitted"] > 1
+    assert stats["prompts_paid_repeated"] == 0  # errored and expired were not billed
+    assert set(results["attempts"]) > {1}  # resubmitted rows say which round answered
+
+
+def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    server = start_simulator(latency_ms=5)
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 300)
+    cap = 0.05
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        model="claude-sonnet-5-5", max_concurrency=8, budget_usd=cap,
+    )  # fmt: skip
+    with pytest.raises(RunStopped, match="budget reached"):
+        asyncio.run(process_tickets(params))
+    results = read(tmp_path / "out")
+    spent = results["cost_usd"].sum()
+    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
+    longest_prompt = (results["input_tokens"] + results["cache_read_input_tokens"]
+                      + results["cache_creation_input_tokens"]).max()  # fmt: skip
+    one_request = WorstCase(PriceBook.load(), spec.model, spec.max_tokens).cost_usd(longest_prompt)
+    assert 0 < len(results) < 300
+    assert spent <= cap  # never past the cap
+    assert spent >= cap - one_request  # and stopped within one request of it
+    # Every answer the API was paid for is saved (a stop loses nothing).
+    assert server.stats()["by_status"]["200"] == len(results)
+
+    # The same budget again: nothing more fits (earlier runs count), so nothing is sent.
+    before = server.stats()["requests_total"]
+    with pytest.raises(RunStopped, match="budget reached"):
+        asyncio.run(process_tickets(params))
+    assert server.stats()["requests_total"] == before
+
+    done = asyncio.run(process_tickets(params.model_copy(update={"budget_usd": 1.0})))
+    assert done["already_done"] == len(results)
+    assert len(read(tmp_path / "out")) == 300
+    assert server.stats()["prompts_paid_repeated"] == 0
+
+
+def test_cache_reads_appear_after_the_first_call_and_lower_the_cost(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    # The simulator caches prefixes from 50 tokens (the real API's minimum is 1,024 or more:
+    # README, "Prompt caching"), so the built-in system prompt is cacheable here.
+    server = start_simulator(cache_min_tokens=50)
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 60)
+    summary = asyncio.run(process_tickets(BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        job="classify", model="claude-haiku-5-5", max_concurrency=1,
+    )))  # fmt: skip
+    rows = read(tmp_path / "out").sort_values("completed_at").reset_index(drop=True)
+    written = rows["cache_creation_input_tokens"].tolist()
+    read_back = rows["cache_read_input_tokens"].tolist()
+    assert written[0] > 0 and read_back[0] == 0  # the first call writes the cache
+    assert read_back[1:] == [written[0]] * (len(rows) - 1)  # every later call reads it
+    later = rows.iloc[1:]
+    assert summary["cache_read_input_tokens"] == later["cache_read_input_tokens"].sum()
+    book = PriceBook.load()
+    prompts = (later["input_tokens"] + later["cache_read_input_tokens"]
+               + later["cache_creation_input_tokens"]).tolist()  # fmt: skip
+    uncached = [
+        book.cost_usd("claude-haiku-5-5", Usage(int(prompt), int(output)))
+        for prompt, output in zip(prompts, later["output_tokens"].tolist(), strict=True)
+    ]
+    assert (later["cost_usd"].to_numpy() < pd.Series(uncached).to_numpy()).all()
+    assert summary["cost_usd"] == pytest.approx(rows["cost_usd"].sum(), abs=1e-8)
+
+
+def test_in_batch_mode_the_budget_caps_what_is_submitted(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    server = start_simulator(batch_processing_seconds=0.05)
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 200)
+    cap = 0.02
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        model="claude-sonnet-5-5", mode="batch", batch_poll_max_s=0.05, budget_usd=cap,
+    )  # fmt: skip
+    with pytest.raises(RunStopped, match="budget reached"):
+        asyncio.run(process_tickets(params))
+    results = read(tmp_path / "out")
+    spent = results["cost_usd"].sum()
+    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
+    prompts = results["input_tokens"] + results["cache_read_input_tokens"]
+    one_request = WorstCase(PriceBook.load(), spec.model, spec.max_tokens, batch=True).cost_usd(
+        int(prompts.max())
+    )
+    assert 0 < len(results) < 200
+    assert cap - one_request <= spent <= cap
+    # Only what was answered was submitted: nothing left waiting at the API.
+    assert server.stats()["batch_requests"] == len(results)
+
+    done = asyncio.run(process_tickets(params.model_copy(update={"budget_usd": 1.0})))
+    assert done["already_done"] == len(results) and done["ok"] == 200 - len(results)
+    assert server.stats()["prompts_paid_repeated"] == 0
