@@ -101,6 +101,5 @@ class Budget:
         return (
             f"budget reached: ${spent:.4f} of --budget-usd {self.limit_usd:g} spent "
             f"(${self.spent_usd:.4f} by this run); the next request could cost up to "
-            f"${next_usd:.4f}. Everything answered is saved; run again with a higher "
-            "--budget-usd to continue"
+            f"${next_usd:.4f}; run again with a higher --budget-usd to continue"
         )

@@ -40,6 +40,7 @@ from aibatch import policy
 from aibatch.jobs import LABEL_TOOL, JobName, JobSpec, default_model, family_default
 from aibatch.loader import Tickets
 from aibatch.pricing import PriceBook, Usage
+from aibatch.store import ResultStore
 
 DEFAULT_SAMPLE = 200
 COUNT_CONCURRENCY = 8  # count_tokens has its own rate limit: a few calls at a time
@@ -231,7 +232,7 @@ def _rounded(value: float | None) -> float | None:
 @dataclass(frozen=True)
 class ModelEstimate:
     model: str
-    tickets: int
+    tickets: int  # that a run would still send: not already in results for this model
     error: str | None = None
     counted: int = 0  # tickets whose prompt was counted by count_tokens
     fixed_overhead: float = 0.0  # tokens of a request with an empty ticket
@@ -242,6 +243,9 @@ class ModelEstimate:
     output_source: str = ""  # "history" or "default"
     output_note: str = ""
     history_rows: int = 0
+    already_done: int = 0  # tickets OUTPUT/results already holds for this model
+    output_per_ticket: float = 0.0
+    prompt_per_ticket: float = 0.0
     caching: bool = False
     realtime_usd: float | None = None
     batch_usd: float | None = None
@@ -251,10 +255,6 @@ class ModelEstimate:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    @property
-    def output_per_ticket(self) -> float:
-        return self.output_tokens / self.tickets if self.tickets else 0.0
-
     def as_json(self) -> dict[str, Any]:
         if self.error is not None:
             return {"model": self.model, "error": self.error}
@@ -262,6 +262,7 @@ class ModelEstimate:
             "model": self.model,
             "error": None,
             "tickets": self.tickets,
+            "already_done": self.already_done,
             "counted_tickets": self.counted,
             "input_tokens": self.input_tokens,
             "cacheable_prefix_tokens_per_request": self.prefix_tokens,
@@ -391,8 +392,10 @@ async def estimate_model(
     sample: Sequence[int],
     book: PriceBook,
     output_dir: Path | None,
+    ids: Sequence[str] | None = None,
 ) -> ModelEstimate:
-    """Count the sample for one model and extrapolate tokens and cost to every ticket."""
+    """Count the sample for one model and extrapolate tokens and cost to every ticket a run
+    would still send (those OUTPUT/results does not hold yet for this model)."""
     lengths = [len(t) for t in texts]
     try:
         overhead, bare, *counts = await _all_or_cancel(
@@ -404,6 +407,10 @@ async def estimate_model(
         )
     except CountFailed as failure:
         return ModelEstimate(spec.model, len(texts), error=str(failure))
+    done: set[str] = set()
+    if output_dir is not None and ids is not None:
+        done = ResultStore(output_dir).done_ids(spec.job, spec.model, spec.prompt_version)
+    todo = [k for k in range(len(texts)) if ids is None or ids[k] not in done]
     prompt_model = fit_prompt_model(overhead, [lengths[i] for i in sample], counts)
     prompts = extrapolate(prompt_model, lengths, dict(zip(sample, counts, strict=True)))
     prefix = max(0, overhead - bare)
@@ -428,19 +435,26 @@ async def estimate_model(
 
     caching = prefix >= CACHE_MIN_PREFIX_TOKENS
     price_known = book.price_for(spec.model) is not None
+    prompts_todo = [prompts[k] for k in todo]
+    outputs_todo = [outputs[k] for k in todo]
     costs = [
-        total_cost(book, spec.model, request_usages(prompts, outputs, prefix, caching), batch)
+        total_cost(
+            book, spec.model, request_usages(prompts_todo, outputs_todo, prefix, caching), batch
+        )
         for batch in (False, True)
     ]
     return ModelEstimate(
         model=spec.model,
-        tickets=len(texts),
+        tickets=len(todo),
+        already_done=len(texts) - len(todo),
+        output_per_ticket=statistics.fmean(outputs) if outputs else 0.0,
+        prompt_per_ticket=statistics.fmean(prompts) if prompts else 0.0,
         counted=len(sample),
         fixed_overhead=prompt_model.overhead,
         tokens_per_char=prompt_model.per_char,
         prefix_tokens=prefix,
-        input_tokens=sum(prompts),
-        output_tokens=sum(outputs),
+        input_tokens=sum(prompts_todo),
+        output_tokens=sum(outputs_todo),
         output_source=source,
         output_note=note,
         history_rows=history.rows if history is not None else 0,
@@ -469,6 +483,7 @@ async def estimate(
     if not specs:
         raise ValueError("no model to estimate for")
     texts = [str(t) for t in tickets.frame["text"].tolist()]
+    ids = [str(i) for i in tickets.frame["id"].tolist()]
     sample = sample_indices(len(texts), sample_size, seed)
     own_client = client is None
     if client is None:
@@ -481,7 +496,7 @@ async def estimate(
     counter = TokenCounter(client)
     try:
         rows = await _all_or_cancel(
-            estimate_model(counter, spec, texts, sample, book, output_dir) for spec in specs
+            estimate_model(counter, spec, texts, sample, book, output_dir, ids) for spec in specs
         )
     finally:
         if own_client:
@@ -553,9 +568,15 @@ def render(result: Estimate) -> None:
         )
         lines.append(
             f"  {m.model}: shared prefix (system + tools) {m.prefix_tokens:,} tokens per "
-            f"request, {caching}; per ticket {(m.input_tokens / m.tickets) - m.prefix_tokens:,.1f}"
+            f"request, {caching}; per ticket {m.prompt_per_ticket - m.prefix_tokens:,.1f}"
             f" tokens on average"
         )
+    for m in result.models:
+        if m.error is None and m.already_done:
+            lines.append(
+                f"  {m.model}: {m.already_done:,} tickets already done in the output "
+                "directory: not counted (a run skips them)"
+            )
     lines.append("Output tokens per ticket:")
     for m in result.models:
         if m.error is None:

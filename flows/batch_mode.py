@@ -35,7 +35,7 @@ class BatchModeReport:
 
     def raise_if_incomplete(self, resubmits: int) -> None:
         if self.budget_note is not None:
-            raise RunStopped(f"run stopped: {self.budget_note}")
+            raise RunStopped(f"run stopped: {self.budget_note}. Everything answered is saved")
         if self.unfinished:
             raise RuntimeError(
                 f"{self.unfinished} ticket(s) still errored or expired after {resubmits} "

@@ -98,7 +98,8 @@ def test_the_estimate_is_within_ten_percent_of_a_real_run(
     for kind, error in errors.items():
         assert abs(error) <= TOLERANCE, (kind, estimated[kind], actual[kind], error)
 
-    # Now the output directory holds history: the output estimate is its mean, said so.
+    # Now the output directory holds history: the output estimate is its mean, said so;
+    # and every ticket is done for this model, so a run would send (and cost) nothing.
     again = estimate_json(
         str(SAMPLE), "--job", job, "--model", row["model"], "--output", str(output),
         "--sample", "20", env=env,
@@ -106,7 +107,12 @@ def test_the_estimate_is_within_ten_percent_of_a_real_run(
     (calibrated,) = again["models"]
     assert calibrated["output_source"] == "history"
     assert calibrated["output_history_rows"] == 5000
-    assert abs(calibrated["output_tokens"] - actual["output"]) <= 1
+    assert calibrated["output_tokens_per_ticket"] == pytest.approx(
+        actual["output"] / 5000, abs=1e-3
+    )
+    assert calibrated["already_done"] == 5000 and calibrated["tickets"] == 0
+    assert calibrated["input_tokens"] == calibrated["output_tokens"] == 0
+    assert calibrated["cost_usd"] == {"realtime": 0.0, "batch": 0.0}
 
 
 @pytest.mark.timeout(300)
