@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import anthropic
 import orjson
 
 from aibatch import crashpoints, policy
@@ -48,6 +49,10 @@ def custom_id_for(ticket_id: str) -> str:
     readable = _UNSAFE.sub("_", ticket_id)[:40]
     digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).hexdigest()
     return f"{readable}-{digest}" if readable else digest
+
+
+class BatchGone(RuntimeError):
+    """A batch in the ledger that the API no longer knows."""
 
 
 @dataclass
@@ -126,6 +131,7 @@ class CollectReport:
     failed: int = 0
     to_resubmit: list[str] = field(default_factory=list)  # ticket ids (errored, expired)
     canceled: list[str] = field(default_factory=list)  # never processed: submit again
+    gone: int = 0  # tickets of a batch the API no longer has: a re-run submits them
 
 
 class BatchRunner:
@@ -258,7 +264,17 @@ class BatchRunner:
         assert submission.batch_id is not None
         interval = self.poll_first_s
         while True:
-            status = await self.api.retrieve_batch(submission.batch_id)
+            try:
+                status = await self.api.retrieve_batch(submission.batch_id)
+            except anthropic.NotFoundError:
+                # Deleted at the API (or not this key's): nothing to collect, ever. Its
+                # tickets are pending again for the next run.
+                submission.state, submission.note = "abandoned", "the API no longer has it"
+                self.ledger.save(submission)
+                raise BatchGone(
+                    f"batch {submission.batch_id} is gone from the API (deleted?); its "
+                    f"{len(submission.custom_ids)} tickets will be submitted again by a re-run"
+                ) from None
             self.statuses[status.id] = status
             self.stats.status = self.describe()
             if status.ended:

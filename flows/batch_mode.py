@@ -14,9 +14,17 @@ from dataclasses import dataclass
 
 from prefect import get_run_logger
 
-from aibatch.batches import BatchRunner, CollectReport, Submission, texts_of, tickets_in
+from aibatch.batches import (
+    BatchGone,
+    BatchRunner,
+    CollectReport,
+    Submission,
+    texts_of,
+    tickets_in,
+)
 from aibatch.budget import Budget
 from aibatch.engine import RunStopped
+from flows.run_all import run_all
 from tasks.batches import collect_batch, poll_batch, recover_batch, submit_batch
 
 
@@ -38,8 +46,9 @@ class BatchModeReport:
             raise RunStopped(f"run stopped: {self.budget_note}. Everything answered is saved")
         if self.unfinished:
             raise RuntimeError(
-                f"{self.unfinished} ticket(s) still errored or expired after {resubmits} "
-                "resubmission(s); everything answered is saved, re-run to continue"
+                f"{self.unfinished} ticket(s) unfinished (errored or expired after "
+                f"{resubmits} resubmission(s), or in a batch the API no longer has); "
+                "everything answered is saved, re-run to continue"
             )
 
 
@@ -80,6 +89,7 @@ async def run_batch_mode(
             collected = await _wait_and_collect(runner, active, finished, show_progress)
             again: dict[int, list[str]] = {}
             for submission, outcome in collected:
+                report.unfinished += outcome.gone
                 # Cancelled requests were never processed (nor billed): they keep their round.
                 again.setdefault(submission.round, []).extend(outcome.canceled)
                 if submission.round < resubmits:
@@ -97,9 +107,11 @@ async def run_batch_mode(
                 # some of the tickets the budget kept out (the plan says if none fits).
                 left, runner.left_out = runner.left_out, []
                 active += await _submit(runner, left, 0, claimed, report)
+    except Exception:
+        raise  # the batches run on at the API: a re-run polls and collects them
     except BaseException:
-        # Cancelled, interrupted or failed: batches still running would be paid for with
-        # nobody to collect them until a re-run; cancel them (a re-run collects what they
+        # Cancelled or interrupted: batches still running would be paid for with nobody
+        # to collect them until a re-run; cancel them (a re-run collects what they
         # answered before the cancel, and submits the rest again).
         open_now = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitted"]
         cancelled = await runner.cancel_open(open_now)
@@ -134,16 +146,33 @@ async def _wait_and_collect(
     finished: set[str],
     show_progress: Callable[[], Awaitable[None]],
 ) -> list[tuple[Submission, CollectReport]]:
+    """Poll and collect every active batch. A batch the API no longer has is reported and
+    skipped; any other failure is raised once the other batches are collected (they keep
+    running at the API: a re-run polls them); a signal is raised at once."""
+
     async def one(submission: Submission) -> tuple[Submission, CollectReport]:
         await poll_batch(runner, submission)
         collected = await collect_batch(runner, submission, finished)
         await show_progress()
         return submission, collected
 
-    polls = [asyncio.ensure_future(one(s)) for s in active]
-    try:
-        return list(await asyncio.gather(*polls))
-    except BaseException:
-        for poll in polls:  # stop polling the others too; the caller cancels the batches
-            poll.cancel()
-        raise
+    outcomes = await run_all([one(s) for s in active], lambda reason: None)
+    signals = [o for o in outcomes if isinstance(o, BaseException)
+               and not isinstance(o, Exception | asyncio.CancelledError)]  # fmt: skip
+    if signals:
+        raise signals[0]  # SIGTERM, Ctrl-C: the caller cancels the batches
+    collected: list[tuple[Submission, CollectReport]] = []
+    errors: list[Exception] = []
+    for submission, outcome in zip(active, outcomes, strict=True):
+        if isinstance(outcome, BatchGone):
+            get_run_logger().warning("%s", outcome)
+            collected.append((submission, CollectReport(gone=len(submission.custom_ids))))
+        elif isinstance(outcome, Exception):
+            errors.append(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome  # cancelled: the caller cancels the batches
+        else:
+            collected.append(outcome)
+    if errors:
+        raise errors[0]
+    return collected

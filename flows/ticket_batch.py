@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -42,6 +41,7 @@ from aibatch.progress import progress_bar
 from aibatch.settings import BatchParameters
 from aibatch.store import ResultStore, carried_schema
 from flows.batch_mode import run_batch_mode
+from flows.run_all import run_all
 from flows.shards import fan_out
 from tasks.chunks import process_chunk
 from tasks.limits import (
@@ -71,28 +71,6 @@ def _run_name() -> str:
     job = params.get("job", "summarize")
     source = str(params.get("input_path", "tickets")).rsplit("/", 1)[-1]
     return f"{job}-{source}"
-
-
-async def run_all(
-    chunk_runs: list[Coroutine[Any, Any, dict[str, int]]], stop: Callable[[str], None]
-) -> list[dict[str, int] | BaseException]:
-    """Run every chunk; a failed chunk leaves the others running, but a signal (SIGTERM,
-    Ctrl-C: a BaseException that Prefect raises in whichever chunk is running) stops them
-    all at once, so the flow can publish what was answered and exit."""
-    tasks = [asyncio.ensure_future(run) for run in chunk_runs]
-
-    def on_done(task: asyncio.Task[dict[str, int]]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None and not isinstance(error, Exception):
-            stop(f"interrupted ({type(error).__name__})")
-            for other in tasks:
-                other.cancel()
-
-    for task in tasks:
-        task.add_done_callback(on_done)
-    return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @flow(name="aibatch-tickets", flow_run_name=_run_name, persist_result=False, log_prints=True)
@@ -151,6 +129,15 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
             len(frame), params.input_name, len(frame) - len(pending), spec.job, spec.model,
             spec.prompt_version, len(pending),
         )  # fmt: skip
+        ledger = BatchLedger(store.state_dir / "batches")
+        open_batches = [s.batch_id or s.key for s in ledger.open_for(spec)]
+        if params.mode == "realtime" and open_batches:
+            # Their tickets are being answered (and billed) by the API already.
+            raise RunStopped(
+                f"{len(open_batches)} Message Batch(es) of an earlier batch-mode run are still "
+                f"open for this job and model ({', '.join(open_batches)}): run with --mode "
+                "batch to collect them; sending their tickets again would pay twice"
+            )
         pairs = list(zip(pending["id"].tolist(), pending["text"].tolist(), strict=True))
         chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
         stats = RunStats(total=len(pairs))
@@ -184,7 +171,7 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
             prices=prices, budget=budget,
         )  # fmt: skip
         runner = BatchRunner(
-            backend, spec, committer, BatchLedger(store.state_dir / "batches"), run_id, stats,
+            backend, spec, committer, ledger, run_id, stats,
             prices, budget, max_requests=params.batch_max_requests,
             poll_first_s=min(policy.BATCH_POLL_FIRST_S, params.batch_poll_max_s),
             poll_max_s=params.batch_poll_max_s,

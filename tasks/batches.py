@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import State, TaskRun
 
 from aibatch.backend import BatchStatus
-from aibatch.batches import BatchRequest, BatchRunner, CollectReport, Submission
+from aibatch.batches import BatchGone, BatchRequest, BatchRunner, CollectReport, Submission
+from tasks.chunks import retry_unless_stopped
+
+
+def retry_unless_stopped_or_gone(
+    task: Task[..., Any], task_run: TaskRun, state: State[Any]
+) -> bool:
+    """Polling a batch the API no longer has cannot succeed either."""
+    return retry_unless_stopped(task, task_run, state) and not isinstance(state.data, BatchGone)
 
 
 @task(
@@ -16,6 +26,7 @@ from aibatch.batches import BatchRequest, BatchRunner, CollectReport, Submission
     task_run_name="submit batch of {count} requests (round {round_})",
     retries=2,
     retry_delay_seconds=[10.0, 30.0],
+    retry_condition_fn=retry_unless_stopped,  # a full disk, a refused key: no retry
     cache_policy=NONE,
     persist_result=False,
 )
@@ -42,6 +53,7 @@ async def submit_batch(
     task_run_name="find the batch of submission {submission.key}",
     retries=2,
     retry_delay_seconds=10.0,
+    retry_condition_fn=retry_unless_stopped,  # a full disk, a refused key: no retry
     cache_policy=NONE,
     persist_result=False,
 )
@@ -56,6 +68,7 @@ async def recover_batch(
     task_run_name="poll {submission.batch_id}",
     retries=3,
     retry_delay_seconds=[10.0, 30.0, 60.0],
+    retry_condition_fn=retry_unless_stopped_or_gone,  # nor a batch the API lost
     cache_policy=NONE,
     persist_result=False,
 )
@@ -69,6 +82,7 @@ async def poll_batch(runner: BatchRunner, submission: Submission) -> BatchStatus
     task_run_name="collect {submission.batch_id}",
     retries=2,
     retry_delay_seconds=[10.0, 30.0],
+    retry_condition_fn=retry_unless_stopped,  # a full disk, a refused key: no retry
     cache_policy=NONE,
     persist_result=False,
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aibatch.batches import BatchLedger, Submission, custom_id_for
 from aibatch.budget import WorstCase
 from aibatch.engine import RunStopped
 from aibatch.jobs import JobSpec
@@ -195,4 +196,43 @@ def test_in_batch_mode_the_budget_caps_what_is_submitted(
 
     done = asyncio.run(process_tickets(params.model_copy(update={"budget_usd": 1.0})))
     assert done["already_done"] == len(results) and done["ok"] == 200 - len(results)
+    assert server.stats()["prompts_paid_repeated"] == 0
+
+
+def test_open_batches_are_never_paid_twice_by_another_mode_and_a_lost_one_is_redone(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    server = start_simulator(batch_processing_seconds=0.05)
+    use_simulator(server)
+    write_tickets(tmp_path / "tickets.csv", 50)
+    output = tmp_path / "out"
+    params = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(output),
+        model="claude-haiku-5-5", mode="batch", batch_poll_max_s=0.05,
+    )  # fmt: skip
+    spec = JobSpec.build("summarize", "claude-haiku-5-5", None)
+    lost_ids = [f"T-{i:05d}" for i in range(1, 11)]
+    # An earlier batch-mode run left a batch open for ten of the tickets; the API has lost it.
+    BatchLedger(output / "_aibatch" / "batches").save(Submission(
+        key="20261129T000000000000-0000abcd", job=spec.job, model=spec.model,
+        prompt_version=spec.prompt_version, round=0,
+        recorded_at="2026-11-29T00:00:00+00:00", state="submitted",
+        batch_id="msgbatch_gone", custom_ids={custom_id_for(i): i for i in lost_ids},
+    ))  # fmt: skip
+
+    # A realtime run would send those ten again while the batch may still answer them.
+    with pytest.raises(RunStopped, match=r"msgbatch_gone.*--mode batch"):
+        asyncio.run(process_tickets(params.model_copy(update={"mode": "realtime"})))
+    assert server.stats()["requests_total"] == 0
+
+    # Batch mode polls it, finds it gone, collects the rest and says what is left.
+    with pytest.raises(RuntimeError, match=r"10 ticket.*no longer has"):
+        asyncio.run(process_tickets(params))
+    assert len(read(output)) == 40
+    (lost,) = [s for s in BatchLedger(output / "_aibatch" / "batches").load() if s.note]
+    assert lost.state == "abandoned"
+
+    done = asyncio.run(process_tickets(params))  # the re-run submits the ten again
+    assert done["ok"] == 10 and len(read(output)) == 50
     assert server.stats()["prompts_paid_repeated"] == 0
