@@ -33,7 +33,7 @@ class BatchModeReport:
     batches_submitted: int = 0
     batches_resumed: int = 0
     resubmitted: int = 0
-    unfinished: int = 0  # still errored or expired after every resubmission allowed
+    unfinished: int = 0  # errored or expired after every resubmission, or in a lost batch
     budget_note: str | None = None
 
     def as_dict(self) -> dict[str, int]:
@@ -81,10 +81,10 @@ async def run_batch_mode(
             len(resumed), ", ".join(str(s.batch_id) for s in resumed),
         )  # fmt: skip
     covered = tickets_in(resumed)
-    active = resumed + await _submit(
-        runner, [(i, t) for i, t in pending if i not in covered], 0, claimed, report
-    )
     try:
+        active = resumed + await _submit(
+            runner, [(i, t) for i, t in pending if i not in covered], 0, claimed, report
+        )
         while active:
             collected = await _wait_and_collect(runner, active, finished, show_progress)
             again: dict[int, list[str]] = {}
@@ -99,7 +99,9 @@ async def run_batch_mode(
             active = []
             for round_, ids in sorted(again.items()):
                 if ids:
-                    logger.info("Submitting %d errored or expired requests again", len(ids))
+                    logger.info(
+                        "Submitting %d errored, expired or cancelled requests again", len(ids)
+                    )
                     report.resubmitted += len(ids)
                     active += await _submit(runner, texts_of(ids, texts), round_, claimed, report)
             if runner.left_out:
@@ -132,6 +134,8 @@ async def _submit(
     submitted = []
     for group in runner.plan(tickets):
         submission = await submit_batch(runner, group, round_, len(group), claimed)
+        if submission.batch_id is not None:  # never to be taken for another's lost batch
+            claimed.add(submission.batch_id)
         get_run_logger().info(
             "Batch %s: %d requests (round %d)", submission.batch_id, len(group), round_
         )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
+from aibatch.backend import BatchStatus
 from aibatch.batches import BatchLedger, BatchRunner, Submission, custom_id_for
 from aibatch.engine import Committer, RunStats
 from aibatch.jobs import JobSpec
@@ -29,7 +33,7 @@ def test_custom_ids_are_valid_distinct_and_stable_for_any_ticket_id() -> None:
 
 def runner(tmp_path: Path, **options: Any) -> BatchRunner:
     store = ResultStore(tmp_path / "out")
-    store.journal_dir.mkdir(parents=True)
+    store.journal_dir.mkdir(parents=True, exist_ok=True)
     carried = pd.DataFrame(index=pd.Index([], name="id"))
     committer = Committer(store, "run", carried, pa.schema([]), set())
     spec = JobSpec.build("summarize", "claude-haiku-5-5", None)
@@ -71,8 +75,6 @@ def test_the_ledger_survives_a_torn_save_and_round_trips(tmp_path: Path) -> None
 
 
 def test_progress_shows_batches_by_status_and_their_counts(tmp_path: Path) -> None:
-    from aibatch.backend import BatchStatus
-
     batches = runner(tmp_path)
     batches.statuses = {
         "b1": BatchStatus("b1", "in_progress", {"processing": 500}),
@@ -81,3 +83,48 @@ def test_progress_shows_batches_by_status_and_their_counts(tmp_path: Path) -> No
     assert batches.describe() == (
         "batches: 1 ended, 1 in_progress (500 processing, 480 succeeded, 20 errored)"
     )
+
+
+class ListingAPI:
+    """The batch list of an API: newest first."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+
+    async def recent_batches(self, limit: int) -> Any:
+        for batch in self.batches[:limit]:
+            yield batch
+
+
+def recovering(tmp_path: Path, batches: list[Any]) -> tuple[BatchRunner, Submission]:
+    batch_runner = runner(tmp_path)
+    batch_runner.api = ListingAPI(batches)  # type: ignore[assignment]
+    submission = Submission(
+        key="k", job="summarize", model="claude-haiku-5-5", prompt_version="v", round=0,
+        recorded_at=datetime(2026, 11, 29, 12, 0, tzinfo=UTC).isoformat(),
+        custom_ids={f"c{i}": f"t{i}" for i in range(3)},
+    )  # fmt: skip
+    return batch_runner, submission
+
+
+def status(batch_id: str, minute: int, requests: int = 3) -> Any:
+    created = datetime(2026, 11, 29, 12, minute, tzinfo=UTC)
+    return BatchStatus(batch_id, "in_progress", {"processing": requests}, created)
+
+
+def test_a_batch_whose_id_was_never_recorded_is_found_by_time_and_size(tmp_path: Path) -> None:
+    listed = [status("mine", 1), status("other-size", 1, requests=4), status("claimed", 0)]
+    batch_runner, submission = recovering(tmp_path, listed)
+    found = asyncio.run(batch_runner.recover(submission, claimed={"claimed"}))
+    assert (found.batch_id, found.state) == ("mine", "submitted")
+    assert batch_runner.ledger.load()[0].batch_id == "mine"  # recorded at once
+
+
+def test_no_candidate_means_no_batch_was_created_and_two_are_refused(tmp_path: Path) -> None:
+    batch_runner, submission = recovering(tmp_path, [status("claimed", 2)])
+    lost = asyncio.run(batch_runner.recover(submission, claimed={"claimed"}))
+    assert lost.state == "abandoned" and lost.batch_id is None
+
+    batch_runner, submission = recovering(tmp_path, [status("a", 1), status("b", 2)])
+    with pytest.raises(RuntimeError, match="2 batches could be it"):
+        asyncio.run(batch_runner.recover(submission, claimed=set()))
