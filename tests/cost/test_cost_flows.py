@@ -28,6 +28,16 @@ def read(output: Path, dataset: str = "results") -> pd.DataFrame:
     return pd.read_parquet(output / dataset)
 
 
+def assert_stopped_within_one_request(results: pd.DataFrame, cap: float, batch: bool) -> None:
+    """Never past the cap, and stopped within one request's worst case of it."""
+    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
+    prompts = (results["input_tokens"] + results["cache_read_input_tokens"]
+               + results["cache_creation_input_tokens"])  # fmt: skip
+    one_request = WorstCase(PriceBook.load(), spec.model, spec.max_tokens, batch=batch)
+    spent = float(results["cost_usd"].sum())
+    assert cap - one_request.cost_usd(int(prompts.max())) <= spent <= cap
+
+
 def test_batch_mode_gives_the_realtime_results_at_half_the_cost(
     prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
     tmp_path: Path,
@@ -114,14 +124,8 @@ def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
     with pytest.raises(RunStopped, match="budget reached"):
         asyncio.run(process_tickets(params))
     results = read(tmp_path / "out")
-    spent = results["cost_usd"].sum()
-    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
-    longest_prompt = (results["input_tokens"] + results["cache_read_input_tokens"]
-                      + results["cache_creation_input_tokens"]).max()  # fmt: skip
-    one_request = WorstCase(PriceBook.load(), spec.model, spec.max_tokens).cost_usd(longest_prompt)
     assert 0 < len(results) < 300
-    assert spent <= cap  # never past the cap
-    assert spent >= cap - one_request  # and stopped within one request of it
+    assert_stopped_within_one_request(results, cap, batch=False)
     # Every answer the API was paid for is saved (a stop loses nothing).
     assert server.stats()["by_status"]["200"] == len(results)
 
@@ -183,14 +187,8 @@ def test_in_batch_mode_the_budget_caps_what_is_submitted(
     with pytest.raises(RunStopped, match="budget reached"):
         asyncio.run(process_tickets(params))
     results = read(tmp_path / "out")
-    spent = results["cost_usd"].sum()
-    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
-    prompts = results["input_tokens"] + results["cache_read_input_tokens"]
-    one_request = WorstCase(PriceBook.load(), spec.model, spec.max_tokens, batch=True).cost_usd(
-        int(prompts.max())
-    )
     assert 0 < len(results) < 200
-    assert cap - one_request <= spent <= cap
+    assert_stopped_within_one_request(results, cap, batch=True)
     # Only what was answered was submitted: nothing left waiting at the API.
     assert server.stats()["batch_requests"] == len(results)
 
