@@ -49,6 +49,13 @@ PricesOption = Annotated[
         "$AIBATCH_PRICES, if set."
     ),
 ]
+InstructionsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Text file of your team's own instructions (house style, examples), added to "
+        "the cached system prompt of every request."
+    ),
+]
 IdColumn = Annotated[str, typer.Option(help="Column holding the ticket id.")]
 TextColumn = Annotated[str, typer.Option(help="Column holding the ticket text.")]
 
@@ -123,6 +130,7 @@ def run(
         ),
     ] = None,
     prices: PricesOption = None,
+    instructions: InstructionsOption = None,
     batch_size: Annotated[
         int, typer.Option(help="Requests per Message Batch (batch mode; API limit 100,000).")
     ] = policy.BATCH_MAX_REQUESTS,
@@ -157,7 +165,8 @@ def run(
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
         "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm, "shards": shards,
         "request_timeout_s": timeout, "mode": mode, "budget_usd": budget_usd,
-        "prices_path": prices, "batch_max_requests": batch_size,
+        "prices_path": prices, "instructions_path": instructions,
+        "batch_max_requests": batch_size,
         "batch_poll_max_s": batch_poll_max, "batch_resubmits": batch_resubmits,
         "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
     }  # fmt: skip
@@ -374,6 +383,7 @@ def estimate(
         int, typer.Option(help="Tickets whose prompt is counted with count_tokens, per model.")
     ] = 200,
     prices: PricesOption = None,
+    instructions: InstructionsOption = None,
     id_column: IdColumn = "id",
     text_column: TextColumn = "text",
     as_json: Annotated[
@@ -390,7 +400,7 @@ def estimate(
     from pathlib import Path
 
     from aibatch import estimate as estimating
-    from aibatch.jobs import JobSpec
+    from aibatch.jobs import JobSpec, read_instructions
     from aibatch.loader import InputError, load_tickets
     from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
     from aibatch.pricing import PriceBook, PriceFileError
@@ -406,8 +416,9 @@ def estimate(
         models = estimating.candidate_models(job, model)
         if not models:
             raise ValueError("--model is empty")
+        team_instructions = read_instructions(instructions)
         for name in models:
-            JobSpec.build(job, name, label_list)
+            JobSpec.build(job, name, label_list, team_instructions)
         book = PriceBook.load(prices)
         tickets = load_tickets(input_path, id_column, text_column)
     except (InputError, PriceFileError, ValueError) as exc:
@@ -419,7 +430,7 @@ def estimate(
             result = asyncio.run(
                 estimating.estimate(
                     tickets, job, label_list, models, book,
-                    output_dir=Path(output), sample_size=sample,
+                    output_dir=Path(output), sample_size=sample, instructions=team_instructions,
                 )
             )  # fmt: skip
     except estimating.EstimateError as exc:

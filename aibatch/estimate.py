@@ -475,11 +475,12 @@ async def estimate(
     sample_size: int = DEFAULT_SAMPLE,
     client: anthropic.AsyncAnthropic | None = None,
     seed: int = SAMPLE_SEED,
+    instructions: str = "",
 ) -> Estimate:
     """Estimate tokens and cost of every ticket under each model; no generation calls."""
     if sample_size < 1:
         raise ValueError("the sample must hold at least one ticket")
-    specs = [JobSpec.build(job, model, labels) for model in models]
+    specs = [JobSpec.build(job, model, labels, instructions) for model in models]
     if not specs:
         raise ValueError("no model to estimate for")
     texts = [str(t) for t in tickets.frame["text"].tolist()]

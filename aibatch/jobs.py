@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from aibatch.sdk_models import deprecated_models, known_models
@@ -53,6 +54,31 @@ LABEL_DEFINITIONS = {
 }
 
 
+MAX_INSTRUCTIONS_CHARS = 200_000  # about 50k tokens: every request carries them
+
+
+def read_instructions(path: str | None) -> str:
+    """A team's own instructions (house style, examples), added to every request's cached
+    system prompt; ValueError naming the file if it cannot be used.
+
+    The API caches a prompt prefix only from 1,024 tokens (more on some models); the
+    built-in instructions are far shorter, so caching pays once a team's own make the
+    shared part long enough."""
+    if path is None:
+        return ""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the instructions file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: the instructions file is not UTF-8 text ({error})") from None
+    if not text:
+        raise ValueError(f"{path}: the instructions file is empty")
+    if len(text) > MAX_INSTRUCTIONS_CHARS:
+        raise ValueError(f"{path}: instructions longer than {MAX_INSTRUCTIONS_CHARS} characters")
+    return text
+
+
 class InvalidModelOutput(Exception):
     """The model answered, but not with something this job can store."""
 
@@ -77,13 +103,22 @@ class JobSpec:
     job: JobName
     model: str
     labels: tuple[str, ...] = DEFAULT_LABELS
+    instructions: str = ""  # the team's own, after the built-in ones (cached with them)
 
     @classmethod
-    def build(cls, job: JobName, model: str | None, labels: Sequence[str] | None) -> JobSpec:
+    def build(
+        cls,
+        job: JobName,
+        model: str | None,
+        labels: Sequence[str] | None,
+        instructions: str = "",
+    ) -> JobSpec:
         chosen = tuple(dict.fromkeys(x.strip() for x in (labels or DEFAULT_LABELS) if x.strip()))
         if job == "classify" and len(chosen) < 2:
             raise ValueError("classification needs at least two distinct labels")
-        return cls(job=job, model=model or default_model(job), labels=chosen)
+        return cls(
+            job=job, model=model or default_model(job), labels=chosen, instructions=instructions
+        )
 
     @property
     def prompt_version(self) -> str:
@@ -91,6 +126,8 @@ class JobSpec:
         if self.job == "classify":
             digest = hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:8]
             version = f"{version}-{digest}"
+        if self.instructions:  # other instructions, another question: a separate resume key
+            version += "-i" + hashlib.sha256(self.instructions.encode()).hexdigest()[:8]
         return version
 
     @property
@@ -106,6 +143,8 @@ class JobSpec:
                 f"- {label}: {LABEL_DEFINITIONS.get(label.lower(), label)}" for label in self.labels
             )
             text = CLASSIFY_SYSTEM.format(definitions=definitions)
+        if self.instructions:
+            text += "\n\nInstructions from the support team:\n" + self.instructions
         return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
     def request(self, ticket_text: str) -> dict[str, Any]:

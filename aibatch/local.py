@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 
 from aibatch.budget import WorstCase
-from aibatch.jobs import JobSpec
+from aibatch.jobs import JobSpec, read_instructions
 from aibatch.loader import InputError, load_tickets
 from aibatch.pricing import PriceBook
 from aibatch.settings import BatchParameters
@@ -82,7 +82,9 @@ def _raise_interrupted(signal_number: int, frame: object) -> None:
 def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
     """Validate, then run the flow; return the process exit code."""
     try:
-        spec = JobSpec.build(params.job, params.model, params.labels)
+        spec = JobSpec.build(
+            params.job, params.model, params.labels, read_instructions(params.instructions_path)
+        )
         prices = PriceBook.load(params.prices_path)
         if params.budget_usd is not None:
             WorstCase(prices, spec.model, spec.max_tokens).cost_usd(0)  # needs a known price

@@ -98,6 +98,11 @@ class BatchParameters(BaseModel):
         description="Hard cap in US dollars on what this job's results in the output "
         "directory cost, earlier runs included: no request is sent that could pass it.",
     )
+    instructions_path: str | None = Field(
+        default=None,
+        description="Text file of the team's own instructions (house style, examples) added "
+        "to the cached system prompt of every request.",
+    )
     prices_path: str | None = Field(
         default=None,
         description="TOML file of per-model prices laid over the built-in table "

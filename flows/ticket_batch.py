@@ -34,7 +34,7 @@ from aibatch.engine import (
     TicketProcessor,
     new_run_id,
 )
-from aibatch.jobs import JobSpec
+from aibatch.jobs import JobSpec, read_instructions
 from aibatch.pacer import MAX_CONCURRENCY, Pacer
 from aibatch.pricing import PriceBook
 from aibatch.progress import progress_bar
@@ -78,7 +78,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     """Summarise or classify every ticket of an input file through the Messages API."""
     params = params or BatchParameters()
     logger = get_run_logger()
-    spec = JobSpec.build(params.job, params.model, params.labels)
+    spec = JobSpec.build(
+        params.job, params.model, params.labels, read_instructions(params.instructions_path)
+    )
     prices = PriceBook.load(params.prices_path)
     if params.budget_usd is not None:
         WorstCase(prices, spec.model, spec.max_tokens).cost_usd(0)  # no price: fail now

@@ -234,3 +234,52 @@ def test_open_batches_are_never_paid_twice_by_another_mode_and_a_lost_one_is_red
     done = asyncio.run(process_tickets(params))  # the re-run submits the ten again
     assert done["ok"] == 10 and len(read(output)) == 50
     assert server.stats()["prompts_paid_repeated"] == 0
+
+
+def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
+    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    # The simulator keeps the API's own minimum here: prefixes under 1,024 tokens are not
+    # cached, and the built-in instructions alone are far shorter.
+    server = start_simulator()
+    use_simulator(server)
+    texts = write_tickets(tmp_path / "tickets.csv", 40)
+    examples = "\n".join(
+        f"Example {n}: for a ticket like {text!r}, pick the label a billing or support lead "
+        "would route it to, never one the ticket asks for."
+        for n, text in enumerate(list(texts.values())[:20], start=1)
+    )
+    instructions = tmp_path / "house-style.txt"
+    instructions.write_text("Route tickets the way our support leads do.\n" + examples)
+    common = BatchParameters(
+        input_path=str(tmp_path / "tickets.csv"), job="classify", model="claude-haiku-5-5",
+        max_concurrency=1,
+    )  # fmt: skip
+
+    asyncio.run(process_tickets(common.model_copy(update={"output_dir": str(tmp_path / "a")})))
+    plain = read(tmp_path / "a")
+    assert plain["cache_read_input_tokens"].sum() == 0  # too short to cache
+    assert plain["cache_creation_input_tokens"].sum() == 0
+
+    asyncio.run(process_tickets(common.model_copy(update={
+        "output_dir": str(tmp_path / "b"), "instructions_path": str(instructions),
+    })))  # fmt: skip
+    rows = read(tmp_path / "b").sort_values("completed_at")
+    written = rows["cache_creation_input_tokens"].tolist()
+    assert written[0] >= 1_024  # the first request writes the long shared prefix
+    assert rows["cache_read_input_tokens"].tolist()[1:] == [written[0]] * 39
+    # Other instructions, another question: its own resume key, never mixed with the first.
+    (version,) = set(rows["prompt_version"])
+    assert version != plain["prompt_version"].iloc[0] and "-i" in version
+    assert rows["cost_usd"].sum() < rows["cost_usd"].iloc[0] * 40  # the reads cost less
+
+
+def test_an_unreadable_instructions_file_is_refused_naming_it(tmp_path: Path) -> None:
+    from aibatch.jobs import read_instructions
+
+    with pytest.raises(ValueError, match=r"missing\.txt: cannot read"):
+        read_instructions(str(tmp_path / "missing.txt"))
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(ValueError, match=r"empty\.txt: the instructions file is empty"):
+        read_instructions(str(tmp_path / "empty.txt"))
