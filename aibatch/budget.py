@@ -69,19 +69,18 @@ class Budget:
                 if self.in_flight == 0:
                     raise BudgetExhausted(self.exhausted_message(amount_usd))
                 await self._settled.wait()
-            self.reserved_usd += amount_usd
-            self.in_flight += 1
+            self.hold(amount_usd)
 
     def try_reserve(self, amount_usd: float) -> bool:
         """Reserve without waiting (for batches, sized before submission)."""
         if not self.fits(amount_usd):
             return False
-        self.reserved_usd += amount_usd
-        self.in_flight += 1
+        self.hold(amount_usd)
         return True
 
     def hold(self, amount_usd: float) -> None:
-        """Reserve what is already committed at the API (a batch submitted before a crash)."""
+        """Reserve without checking the cap: a request let through, or what is already
+        committed at the API (a batch submitted before a crash)."""
         self.reserved_usd += amount_usd
         self.in_flight += 1
 

@@ -166,29 +166,21 @@ class OutputHistory:
 
 def output_history(output_dir: Path, spec: JobSpec) -> OutputHistory | None:
     """Mean output tokens of earlier answers to this job, model and prompt version."""
-    results = output_dir / "results"
-    if not results.is_dir():
-        return None
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
     try:
-        dataset = ds.dataset(results, format="parquet", partitioning="hive")
-        wanted = (
-            (pc.field("job") == spec.job)
-            & (pc.field("model") == spec.model)
-            & (pc.field("prompt_version") == spec.prompt_version)
+        tokens = ResultStore(output_dir).key_column(
+            "output_tokens", spec.job, spec.model, spec.prompt_version
         )
-        table = dataset.to_table(columns=["output_tokens"], filter=wanted)
     except (pa.ArrowException, OSError, ValueError, KeyError):
         return None  # not a results dataset aibatch can read: fall back to the default
-    if table.num_rows == 0:
+    if tokens is None or len(tokens) == 0:
         return None
-    mean = pc.mean(table.column("output_tokens")).as_py()
+    mean = pc.mean(tokens).as_py()
     if mean is None:
         return None
-    return OutputHistory(float(mean), int(table.num_rows))
+    return OutputHistory(float(mean), len(tokens))
 
 
 # -- cost -------------------------------------------------------------------------------------

@@ -227,18 +227,28 @@ class ResultStore:
             schema=pa.schema([*schema, ("run_date", pa.string())]),
         )  # fmt: skip
 
-    def done_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
-        """Ids already in results for this resume key."""
-        dataset = self._dataset(self.results_dir, RESULT_COLUMNS)
+    def key_column(
+        self, column: str, job: str, model: str, prompt_version: str, failures: bool = False
+    ) -> pa.ChunkedArray | None:
+        """One column of the rows of a resume key, from results (or failures); None when
+        the dataset has no file yet."""
+        directory, schema = (
+            (self.failures_dir, FAILURE_SCHEMA) if failures else (self.results_dir, RESULT_COLUMNS)
+        )
+        dataset = self._dataset(directory, schema)
         if dataset is None:
-            return set()
+            return None
         key = (
             (ds.field("job") == job)
             & (ds.field("model") == model)
             & (ds.field("prompt_version") == prompt_version)
         )
-        table = dataset.to_table(columns=["id"], filter=key)
-        return set(table.column("id").to_pylist())
+        return dataset.to_table(columns=[column], filter=key).column(column)
+
+    def done_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
+        """Ids already in results for this resume key."""
+        ids = self.key_column("id", job, model, prompt_version)
+        return set() if ids is None else set(ids.to_pylist())
 
     def all_result_keys(self) -> set[tuple[str, str, str, str]]:
         """(id, job, model, prompt_version) of every result row, for folding in journals."""
@@ -250,17 +260,10 @@ class ResultStore:
 
     def spent_usd(self, job: str, model: str, prompt_version: str) -> float:
         """What earlier runs paid for this resume key: its results and its failures."""
-        key = (
-            (ds.field("job") == job)
-            & (ds.field("model") == model)
-            & (ds.field("prompt_version") == prompt_version)
-        )
         total = 0.0
-        for directory, schema in ((self.results_dir, RESULT_COLUMNS),
-                                  (self.failures_dir, FAILURE_SCHEMA)):  # fmt: skip
-            dataset = self._dataset(directory, schema)
-            if dataset is not None:
-                costs = dataset.to_table(columns=["cost_usd"], filter=key).column("cost_usd")
+        for failures in (False, True):
+            costs = self.key_column("cost_usd", job, model, prompt_version, failures)
+            if costs is not None:
                 total += pc.sum(costs).as_py() or 0.0
         return total
 
