@@ -38,7 +38,7 @@ async def submit_batch(
     try:
         return await runner.submit(group, round_)
     except Exception:
-        pending = [s for s in runner.ledger.load() if s.state == "submitting"]
+        pending = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitting"]
         for submission in pending:
             recovered = await runner.recover(submission, claimed)
             if recovered.batch_id is not None:
