@@ -51,11 +51,18 @@ class Price:
         return self
 
 
-def _price(input_per_mtok: float, output_per_mtok: float, cache_read_share: float = 0.1) -> Price:
+# The usual cache rates, as shares of the input rate (5-minute writes; reads).
+CACHE_WRITE_SHARE = 1.25
+CACHE_READ_SHARE = 0.1
+
+
+def _price(
+    input_per_mtok: float, output_per_mtok: float, cache_read_share: float = CACHE_READ_SHARE
+) -> Price:
     return Price(
         input_per_mtok,
         output_per_mtok,
-        cache_write=input_per_mtok * 1.25,
+        cache_write=input_per_mtok * CACHE_WRITE_SHARE,
         cache_read=input_per_mtok * cache_read_share,
     )
 
@@ -96,8 +103,8 @@ class _PriceEntry(BaseModel):
         return Price(
             self.input,
             self.output,
-            self.input * 1.25 if self.cache_write is None else self.cache_write,
-            self.input * 0.1 if self.cache_read is None else self.cache_read,
+            self.input * CACHE_WRITE_SHARE if self.cache_write is None else self.cache_write,
+            self.input * CACHE_READ_SHARE if self.cache_read is None else self.cache_read,
             self.batch_discount,
         )
 
