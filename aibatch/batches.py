@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -30,7 +31,8 @@ from aibatch import crashpoints, policy
 from aibatch.backend import BatchesBackend, BatchOutcome, BatchStatus
 from aibatch.budget import Budget, WorstCase
 from aibatch.engine import Committer, RunStats, failed_record, ok_record
-from aibatch.jobs import InvalidModelOutput, JobSpec
+from aibatch.jobs import JobSpec
+from aibatch.outputs import InvalidModelOutput
 from aibatch.pacer import InputEstimator
 from aibatch.pricing import PriceBook, Usage
 
@@ -67,6 +69,7 @@ class Submission:
     recorded_at: str
     custom_ids: dict[str, str]  # custom_id -> ticket id
     reserved_usd: float = 0.0
+    grown: int = 0  # times its tickets' answers were cut short and max_tokens grown
     state: SubmissionState = "submitting"
     batch_id: str | None = None
     cancel_requested: bool = False
@@ -130,6 +133,7 @@ class CollectReport:
     succeeded: int = 0
     failed: int = 0
     to_resubmit: list[str] = field(default_factory=list)  # ticket ids (errored, expired)
+    to_grow: list[str] = field(default_factory=list)  # cut short: submit with more room
     canceled: list[str] = field(default_factory=list)  # never processed: submit again
     gone: int = 0  # tickets of a batch the API no longer has: a re-run submits them
 
@@ -166,24 +170,26 @@ class BatchRunner:
         self.poll_first_s = poll_first_s
         self.poll_max_s = poll_max_s
         self.sleep = sleep
-        self.worst_case = WorstCase(prices, spec.model, spec.max_tokens, batch=True)
+        self.worst_case = WorstCase(prices, spec.model, batch=True)
         self.estimator = InputEstimator()
+        self.rng = random.Random()
         self.statuses: dict[str, BatchStatus] = {}  # batch id -> last poll
         self.budget_note: str | None = None  # why the last plan left tickets out
         self.left_out: list[tuple[str, str]] = []  # tickets the budget kept out, for now
 
     # -- submitting ----------------------------------------------------------------------
 
-    def plan(self, tickets: Sequence[tuple[str, str]]) -> list[list[BatchRequest]]:
+    def plan(self, tickets: Sequence[tuple[str, str]], grown: int = 0) -> list[list[BatchRequest]]:
         """Split tickets into batches within the API's request and size limits (and the
-        budget: tickets whose worst case does not fit are left out, and noted)."""
+        budget: tickets whose worst case does not fit are left out, and noted). `grown`:
+        how many times these tickets' answers were cut short (max_tokens grows with it)."""
         self.budget_note = None
         groups: list[list[BatchRequest]] = []
         current: list[BatchRequest] = []
         size = 0
         seen: dict[str, str] = {}
         for position, (ticket_id, text) in enumerate(tickets):
-            params = self.spec.request(text)
+            params = self.spec.request(text, grown)
             custom_id = custom_id_for(ticket_id)
             if seen.setdefault(custom_id, ticket_id) != ticket_id:  # 2^-64: but never silent
                 raise ValueError(f"tickets {seen[custom_id]!r} and {ticket_id!r} share a custom_id")
@@ -191,7 +197,7 @@ class BatchRunner:
             request = BatchRequest(custom_id, ticket_id, params, len(body) + 1)
             if self.budget is not None:
                 request.worst_usd = self.worst_case.cost_usd(
-                    self.estimator.estimate(self.estimator.raw(params))
+                    self.estimator.estimate(self.estimator.raw(params)), params["max_tokens"]
                 )
                 if not self.budget.try_reserve(request.worst_usd):
                     self.budget_note = self.budget.exhausted_message(request.worst_usd)
@@ -208,7 +214,9 @@ class BatchRunner:
             groups.append(current)
         return groups
 
-    async def submit(self, group: Sequence[BatchRequest], round_: int) -> Submission:
+    async def submit(
+        self, group: Sequence[BatchRequest], round_: int, grown: int = 0
+    ) -> Submission:
         """Record the submission, create the batch, record its id: in that order."""
         submission = Submission(
             key=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:8],
@@ -219,6 +227,7 @@ class BatchRunner:
             recorded_at=datetime.now(UTC).isoformat(),
             custom_ids={r.custom_id: r.ticket_id for r in group},
             reserved_usd=sum(r.worst_usd for r in group),
+            grown=grown,
         )
         self.ledger.save(submission)
         crashpoints.reached("batch:recorded")
@@ -336,14 +345,20 @@ class BatchRunner:
             usage = outcome.message.usage
             cost = self.prices.cost_usd(self.spec.model, Usage.of(usage), batch=True)
             self.stats.add_cost(cost)
+            max_tokens = self.spec.max_tokens(submission.grown)
             try:
-                result = self.spec.parse(outcome.message.content)
+                result = self.spec.parse(outcome.message, max_tokens)
             except InvalidModelOutput as error:
+                decision = policy.decide(error, 0, self.rng, submission.grown)
+                if decision.action is policy.Action.GROW:
+                    self.stats.truncated_retries += 1
+                    report.to_grow.append(ticket_id)  # paid for, and asked again larger
+                    return cost or 0.0
                 record = failed_record(
-                    self.spec, self.run_id, ticket_id, type(error).__name__, None, str(error),
-                    attempts, cost,
+                    self.spec, self.run_id, ticket_id, decision.error_type, None,
+                    decision.message, attempts, cost, decision.stop_reason,
                 )  # fmt: skip
-                self.stats.count_failed(cost)
+                self.stats.count_failed(cost, decision.error_type)
                 report.failed += 1
             else:
                 record = ok_record(
@@ -360,7 +375,7 @@ class BatchRunner:
                 self.spec, self.run_id, ticket_id, outcome.error_type or "errored", None,
                 outcome.error_message or "", attempts, 0.0,
             ))  # fmt: skip
-            self.stats.count_failed(None)
+            self.stats.count_failed(None, outcome.error_type or "errored")
             finished.add(ticket_id)
             report.failed += 1
         elif outcome.kind in ("errored", "expired"):

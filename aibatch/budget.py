@@ -23,23 +23,28 @@ class BudgetExhausted(Exception):
 
 @dataclass(frozen=True)
 class WorstCase:
-    """The most one request can cost, from the prompt estimate and max_tokens."""
+    """The most one request can cost, from the prompt estimate and its max_tokens (which
+    bounds thinking and answer together: thinking is billed as output)."""
 
     prices: PriceBook
     model: str
-    max_tokens: int
     batch: bool = False
 
-    def cost_usd(self, prompt_tokens: float) -> float:
-        price = self.prices.price_for(self.model)
-        if price is None:
+    def check_price(self) -> None:
+        """ValueError naming the fix when the model has no known price."""
+        if self.prices.price_for(self.model) is None:
             raise ValueError(
                 f"--budget-usd needs a price for {self.model}: add it to a price file (--prices)"
             )
+
+    def cost_usd(self, prompt_tokens: float, max_tokens: int) -> float:
+        self.check_price()
+        price = self.prices.price_for(self.model)
+        assert price is not None
         # A margin on the estimate: it is calibrated, but the first requests are a guess.
         prompt = int(prompt_tokens * 1.2) + 1
-        rates = price.for_prompt(prompt + self.max_tokens)
-        worst = prompt * max(rates.input, rates.cache_write) + self.max_tokens * rates.output
+        rates = price.for_prompt(prompt + max_tokens)
+        worst = prompt * max(rates.input, rates.cache_write) + max_tokens * rates.output
         worst /= 1_000_000
         return worst * rates.batch_discount if self.batch else worst
 

@@ -56,6 +56,20 @@ InstructionsOption = Annotated[
         "the cached system prompt of every request."
     ),
 ]
+ModelsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="TOML file of model capabilities laid over the built-in table (README, "
+        "'Models'); default $AIBATCH_MODELS, if set."
+    ),
+]
+EffortOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Effort for summarize (low, medium, high, xhigh, max); default low. Labels always "
+        "use the lowest effort the model takes."
+    ),
+]
 IdColumn = Annotated[str, typer.Option(help="Column holding the ticket id.")]
 TextColumn = Annotated[str, typer.Option(help="Column holding the ticket text.")]
 
@@ -66,8 +80,11 @@ def run(
     job: JobOption = "summarize",
     labels: LabelsOption = None,
     model: Annotated[
-        str | None, typer.Option(help="Model; default: the job's default from the SDK's list.")
+        str | None,
+        typer.Option(help="Model; default: the capability table's default for the job."),
     ] = None,
+    effort: EffortOption = None,
+    models: ModelsOption = None,
     output: Annotated[str, typer.Option(help="Output directory (results/, failures/).")] = (
         "data/output"
     ),
@@ -161,6 +178,7 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT)
     options: dict[str, object] = {
         "input_path": input_path, "job": job, "model": model, "output_dir": output,
+        "effort": effort, "models_path": models,
         "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
         "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm, "shards": shards,
@@ -304,9 +322,19 @@ def simulate_api(
         ),
     ] = None,
     context_window: Annotated[
-        int, typer.Option(help="Prompt + max_tokens limit, tokens.")
-    ] = 200_000,
-    cache_min_tokens: Annotated[int, typer.Option(help="Shortest cacheable prompt prefix.")] = 1024,
+        int | None,
+        typer.Option(help="Prompt + max_tokens limit, tokens (default: each model's own)."),
+    ] = None,
+    cache_min_tokens: Annotated[
+        int | None,
+        typer.Option(help="Shortest cacheable prompt prefix (default: each model's own)."),
+    ] = None,
+    thinking_scale: Annotated[
+        float, typer.Option(help="Multiply thinking tokens (e.g. 100 forces long thinking).")
+    ] = 1.0,
+    p_refusal: Annotated[
+        float, typer.Option(help="Share of tickets refused (stop_reason refusal), by ticket.")
+    ] = 0.0,
     obey_injection: Annotated[
         bool, typer.Option(help="Let instructions inside tickets steer answers (for tests).")
     ] = False,
@@ -348,6 +376,8 @@ def simulate_api(
                 api_key=api_key,
                 context_window=context_window,
                 cache_min_tokens=cache_min_tokens,
+                thinking_scale=thinking_scale,
+                p_refusal=p_refusal,
                 obey_injection=obey_injection,
                 batch_processing_seconds=batch_processing_seconds,
                 batch_p_errored=batch_p_errored,
@@ -373,7 +403,7 @@ def estimate(
         list[str] | None,
         typer.Option(
             help="A model to estimate for; repeat for several (default: the job's default "
-            "model and the current Haiku, Sonnet and Opus)."
+            "model and the current models of the capability table)."
         ),
     ] = None,
     output: Annotated[
@@ -384,6 +414,8 @@ def estimate(
     ] = 200,
     prices: PricesOption = None,
     instructions: InstructionsOption = None,
+    effort: EffortOption = None,
+    models: ModelsOption = None,
     id_column: IdColumn = "id",
     text_column: TextColumn = "text",
     as_json: Annotated[
@@ -403,6 +435,7 @@ def estimate(
     from aibatch.jobs import JobSpec, read_instructions
     from aibatch.loader import InputError, load_tickets
     from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
+    from aibatch.models import EFFORTS, ModelBook
     from aibatch.pricing import PriceBook, PriceFileError
 
     if job not in JOBS:
@@ -411,28 +444,34 @@ def estimate(
     if sample < 1:
         say("error: --sample must be at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
+    if effort is not None and effort not in EFFORTS:
+        say(f"error: --effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+        raise typer.Exit(EXIT_BAD_INPUT)
     label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
     try:
-        models = estimating.candidate_models(job, model)
-        if not models:
+        table = ModelBook.load(models)
+        names = estimating.candidate_models(job, model, table)
+        if not names:
             raise ValueError("--model is empty")
         team_instructions = read_instructions(instructions)
-        for name in models:
-            JobSpec.build(job, name, label_list, team_instructions)
+        specs = [
+            JobSpec.build(job, name, label_list, team_instructions, models=table,
+                          effort=effort)
+            for name in names
+        ]  # fmt: skip
         book = PriceBook.load(prices)
         tickets = load_tickets(input_path, id_column, text_column)
     except (InputError, PriceFileError, ValueError) as exc:
         say(f"error: {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    say(f"{len(tickets.frame):,} tickets in {input_path}: estimating {job} for {', '.join(models)}")
+    say(f"{len(tickets.frame):,} tickets in {input_path}: estimating {job} for {', '.join(names)}")
     try:
         with api_backend():
             result = asyncio.run(
                 estimating.estimate(
-                    tickets, job, label_list, models, book,
-                    output_dir=Path(output), sample_size=sample, instructions=team_instructions,
+                    tickets, specs, book, output_dir=Path(output), sample_size=sample
                 )
-            )  # fmt: skip
+            )
     except estimating.EstimateError as exc:
         say(f"error: {exc}")
         raise typer.Exit(EXIT_FAILED) from None

@@ -26,8 +26,9 @@ from aibatch import crashpoints, policy
 from aibatch.backend import MessagesBackend
 from aibatch.budget import Budget, BudgetExhausted, WorstCase
 from aibatch.inflight import InFlightLimiter
-from aibatch.jobs import InvalidModelOutput, JobSpec
+from aibatch.jobs import JobSpec
 from aibatch.looplag import LoopLagProbe
+from aibatch.outputs import InvalidModelOutput
 from aibatch.pacer import (
     ConcurrencyController,
     InputEstimator,
@@ -98,6 +99,9 @@ class RunStats:
     server_errors: int = 0
     connection_errors: int = 0
     retries: int = 0
+    truncated_retries: int = 0  # answers cut short by max_tokens, asked again with more room
+    refusals: int = 0
+    failures_by_type: dict[str, int] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
@@ -127,13 +131,27 @@ class RunStats:
         else:
             self.cost_usd += cost
 
-    def count_failed(self, cost: float | None) -> None:
+    def count_failed(self, cost: float | None, error_type: str) -> None:
         self.failed += 1
+        self.failures_by_type[error_type] = self.failures_by_type.get(error_type, 0) + 1
+        if error_type == "refusal":
+            self.refusals += 1
         if cost:
             self.failed_cost_usd += cost
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
+
+    def all_failed(self, failures_dir: Any) -> str | None:
+        """A plain message when every ticket this run finished failed (None otherwise): such
+        a run must not look like a success."""
+        if self.ok or not self.failed:
+            return None
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.failures_by_type.items()))
+        return (
+            f"every ticket sent failed ({self.failed} of {self.failed}: {kinds}); no result "
+            f"was stored. See {failures_dir} (error_type, message, stop_reason)"
+        )
 
     def summary(self) -> dict[str, Any]:
         elapsed = self.elapsed_s()
@@ -151,6 +169,9 @@ class RunStats:
             "unfinished": self.total - self.done,
             "http_requests": self.http_requests,
             "retries": self.retries,
+            "truncated_retries": self.truncated_retries,
+            "refusals": self.refusals,
+            "failures_by_type": dict(sorted(self.failures_by_type.items())),
             "http_429": self.http_429,
             "http_529": self.http_529,
             "server_errors": self.server_errors,
@@ -202,13 +223,15 @@ def failed_record(
     message: str,
     attempts: int,
     cost: float | None,
+    stop_reason: str | None = None,
 ) -> dict[str, Any]:
     """The journal record of a permanent failure: one row of failures."""
     return {
         "kind": "failed", "id": ticket_id, "job": spec.job, "model": spec.model,
         "prompt_version": spec.prompt_version, "error_type": error_type,
         "status_code": status_code, "message": message[:2000], "attempts": attempts,
-        "cost_usd": cost, "run_id": run_id, "failed_at": datetime.now(UTC).isoformat(),
+        "cost_usd": cost, "stop_reason": stop_reason, "run_id": run_id,
+        "failed_at": datetime.now(UTC).isoformat(),
     }  # fmt: skip
 
 
@@ -382,7 +405,7 @@ class TicketProcessor:
         self.shared = shared
         self.prices = prices or PriceBook.load()
         self.budget = budget
-        self.worst_case = WorstCase(self.prices, spec.model, spec.max_tokens)
+        self.worst_case = WorstCase(self.prices, spec.model)
         self.concurrency = ConcurrencyController(fixed=max_concurrency)
         self.slots = InFlightLimiter(lambda: self.concurrency.current)
         self.loop_lag = LoopLagProbe()
@@ -463,6 +486,7 @@ class TicketProcessor:
     async def _process(
         self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None = None
     ) -> str:
+        grown = 0  # times this ticket's answer was cut short and max_tokens grown
         params = self.spec.request(text)
         raw_tokens = self.estimator.raw(params)
         stats = self.stats
@@ -477,7 +501,7 @@ class TicketProcessor:
                 if self.stop_reason is not None:
                     return "unfinished"
                 input_estimate = self.estimator.estimate(raw_tokens)
-                held = await self._reserve_budget(input_estimate)
+                held = await self._reserve_budget(input_estimate, params["max_tokens"])
                 if held is None:
                     return "unfinished"
                 reservation = await self._pace(input_estimate * self.itpm_share)
@@ -490,15 +514,15 @@ class TicketProcessor:
                     reply = await self.backend.create(params)
                 except (anthropic.AnthropicError, InvalidModelOutput) as error:
                     self.pacer.release(reservation)
-                    decision = policy.decide(error, attempt, self.rng)
+                    decision = policy.decide(error, attempt, self.rng, grown)
                 else:
                     self._learn(reply, reservation, raw_tokens, time.monotonic() - started)
                     cost = self._bill(reply.message.usage)
                     billed = None if billed is None or cost is None else billed + cost
                     try:
-                        result = self.spec.parse(reply.message.content)
-                    except InvalidModelOutput as error:
-                        decision = policy.decide(error, attempt, self.rng)
+                        result = self.spec.parse(reply.message, params["max_tokens"])
+                    except InvalidModelOutput as error:  # refused, cut short, or off-shape
+                        decision = policy.decide(error, attempt, self.rng, grown)
                     else:
                         if self._record_ok(
                             ticket_id, result, reply.message, attempt + 1, started, billed
@@ -530,6 +554,10 @@ class TicketProcessor:
                 journaled = self._record_failed(ticket_id, decision, attempt + 1, billed)
                 return "failed" if journaled else "unfinished"
             attempt += 1
+            if decision.action is Action.GROW:
+                grown += 1
+                stats.truncated_retries += 1
+                params = self.spec.request(text, grown)
             if attempt >= self.max_attempts:
                 return "unfinished"
             stats.retries += 1
@@ -537,11 +565,11 @@ class TicketProcessor:
                 self.gate.close_for(decision.delay_s)
             await self.sleep(decision.delay_s)
 
-    async def _reserve_budget(self, input_estimate: float) -> float | None:
+    async def _reserve_budget(self, input_estimate: float, max_tokens: int) -> float | None:
         """Hold this request's worst case under the budget; None if the cap is reached."""
         if self.budget is None:
             return 0.0
-        worst = self.worst_case.cost_usd(input_estimate)
+        worst = self.worst_case.cost_usd(input_estimate, max_tokens)
         try:
             await self.budget.reserve(worst)
         except BudgetExhausted as error:
@@ -617,10 +645,10 @@ class TicketProcessor:
     ) -> bool:
         record = failed_record(
             self.spec, self.run_id, ticket_id, decision.error_type, decision.status_code,
-            decision.message, attempts, cost,
+            decision.message, attempts, cost, decision.stop_reason,
         )  # fmt: skip
         if not self._journal(record):
             return False
         self.finished.add(ticket_id)
-        self.stats.count_failed(cost)
+        self.stats.count_failed(cost, decision.error_type)
         return True

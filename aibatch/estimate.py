@@ -13,18 +13,21 @@ every ticket. The shared prefix (tools + system, what `cache_control` marks) is 
 counting the same request without them.
 
 Output tokens come from history when OUTPUT/results already holds answers to the same job,
-model and prompt version (their mean), else from a per-job default that follows from the
-prompt (see `default_output_tokens`), never more than the job's `max_tokens`.
+model and prompt version (their mean: thinking included, as the API bills it), else from a
+per-job default that follows from the prompt and the model's entry in the capability table
+(see `default_output_tokens`: the answer's expected length at the model's tokenizer factor,
+plus the thinking expected where the model thinks), never more than the first request's
+`max_tokens`.
 
 Costs use the PriceBook per request (a model's rates may depend on the prompt's length),
-realtime and Message Batches, with prompt caching assumed only when the shared prefix is
-long enough to be cached.
+realtime and Message Batches, with prompt caching assumed only when the shared prefix
+reaches the model's own caching minimum (512 to 4,096 tokens, from the capability table).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 import os
 import random
 import re
@@ -37,8 +40,9 @@ from typing import Any, TypeVar
 import anthropic
 
 from aibatch import policy
-from aibatch.jobs import LABEL_TOOL, JobName, JobSpec, default_model, family_default
+from aibatch.jobs import JobName, JobSpec, default_model
 from aibatch.loader import Tickets
+from aibatch.models import THINKING_EXPECTED, ModelBook
 from aibatch.pricing import PriceBook, Usage
 from aibatch.store import ResultStore
 
@@ -46,8 +50,9 @@ DEFAULT_SAMPLE = 200
 COUNT_CONCURRENCY = 8  # count_tokens has its own rate limit: a few calls at a time
 COUNT_TIMEOUT_S = 30.0
 SAMPLE_SEED = 0
-# The shortest prompt prefix the API caches (1024 tokens on most models; some need more).
-CACHE_MIN_PREFIX_TOKENS = 1024
+# Characters per token of English prose on the older tokenizer; the capability table's
+# tokenizer factor scales it for the newer one (about 30% more tokens for the same text).
+CHARS_PER_TOKEN = 4.0
 # Summaries: "at most two sentences". A sentence of fewer words than this is a greeting or
 # a sign-off ("Thanks, Priya"), not one a summary would be made of.
 SUMMARY_SENTENCES = 2
@@ -134,28 +139,33 @@ def summary_characters(text: str) -> float:
     return min(float(len(text)), SUMMARY_SENTENCES * mean + (SUMMARY_SENTENCES - 1))
 
 
-def tool_call_characters(labels: Sequence[str]) -> float:
-    """Expected length of the forced tool call, in characters: the tool's name and its JSON
-    input, averaged over the labels (which one the model picks is not known beforehand)."""
-    calls = [json.dumps({"name": LABEL_TOOL, "input": {"label": label}}) for label in labels]
-    return statistics.fmean(len(call) for call in calls)
-
-
-def default_output_tokens(spec: JobSpec, texts: Sequence[str], per_char: float) -> list[float]:
+def default_output_tokens(spec: JobSpec, texts: Sequence[str]) -> list[float]:
     """Expected output tokens per ticket when there is no history to learn from.
 
-    - summarize: the prompt asks for at most two sentences about the problem and the ask:
-      `summary_characters` of each ticket;
-    - classify: one forced call of the label tool and nothing else: `tool_call_characters`.
+    - the answer: summarize asks for at most two sentences about the problem and the ask
+      (`summary_characters` of each ticket); a label is one small JSON object, any label as
+      likely as another; other kinds say how long their answers are (`expected_lengths`).
+      Characters become whole tokens (an answer bills whole tokens) at CHARS_PER_TOKEN
+      times the model's tokenizer factor;
+    - thinking: billed as output. Where the request cannot turn it off, the table's expected
+      thinking at the effort sent (`THINKING_EXPECTED`).
 
-    Characters become tokens at the model's own tokens-per-character of ticket text (from
-    count_tokens). At least 1 (an answer always bills output) and at most max_tokens.
+    At least 1 (an answer always bills output) and at most the first request's max_tokens.
     """
-    if spec.job == "classify":
-        chars = [tool_call_characters(spec.labels)] * len(texts)
-    else:
-        chars = [summary_characters(text) for text in texts]
-    return [min(float(spec.max_tokens), max(1.0, c * per_char)) for c in chars]
+    per_char = spec.rules.tokenizer_factor / CHARS_PER_TOKEN
+    thinking = THINKING_EXPECTED[spec.effort or spec.rules.default_effort or "high"]
+    thinking = thinking if spec.thinks else 0
+    ceiling = float(spec.max_tokens())
+    tokens: list[float] = []
+    for text in texts:
+        lengths = (
+            (summary_characters(text),)
+            if spec.job == "summarize"
+            else spec.output.expected_lengths(text)
+        )
+        answer = statistics.fmean(math.ceil(length * per_char) for length in lengths)
+        tokens.append(min(ceiling, max(1.0, answer + thinking)))
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -239,6 +249,9 @@ class ModelEstimate:
     output_per_ticket: float = 0.0
     prompt_per_ticket: float = 0.0
     caching: bool = False
+    cache_min_tokens: int = 0  # the model's caching minimum (capability table)
+    tokenizer_factor: float = 1.0
+    thinking: bool = False  # answers come after thinking that cannot be turned off
     realtime_usd: float | None = None
     batch_usd: float | None = None
     price_known: bool = False
@@ -269,6 +282,9 @@ class ModelEstimate:
             "output_note": self.output_note,
             "total_tokens": self.total_tokens,
             "caching": self.caching,
+            "cache_min_tokens": self.cache_min_tokens,
+            "tokenizer_factor": self.tokenizer_factor,
+            "thinking": self.thinking,
             "price_known": self.price_known,
             "cost_usd": {
                 "realtime": _rounded(self.realtime_usd),
@@ -301,18 +317,19 @@ class Estimate:
             "tickets": self.tickets,
             "sampled_tickets": self.sample,
             "count_tokens_calls": self.count_tokens_calls,
-            "cache_min_prefix_tokens": CACHE_MIN_PREFIX_TOKENS,
             "prices": {"checked": self.prices_checked, "source": self.prices_source},
             "models": [m.as_json() for m in self.models],
         }
 
 
-def candidate_models(job: JobName, chosen: Sequence[str] | None) -> list[str]:
-    """The models given, else the job's default and the current Haiku, Sonnet and Opus."""
+def candidate_models(
+    job: JobName, chosen: Sequence[str] | None, models: ModelBook | None = None
+) -> list[str]:
+    """The models given, else the job's default and the table's current models."""
     if chosen:
         return list(dict.fromkeys(m.strip() for m in chosen if m.strip()))
-    families = [family_default(f) for f in ("haiku", "sonnet", "opus")]
-    return list(dict.fromkeys([default_model(job), *families]))
+    book = models or ModelBook.load()
+    return list(dict.fromkeys([default_model(job, book), *book.current_models()]))
 
 
 def sample_indices(count: int, size: int, seed: int = SAMPLE_SEED) -> list[int]:
@@ -370,7 +387,7 @@ async def _all_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
 
 
 def _prefix_request(spec: JobSpec) -> dict[str, Any]:
-    """The request with an empty ticket and without the shared prefix (tools and system)."""
+    """The request with an empty ticket and without the shared prefix (system and tools)."""
     params = spec.request("")
     for key in ("system", "tools", "tool_choice"):
         params.pop(key, None)
@@ -401,7 +418,7 @@ async def estimate_model(
         return ModelEstimate(spec.model, len(texts), error=str(failure))
     done: set[str] = set()
     if output_dir is not None and ids is not None:
-        done = ResultStore(output_dir).done_ids(spec.job, spec.model, spec.prompt_version)
+        done = ResultStore(output_dir).settled_ids(spec.job, spec.model, spec.prompt_version)
     todo = [k for k in range(len(texts)) if ids is None or ids[k] not in done]
     prompt_model = fit_prompt_model(overhead, [lengths[i] for i in sample], counts)
     prompts = extrapolate(prompt_model, lengths, dict(zip(sample, counts, strict=True)))
@@ -409,23 +426,27 @@ async def estimate_model(
 
     history = output_history(output_dir, spec) if output_dir is not None else None
     if history is not None:
-        per_ticket = [min(float(spec.max_tokens), history.mean_output_tokens)] * len(texts)
+        per_ticket = [min(float(spec.max_tokens()), history.mean_output_tokens)] * len(texts)
         source = "history"
         note = (
             f"mean of {history.rows:,} earlier answers in {output_dir}/results "
-            f"(same job, model and prompt version)"
+            f"(same job, model and prompt version; thinking included)"
         )
     else:
-        per_ticket = default_output_tokens(spec, texts, prompt_model.per_char)
+        per_ticket = default_output_tokens(spec, texts)
         source = "default"
         note = (
-            "default: a tool call with one label (its name and JSON input)"
+            "default: one label as a JSON object"
             if spec.job == "classify"
             else "default: at most two sentences, as long as the ticket's own sentences"
-        ) + f", at most max_tokens={spec.max_tokens}"
+        ) + f" at tokenizer factor {spec.rules.tokenizer_factor:g}"
+        if spec.thinks:
+            effort = spec.effort or spec.rules.default_effort or "high"
+            note += f", plus thinking at effort {effort} ({THINKING_EXPECTED[effort]:,} tokens)"
+        note += f"; at most max_tokens={spec.max_tokens()}"
     outputs = spread(per_ticket)
 
-    caching = prefix >= CACHE_MIN_PREFIX_TOKENS
+    caching = prefix >= spec.rules.cache_min_tokens
     price_known = book.price_for(spec.model) is not None
     prompts_todo = [prompts[k] for k in todo]
     outputs_todo = [outputs[k] for k in todo]
@@ -451,6 +472,9 @@ async def estimate_model(
         output_note=note,
         history_rows=history.rows if history is not None else 0,
         caching=caching,
+        cache_min_tokens=spec.rules.cache_min_tokens,
+        tokenizer_factor=spec.rules.tokenizer_factor,
+        thinking=spec.thinks,
         realtime_usd=costs[0],
         batch_usd=costs[1],
         price_known=price_known,
@@ -459,20 +483,17 @@ async def estimate_model(
 
 async def estimate(
     tickets: Tickets,
-    job: JobName,
-    labels: Sequence[str] | None,
-    models: Sequence[str],
+    specs: Sequence[JobSpec],
     book: PriceBook,
     output_dir: Path | None = None,
     sample_size: int = DEFAULT_SAMPLE,
     client: anthropic.AsyncAnthropic | None = None,
     seed: int = SAMPLE_SEED,
-    instructions: str = "",
 ) -> Estimate:
-    """Estimate tokens and cost of every ticket under each model; no generation calls."""
+    """Estimate tokens and cost of every ticket under each job spec (one per model); no
+    generation calls."""
     if sample_size < 1:
         raise ValueError("the sample must hold at least one ticket")
-    specs = [JobSpec.build(job, model, labels, instructions) for model in models]
     if not specs:
         raise ValueError("no model to estimate for")
     texts = [str(t) for t in tickets.frame["text"].tolist()]
@@ -496,7 +517,7 @@ async def estimate(
             await client.close()
     return Estimate(
         input_path=str(tickets.path),
-        job=job,
+        job=specs[0].job,
         prompt_version=specs[0].prompt_version,
         tickets=len(texts),
         sample=len(sample),
@@ -554,10 +575,10 @@ def render(result: Estimate) -> None:
             lines.append(f"  {m.model}: count_tokens failed: {m.error}")
             continue
         caching = (
-            f"cached (≥ {CACHE_MIN_PREFIX_TOKENS} tokens: the first request writes it, "
-            "the rest read it)"
+            f"cached (≥ {m.cache_min_tokens:,} tokens, this model's minimum: the first "
+            "request writes it, the rest read it)"
             if m.caching
-            else f"not cached (< {CACHE_MIN_PREFIX_TOKENS} tokens)"
+            else f"not cached (< {m.cache_min_tokens:,} tokens, this model's minimum)"
         )
         lines.append(
             f"  {m.model}: shared prefix (system + tools) {m.prefix_tokens:,} tokens per "

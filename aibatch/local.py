@@ -17,9 +17,9 @@ import threading
 from collections.abc import Iterator
 
 from aibatch.budget import WorstCase
-from aibatch.jobs import JobSpec, read_instructions
 from aibatch.loader import InputError, load_tickets
 from aibatch.pricing import PriceBook
+from aibatch.sdk_models import deprecated_models
 from aibatch.settings import BatchParameters
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
@@ -82,16 +82,17 @@ def _raise_interrupted(signal_number: int, frame: object) -> None:
 def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
     """Validate, then run the flow; return the process exit code."""
     try:
-        spec = JobSpec.build(
-            params.job, params.model, params.labels, read_instructions(params.instructions_path)
-        )
+        spec = params.job_spec()
         prices = PriceBook.load(params.prices_path)
         if params.budget_usd is not None:
-            WorstCase(prices, spec.model, spec.max_tokens).cost_usd(0)  # needs a known price
+            WorstCase(prices, spec.model).check_price()
         tickets = load_tickets(params.input_path, params.id_column, params.text_column)
     except (InputError, ValueError) as exc:
         say(f"error: {exc}")
         return EXIT_BAD_INPUT
+    retiring = deprecated_models().get(spec.model)
+    if retiring is not None:
+        say(f"warning: {spec.model} reaches its end of life on {retiring} (the SDK's list)")
     say(
         f"{len(tickets.frame)} tickets in {params.input_path}: {params.job} → {params.output_dir}"
         + (" (Message Batches, half price)" if params.mode == "batch" else "")

@@ -6,7 +6,9 @@ retries and ours never multiply). For each failed attempt `decide` says what to 
 - 429 rate limit: wait `retry-after` plus jitter, without holding an in-flight slot;
 - 529, 5xx, timeouts, dropped connections: exponential backoff with full jitter, capped;
 - 400, 404, 413, 422 and other client errors: a permanent failure of that ticket;
-- 401, 403, the spend-cap 429: stop the whole run, since no retry can succeed.
+- 401, 403, the spend-cap 429: stop the whole run, since no retry can succeed;
+- an answer cut short by `max_tokens`: asked again with more room, a bounded number of times;
+- a refusal: a permanent failure of that ticket on this model (asking again gets the same).
 
 A ticket still failing after `MAX_ATTEMPTS` is left unfinished; its chunk task then fails
 so that Prefect retries the chunk, which re-sends only its unfinished tickets.
@@ -21,7 +23,7 @@ from enum import Enum
 
 import anthropic
 
-from aibatch.jobs import InvalidModelOutput
+from aibatch.outputs import InvalidModelOutput, Refused, Truncated
 
 # Per request.
 MAX_ATTEMPTS = 6
@@ -33,6 +35,15 @@ RETRY_AFTER_FALLBACK_S = 1.0
 # refill a little, short enough that one 429 does not idle a whole second of capacity.
 SHARED_PAUSE_MAX_S = 0.5
 REQUEST_TIMEOUT_S = 60.0
+
+# Answers cut short by `max_tokens` (thinking took more room than planned, or a long
+# answer): asked again with max_tokens × TRUNCATION_GROWTH, at most TRUNCATION_RETRIES times.
+# Bounded because each try is billed in full, and an answer that still does not fit in 4×
+# the planned room is running away (repeating itself), not about to finish.
+# `model_context_window_exceeded` is not retried: the prompt and answer filled the model's
+# whole window, and more max_tokens cannot make the window larger; it fails as truncated.
+TRUNCATION_RETRIES = 2
+TRUNCATION_GROWTH = 2
 
 # Per chunk (a Prefect task run).
 DEFAULT_CHUNK_SIZE = 200
@@ -80,6 +91,7 @@ SPEND_CAP_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_lim
 
 class Action(Enum):
     RETRY_AFTER = "retry_after"  # the server said when
+    GROW = "grow"  # cut short: ask again at once with a larger max_tokens
     BACKOFF = "backoff"  # transient: exponential backoff with full jitter
     FAIL_TICKET = "fail_ticket"  # permanent for this ticket: record it, never retry
     STOP_RUN = "stop_run"  # nothing can succeed: stop everything now
@@ -106,6 +118,7 @@ class Decision:
     message: str
     status_code: int | None = None
     cause: Cause = Cause.OTHER
+    stop_reason: str | None = None  # for answers that were not complete
 
     @property
     def congestion(self) -> bool:
@@ -134,10 +147,26 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def decide(error: BaseException, attempt: int, rng: random.Random) -> Decision:
-    """What to do after `error` on attempt number `attempt` (0 for the first)."""
+def decide(error: BaseException, attempt: int, rng: random.Random, grown: int = 0) -> Decision:
+    """What to do after `error` on attempt number `attempt` (0 for the first), when the
+    request's max_tokens has been grown `grown` times already."""
     kind = type(error).__name__
     message = _describe(error)
+    if isinstance(error, Refused):
+        return Decision(
+            Action.FAIL_TICKET, 0.0, "refusal", message, cause=Cause.OUTPUT,
+            stop_reason=error.stop_reason,
+        )  # fmt: skip
+    if isinstance(error, Truncated):
+        if error.stop_reason == "max_tokens" and grown < TRUNCATION_RETRIES:
+            return Decision(
+                Action.GROW, 0.0, "truncated", message, cause=Cause.OUTPUT,
+                stop_reason=error.stop_reason,
+            )  # fmt: skip
+        return Decision(
+            Action.FAIL_TICKET, 0.0, "truncated", message, cause=Cause.OUTPUT,
+            stop_reason=error.stop_reason,
+        )  # fmt: skip
     if isinstance(error, InvalidModelOutput):
         return Decision(Action.FAIL_TICKET, 0.0, kind, message, cause=Cause.OUTPUT)
     if isinstance(error, anthropic.APIStatusError):

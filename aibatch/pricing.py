@@ -18,15 +18,16 @@ default to 1.25 × input for writes and 0.1 × input for reads, the batch discou
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-PRICES_CHECKED = "2026-11-29"
+from aibatch.tomlfile import read_toml
+
+PRICES_CHECKED = "2026-12-02"
 PRICES_ENV = "AIBATCH_PRICES"
 
 
@@ -76,6 +77,7 @@ BUILT_IN_PRICES: dict[str, Price] = {
     ),
     "claude-sonnet-5-5": _price(2.0, 10.0, cache_read_share=0.05),  # cache reads cut 2026-10
     "claude-opus-5-5": _price(4.0, 20.0, cache_read_share=0.05),
+    "claude-fable-5-1": _price(10.0, 50.0, cache_read_share=0.025),
     "claude-sonnet-5": _price(2.0, 10.0),
     "claude-opus-5": _price(5.0, 25.0),
     "claude-haiku-4-5": _price(1.0, 5.0),
@@ -83,6 +85,7 @@ BUILT_IN_PRICES: dict[str, Price] = {
     "claude-sonnet-4-6": _price(3.0, 15.0),
     "claude-opus-4-5": _price(5.0, 25.0),
     "claude-opus-4-6": _price(5.0, 25.0),
+    "claude-opus-4-7": _price(5.0, 25.0),
 }
 
 
@@ -155,19 +158,7 @@ class PriceBook:
         if chosen is None:
             return cls(dict(BUILT_IN_PRICES))
         file = Path(chosen)
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise PriceFileError(f"{file}: cannot read the price file: {error.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise PriceFileError(f"{file}: not a TOML price file: {error}") from None
-        try:
-            parsed = _PriceFile.model_validate(raw)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-            )
-            raise PriceFileError(f"{file}: {problems}") from None
+        parsed = read_toml(file, _PriceFile, "price file", PriceFileError)
         prices = dict(BUILT_IN_PRICES)
         prices.update({name: entry.price() for name, entry in parsed.models.items()})
         checked = parsed.checked or f"unknown (file {file.name} gives no date)"

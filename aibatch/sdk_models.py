@@ -56,22 +56,45 @@ def known_models() -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+# Where the SDK keeps its end-of-life table: its own module since 2.15, before that inside
+# the messages resource.
+_DEPRECATED_MODELS_FILES = (
+    ("_data", "deprecated_models.py"),
+    ("resources", "messages", "messages.py"),
+)
+
+
 @cache
 def deprecated_models() -> dict[str, str]:
-    """Model name → end-of-life date, as the SDK's messages resource warns about them."""
-    source = _sdk_file("resources", "messages", "messages.py")
-    if source is None or not source.exists():
-        return {}
+    """Model name → end-of-life date, as the installed SDK warns about them.
+
+    RuntimeError when no known file holds the table: a moved constant must not read as "no
+    model is retiring"."""
+    for parts in _DEPRECATED_MODELS_FILES:
+        source = _sdk_file(*parts)
+        if source is not None and source.exists():
+            found = _dict_literal(source, "DEPRECATED_MODELS")
+            if found is not None:
+                return found
+    raise RuntimeError("the installed anthropic SDK has no DEPRECATED_MODELS table where expected")
+
+
+def _dict_literal(source: Path, name: str) -> dict[str, str] | None:
+    """The string-to-string dict literal assigned to `name` (with or without an annotation),
+    or None when the file assigns none."""
     found: dict[str, str] = {}
-    inside, key = False, None
-    previous: list[str] = []
+    inside, seen_name, key = False, False, None
     for token in _tokens(source):
         if not inside:
-            previous = [*previous[-2:], token.string]
-            inside = previous == ["DEPRECATED_MODELS", "=", "{"]
+            if token.type == tokenize.NAME and token.string == name:
+                seen_name = True
+            elif seen_name and token.type == tokenize.OP and token.string == "{":
+                inside = True
+            elif token.type in (tokenize.NEWLINE, tokenize.NL) and seen_name:
+                seen_name = False
             continue
         if token.type == tokenize.OP and token.string == "}":
-            break
+            return found
         value = _plain_string(token)
         if value is None:
             continue
@@ -79,4 +102,4 @@ def deprecated_models() -> dict[str, str]:
             key = value
         else:
             found[key], key = value, None
-    return found
+    return None

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aibatch import policy
-from aibatch.jobs import DEFAULT_LABELS, JobName
+from aibatch.jobs import DEFAULT_LABELS, JobName, JobSpec, read_instructions
+from aibatch.models import Effort, ModelBook
 
 
 class BatchParameters(BaseModel):
@@ -24,7 +25,19 @@ class BatchParameters(BaseModel):
         description="Label set for classify (ignored by summarize).",
     )
     model: str | None = Field(
-        default=None, description="Model name; default: the job's default from the SDK's list."
+        default=None,
+        description="Model name; default: the capability table's default for the job's "
+        "output kind (aibatch/models.py).",
+    )
+    effort: Effort | None = Field(
+        default=None,
+        description="Effort for text jobs (low, medium, high, xhigh, max; default low). "
+        "Labels are always asked for at the lowest effort the model takes.",
+    )
+    models_path: str | None = Field(
+        default=None,
+        description="TOML file of model capabilities laid over the built-in table "
+        "(default: $AIBATCH_MODELS, if set).",
     )
     output_dir: str = Field(default="data/output", description="Where results/ and failures/ go.")
     id_column: str = Field(default="id", min_length=1)
@@ -148,6 +161,13 @@ class BatchParameters(BaseModel):
         if self.mode == "batch" and self.shards > 1:
             raise ValueError("mode batch sends one set of batches: it takes no shards")
         return self
+
+    def job_spec(self) -> JobSpec:
+        """The job as asked of its model (ValueError naming the file or option at fault)."""
+        return JobSpec.build(
+            self.job, self.model, self.labels, read_instructions(self.instructions_path),
+            models=ModelBook.load(self.models_path), effort=self.effort,
+        )  # fmt: skip
 
     @property
     def fixed_concurrency(self) -> int | None:

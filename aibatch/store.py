@@ -65,6 +65,7 @@ FAILURE_SCHEMA = pa.schema([
     ("message", pa.string()),
     ("attempts", pa.int32()),
     ("cost_usd", pa.float64()),  # answers billed before the ticket failed (bad output)
+    ("stop_reason", pa.string()),  # refusal, max_tokens, ...: why an answer was not complete
     ("run_id", pa.string()),
     ("failed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
@@ -228,10 +229,16 @@ class ResultStore:
         )  # fmt: skip
 
     def key_column(
-        self, column: str, job: str, model: str, prompt_version: str, failures: bool = False
+        self,
+        column: str,
+        job: str,
+        model: str,
+        prompt_version: str,
+        failures: bool = False,
+        where: ds.Expression | None = None,
     ) -> pa.ChunkedArray | None:
-        """One column of the rows of a resume key, from results (or failures); None when
-        the dataset has no file yet."""
+        """One column of the rows of a resume key (and `where`), from results (or failures);
+        None when the dataset has no file yet."""
         directory, schema = (
             (self.failures_dir, FAILURE_SCHEMA) if failures else (self.results_dir, RESULT_COLUMNS)
         )
@@ -243,12 +250,24 @@ class ResultStore:
             & (ds.field("model") == model)
             & (ds.field("prompt_version") == prompt_version)
         )
+        if where is not None:
+            key &= where
         return dataset.to_table(columns=[column], filter=key).column(column)
 
     def done_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
         """Ids already in results for this resume key."""
         ids = self.key_column("id", job, model, prompt_version)
         return set() if ids is None else set(ids.to_pylist())
+
+    def settled_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
+        """Ids a run does not send again: in results, or refused by this model (a refusal
+        follows the content, so asking the same model again would pay for the same)."""
+        refused = self.key_column(
+            "id", job, model, prompt_version, failures=True,
+            where=ds.field("error_type") == "refusal",
+        )  # fmt: skip
+        done = self.done_ids(job, model, prompt_version)
+        return done if refused is None else done | set(refused.to_pylist())
 
     def all_result_keys(self) -> set[tuple[str, str, str, str]]:
         """(id, job, model, prompt_version) of every result row, for folding in journals."""

@@ -1,7 +1,7 @@
 """CPU the simulator spends per message at zero latency (target: at most 0.2 ms).
 
-Starts `aibatch simulate-api` in its own process, sends N realistic classification and
-summary requests from this process over keep-alive connections, and divides the server
+Starts `aibatch simulate-api` in its own process, sends N classification and summary
+requests as aibatch builds them from this process over keep-alive connections, and divides the server
 process's CPU time (user + system, from the OS) by the requests it answered.
 
     python benchmarks/simulator_cpu.py --requests 20000 --concurrency 32 --rounds 5 --rounds 5
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from aibatch.jobs import JobSpec
 from aibatch.simulator.process import SimulatorProcess
 
 TICKET = (
@@ -29,37 +30,14 @@ TICKET = (
 )
 
 
+SUMMARY = JobSpec.build("summarize", "claude-sonnet-5-5", None)
+LABEL = JobSpec.build("classify", "claude-haiku-5-5", None)
+
+
 def request_body(i: int) -> dict[str, object]:
-    text = f"<ticket id='{i}'>{TICKET} (ref {i})</ticket>"
-    if i % 2:
-        return {
-            "model": "claude-sonnet-5-5",
-            "max_tokens": 300,
-            "system": "Summarise the support ticket in two sentences.",
-            "messages": [{"role": "user", "content": text}],
-        }
-    return {
-        "model": "claude-haiku-5-5",
-        "max_tokens": 50,
-        "system": "Classify the support ticket.",
-        "messages": [{"role": "user", "content": text}],
-        "tools": [
-            {
-                "name": "classify",
-                "input_schema": {
-                    "type": "object",
-                    "required": ["label"],
-                    "properties": {
-                        "label": {
-                            "type": "string",
-                            "enum": ["billing", "technical", "feature request", "other"],
-                        }
-                    },
-                },
-            }
-        ],
-        "tool_choice": {"type": "tool", "name": "classify"},
-    }
+    """What aibatch sends: a summary on Sonnet 5.5, a label (structured output) on Haiku 5.5."""
+    spec = SUMMARY if i % 2 else LABEL
+    return spec.request(f"{TICKET} (ref {i})")
 
 
 def cpu_seconds(pid: int) -> float:

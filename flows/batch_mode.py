@@ -87,23 +87,33 @@ async def run_batch_mode(
         )
         while active:
             collected = await _wait_and_collect(runner, active, finished, show_progress)
-            again: dict[int, list[str]] = {}
+            again: dict[tuple[int, int], list[str]] = {}  # (round, grown) -> ticket ids
             for submission, outcome in collected:
                 report.unfinished += outcome.gone
+                key = (submission.round, submission.grown)
                 # Cancelled requests were never processed (nor billed): they keep their round.
-                again.setdefault(submission.round, []).extend(outcome.canceled)
+                again.setdefault(key, []).extend(outcome.canceled)
+                # Cut short: asked again with more room (policy bounds how often).
+                again.setdefault((submission.round, submission.grown + 1), []).extend(
+                    outcome.to_grow
+                )
                 if submission.round < resubmits:
-                    again.setdefault(submission.round + 1, []).extend(outcome.to_resubmit)
+                    again.setdefault((submission.round + 1, submission.grown), []).extend(
+                        outcome.to_resubmit
+                    )
                 else:
                     report.unfinished += len(outcome.to_resubmit)
             active = []
-            for round_, ids in sorted(again.items()):
+            for (round_, grown), ids in sorted(again.items()):
                 if ids:
                     logger.info(
-                        "Submitting %d errored, expired or cancelled requests again", len(ids)
+                        "Submitting %d errored, expired, cancelled or cut-short requests again",
+                        len(ids),
                     )
                     report.resubmitted += len(ids)
-                    active += await _submit(runner, texts_of(ids, texts), round_, claimed, report)
+                    active += await _submit(
+                        runner, texts_of(ids, texts), round_, claimed, report, grown
+                    )
             if runner.left_out:
                 # Batches settle below their worst case: what they did not use may carry
                 # some of the tickets the budget kept out (the plan says if none fits).
@@ -130,10 +140,11 @@ async def _submit(
     round_: int,
     claimed: set[str],
     report: BatchModeReport,
+    grown: int = 0,
 ) -> list[Submission]:
     submitted = []
-    for group in runner.plan(tickets):
-        submission = await submit_batch(runner, group, round_, len(group), claimed)
+    for group in runner.plan(tickets, grown):
+        submission = await submit_batch(runner, group, round_, len(group), claimed, grown)
         if submission.batch_id is not None:  # never to be taken for another's lost batch
             claimed.add(submission.batch_id)
         get_run_logger().info(

@@ -58,7 +58,7 @@ async def fan_out(params: BatchParameters, frame: pd.DataFrame, spec: JobSpec) -
         )
         recovered = committer.fold_in()
         committer.close()
-        done = store.done_ids(spec.job, spec.model, spec.prompt_version)
+        done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
     pending = frame[~frame["id"].isin(done)]
     shards = min(params.shards, max(1, len(pending)))
     shard_dir = store.state_dir / "shard-inputs" / run_id

@@ -34,7 +34,6 @@ from aibatch.engine import (
     TicketProcessor,
     new_run_id,
 )
-from aibatch.jobs import JobSpec, read_instructions
 from aibatch.pacer import MAX_CONCURRENCY, Pacer
 from aibatch.pricing import PriceBook
 from aibatch.progress import progress_bar
@@ -78,12 +77,10 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     """Summarise or classify every ticket of an input file through the Messages API."""
     params = params or BatchParameters()
     logger = get_run_logger()
-    spec = JobSpec.build(
-        params.job, params.model, params.labels, read_instructions(params.instructions_path)
-    )
+    spec = params.job_spec()
     prices = PriceBook.load(params.prices_path)
     if params.budget_usd is not None:
-        WorstCase(prices, spec.model, spec.max_tokens).cost_usd(0)  # no price: fail now
+        WorstCase(prices, spec.model).check_price()  # no price: fail now
     tickets = load_tickets_task(params.input_path, params.id_column, params.text_column)
     api_key = await api_key_from_environment_or_block()
     if api_key is None:
@@ -124,7 +121,7 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         recovered = committer.fold_in()
         if recovered:
             logger.info("Recovered %d results journaled by an interrupted run", recovered)
-        done = store.done_ids(spec.job, spec.model, spec.prompt_version)
+        done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
         pending = frame[~frame["id"].isin(done)]
         logger.info(
             "%d tickets in %s; %d already done for %s/%s/%s; %d to process",
@@ -218,6 +215,8 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     if batch_report is not None:
         await publish_batches(f"{key}-batches", runner.ledger.load(), f"batches of run {run_id}")
         batch_report.raise_if_incomplete(params.batch_resubmits)
+        if (message := stats.all_failed(store.failures_dir)) is not None:
+            raise RuntimeError(message)
         return summary
 
     interrupted = [o for o in outcomes if isinstance(o, BaseException)
@@ -234,6 +233,8 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
             f"{len(errors)} chunk(s) failed after retries ({unfinished} tickets unfinished; "
             f"first error: {errors[0]}); everything done is saved, re-run to continue"
         )
+    if (message := stats.all_failed(store.failures_dir)) is not None:
+        raise RuntimeError(message)
     return summary
 
 

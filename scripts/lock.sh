@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
-echo "anthropic==2.10.0" >"$constraints"
+echo "anthropic==2.16.0" >"$constraints"
 for spec in "requirements.lock:" "requirements-dev.lock:--extra dev"; do
     out=${spec%%:*}
     extra=${spec#*:}

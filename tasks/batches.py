@@ -31,12 +31,17 @@ def retry_unless_stopped_or_gone(
     persist_result=False,
 )
 async def submit_batch(
-    runner: BatchRunner, group: Sequence[BatchRequest], round_: int, count: int, claimed: set[str]
+    runner: BatchRunner,
+    group: Sequence[BatchRequest],
+    round_: int,
+    count: int,
+    claimed: set[str],
+    grown: int = 0,
 ) -> Submission:
     """Create one batch. If creating failed, the batch may exist all the same (a timeout
     after the API took it): look for it before this task is retried, so none is paid twice."""
     try:
-        return await runner.submit(group, round_)
+        return await runner.submit(group, round_, grown)
     except Exception:
         pending = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitting"]
         for submission in pending:

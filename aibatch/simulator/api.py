@@ -1,6 +1,7 @@
 """What the simulated Messages API decides, independent of the HTTP server around it.
 
-`SimulatedAPI` validates requests as the API does, answers them with the fake model,
+`SimulatedAPI` validates requests as the API does (including each model's own rules, kept
+in `rules.py`, and structured-output schemas, `structured.py`), answers them with the fake model,
 applies rate limits, prompt caching and injected faults, runs Message Batches, and keeps
 the counters that tests and benchmarks read. The aiohttp layer in `server.py` only moves
 bytes in and out.
@@ -8,6 +9,7 @@ bytes in and out.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import random
@@ -23,20 +25,56 @@ from aibatch.sdk_models import known_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.model import (
     choose_label,
+    count_text_tokens,
     find_label_tool,
     listed_options,
     prompt_blocks,
+    scale_tokens,
     summarize,
     system_text,
     ticket_text,
     truncate_to_tokens,
 )
 from aibatch.simulator.ratelimit import RateLimiter
+from aibatch.simulator.rules import (
+    EFFORT_LEVELS,
+    FORCED_TOOL_CHOICE,
+    THINKING_TYPES,
+    ModelRules,
+    rules_for,
+)
+from aibatch.simulator.structured import SchemaError, check_format, fill
 
 KNOWN_MODELS: frozenset[str] = frozenset(known_models())
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_BATCH_REQUESTS = 100_000
 BATCH_LIFETIME = timedelta(hours=24)
+# Thinking tokens by effort, before the per-prompt factor in [0.5, 1.5] and thinking_scale.
+THINKING_BASE = {"low": 300, "medium": 1200, "high": 3000, "xhigh": 6000, "max": 12000}
+REFUSAL_CATEGORIES = ("cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms")
+REFUSAL_EXPLANATIONS = {
+    # the cyber one is the docs' example; the others follow its pattern
+    "cyber": "This request was declined because it could enable cyber harm.",
+    "bio": "This request was declined because it could enable biological harm.",
+    "frontier_llm": (
+        "This request was declined because it could assist the development of competing AI models."
+    ),
+    "reasoning_extraction": (
+        "This request was declined because it asks the model to reproduce its internal reasoning."
+    ),
+    "general_harms": "This request was declined because it could be related to a harmful area.",
+}
+BOTH_TEMPERATURE_AND_TOP_P = (
+    "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+)
+NO_PREFILL = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+NO_PREFILL_WITH_THINKING = (
+    "Assistant message prefill is not supported when thinking is enabled. The conversation "
+    "must end with a user message."
+)
 
 Outcome = Literal["ok", "error", "drop", "slow"]
 
@@ -92,6 +130,7 @@ class Answer:
     cache_read_tokens: int
     cache_write_key: int | None
     prompt_key: bytes
+    refused: bool = False
 
 
 @dataclass
@@ -112,6 +151,7 @@ class Counters:
     count_tokens_requests: int = 0
     batches_created: int = 0
     batch_requests: int = 0
+    refusals: int = 0
     paid_prompts: set[bytes] = field(default_factory=set)
     repeated_prompts: int = 0
     ok_per_second: dict[int, int] = field(default_factory=dict)
@@ -131,6 +171,7 @@ class Counters:
         self.output_tokens += answer.output_tokens
         self.cache_creation_input_tokens += answer.cache_write_tokens
         self.cache_read_input_tokens += answer.cache_read_tokens
+        self.refusals += answer.refused
         if answer.prompt_key in self.paid_prompts:
             self.repeated_prompts += 1
         else:
@@ -152,6 +193,7 @@ class Counters:
             "count_tokens_requests": self.count_tokens_requests,
             "batches_created": self.batches_created,
             "batch_requests": self.batch_requests,
+            "refusals": self.refusals,
             "prompts_paid_distinct": len(self.paid_prompts),
             "prompts_paid_repeated": self.repeated_prompts,
             "ok_per_second": {str(k): v for k, v in sorted(self.ok_per_second.items())},
@@ -278,6 +320,7 @@ class SimulatedAPI:
                 if not isinstance(block, dict) or block.get("type") != "text":
                     raise invalid(f"system.{j}: Input should be a text block")
         self._validate_tools(body)
+        self._validate_model_rules(body, rules_for(model), need_max_tokens)
         return body
 
     def _validate_tools(self, body: dict[str, Any]) -> None:
@@ -311,16 +354,173 @@ class SimulatedAPI:
             if choice["type"] in ("any", "tool") and not names:
                 raise invalid("tool_choice: tools must be provided with this tool_choice")
 
+    def _validate_model_rules(
+        self, body: dict[str, Any], rules: ModelRules, need_max_tokens: bool
+    ) -> None:
+        """The per-model rules (rules.py), on messages, count_tokens and batch requests."""
+        max_tokens: int | None = body.get("max_tokens") if need_max_tokens else None
+        if max_tokens is not None and max_tokens > rules.max_output_tokens:
+            raise invalid(
+                f"max_tokens: {max_tokens} > {rules.max_output_tokens}, which is the maximum "
+                f"allowed number of output tokens for {body['model']}"
+            )
+        choice = body.get("tool_choice")
+        forced = choice is not None and choice["type"] in ("any", "tool")
+        if forced and not rules.forced_tool_choice:
+            raise invalid(FORCED_TOOL_CHOICE)
+        output_config = body.get("output_config")
+        if output_config is not None and not isinstance(output_config, dict):
+            raise invalid("output_config: Input should be a valid dictionary")
+        output_config = output_config or {}
+        for key in output_config:
+            if key not in ("effort", "format"):
+                raise invalid(f"output_config.{key}: Extra inputs are not permitted")
+        effort = output_config.get("effort")
+        if effort is not None:
+            if effort not in EFFORT_LEVELS:
+                raise invalid(
+                    "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' "
+                    "or 'max'"
+                )
+            if not rules.effort_levels:
+                raise invalid("output_config.effort: effort is not supported for this model.")
+            if effort not in rules.effort_levels:
+                allowed = ", ".join(f"'{e}'" for e in rules.effort_levels)
+                raise invalid(
+                    f"output_config.effort: '{effort}' is not supported for this model "
+                    f"(supported: {allowed})."
+                )
+        thinking_on = self._validate_thinking(body, rules, effort, max_tokens, forced)
+        self._validate_sampling(body, rules, thinking_on)
+        last = body["messages"][-1]
+        if last.get("role") == "assistant":
+            if rules.prefill == "never":
+                raise invalid(NO_PREFILL)
+            if thinking_on:
+                raise invalid(NO_PREFILL_WITH_THINKING)
+        fmt = output_config.get("format")
+        if fmt is not None:
+            if not rules.structured_outputs:
+                raise invalid(
+                    "output_config.format: structured outputs are not supported for this model."
+                )
+            try:
+                check_format(fmt)
+            except SchemaError as exc:
+                raise invalid(str(exc)) from exc
+
+    def _validate_thinking(
+        self,
+        body: dict[str, Any],
+        rules: ModelRules,
+        effort: str | None,
+        max_tokens: int | None,
+        forced: bool,
+    ) -> bool:
+        """Check `thinking`; return whether thinking is on for this request."""
+        thinking = body.get("thinking")
+        if thinking is None:
+            return rules.thinking_default == "adaptive"
+        if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_TYPES:
+            raise invalid(
+                "thinking.type: Input should be 'enabled', 'adaptive', 'disabled' or "
+                "'between_tools'"
+            )
+        kind = thinking["type"]
+        if kind not in rules.thinking_types:
+            raise invalid(rules.refusal_for_thinking(kind))
+        allowed_fields = {
+            "enabled": {"type", "budget_tokens", "display"},
+            "adaptive": {"type", "display"},
+        }.get(kind, {"type"})
+        for key in thinking:
+            if key not in allowed_fields:
+                raise invalid(f"thinking.{kind}.{key}: Extra inputs are not permitted")
+        display = thinking.get("display")
+        if display is not None and display not in ("summarized", "omitted"):
+            raise invalid(f"thinking.{kind}.display: Input should be 'summarized' or 'omitted'")
+        refused_efforts = rules.thinking_refused_at.get(kind)
+        if refused_efforts:
+            level = effort or rules.default_effort
+            if level in refused_efforts:
+                allowed = [e for e in rules.effort_levels if e not in refused_efforts]
+                raise invalid(
+                    f'"thinking.type.{kind}" is not supported with "output_config.effort" '
+                    f'"{level}" on this model. Use effort '
+                    + ", ".join(f'"{e}"' for e in allowed)
+                    + ", or another thinking type."
+                )
+        if kind == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or isinstance(budget, bool):
+                raise invalid("thinking.enabled.budget_tokens: Field required")
+            if budget < 1024:
+                raise invalid(
+                    "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+                )
+            if max_tokens is not None and max_tokens <= budget:
+                raise invalid("`max_tokens` must be greater than `thinking.budget_tokens`.")
+            if forced:
+                raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+        return kind in ("enabled", "adaptive")
+
+    def _validate_sampling(
+        self, body: dict[str, Any], rules: ModelRules, thinking_on: bool
+    ) -> None:
+        temperature, top_p, top_k = body.get("temperature"), body.get("top_p"), body.get("top_k")
+        if temperature is None and top_p is None and top_k is None:
+            return
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            if value is not None and (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0 <= value <= 1
+            ):
+                raise invalid(f"{name}: Input should be a number between 0 and 1")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)):
+            raise invalid("top_k: Input should be a valid integer")
+        if rules.sampling == "strict":
+            if temperature is not None and temperature != 1:
+                raise invalid(
+                    "`temperature` is not supported for this model except at its default (1). "
+                    "Omit it."
+                )
+            if top_p is not None:
+                raise invalid("`top_p` is not supported for this model. Omit it.")
+            if top_k is not None:
+                raise invalid("`top_k` is not supported for this model. Omit it.")
+            return
+        if temperature is not None and top_p is not None:
+            raise invalid(BOTH_TEMPERATURE_AND_TOP_P)
+        if rules.sampling == "haiku55":
+            if temperature is not None and temperature != 1:
+                raise invalid("`temperature` must be 1 (its default) for this model. Omit it.")
+            if top_p is not None and top_p != 0.99:
+                raise invalid("`top_p` must be 0.99 (its default) for this model. Omit it.")
+            if top_k is not None:
+                raise invalid("`top_k` is not supported for this model. Omit it.")
+            return
+        if thinking_on:  # "legacy": the limits apply while thinking is on
+            if temperature is not None and temperature != 1:
+                raise invalid("`temperature` may only be set to 1 when thinking is enabled.")
+            if top_k is not None:
+                raise invalid("`top_k` is not supported when thinking is enabled.")
+            if top_p is not None and not 0.95 <= top_p <= 1:
+                raise invalid("`top_p` must be between 0.95 and 1 when thinking is enabled.")
+
     # -- tokens and caching ----------------------------------------------------------------
 
     def count_tokens(self, body: Any) -> dict[str, int]:
         self.validate(body, need_max_tokens=False)
         self.counters.count_tokens_requests += 1
-        return {"input_tokens": sum(b.tokens for b in prompt_blocks(body))}
+        factor = rules_for(body["model"]).tokenizer_factor
+        return {"input_tokens": sum(b.tokens for b in prompt_blocks(body, factor))}
 
-    def _cache_split(self, body: dict[str, Any]) -> tuple[int, int, int, int | None]:
+    def _cache_split(
+        self, body: dict[str, Any], rules: ModelRules
+    ) -> tuple[int, int, int, int | None]:
         """(uncached input, cache writes, cache reads, key to store once answered)."""
-        blocks = prompt_blocks(body)
+        blocks = prompt_blocks(body, rules.tokenizer_factor)
         total = sum(b.tokens for b in blocks)
         if not any(b.cache_breakpoint for b in blocks):
             return total, 0, 0, None  # nothing cacheable: skip hashing the prompt
@@ -342,7 +542,10 @@ class SimulatedAPI:
         write, write_key = 0, None
         if breakpoints:
             cumulative, key = breakpoints[-1]
-            if cumulative > read and cumulative >= self.config.cache_min_tokens:
+            minimum = self.config.cache_min_tokens
+            if minimum is None:
+                minimum = rules.cache_min_tokens
+            if cumulative > read and cumulative >= minimum:
                 write, write_key = cumulative - read, key
         return total - read - write, write, read, write_key
 
@@ -355,61 +558,107 @@ class SimulatedAPI:
 
     def measure(self, body: dict[str, Any]) -> PromptCost:
         """Token counts and cache hits of a validated request; checks the context window."""
-        uncached, write, read, write_key = self._cache_split(body)
+        rules = rules_for(body["model"])
+        uncached, write, read, write_key = self._cache_split(body, rules)
         prompt_tokens = uncached + write + read
         max_tokens = int(body["max_tokens"])
-        if prompt_tokens + max_tokens > self.config.context_window:
+        window = self.config.context_window
+        if window is None:
+            window = rules.context_window
+        if prompt_tokens + max_tokens > window:
             raise invalid(
                 f"prompt is too long: {prompt_tokens} tokens + max_tokens {max_tokens} > "
-                f"{self.config.context_window} maximum"
+                f"{window} maximum"
             )
         return PromptCost(uncached, write, read, write_key)
 
     def answer(
         self, body: dict[str, Any], cost: PromptCost, *, service_tier: str = "standard"
     ) -> Answer:
-        """The fake model's reply to a validated, measured request."""
+        """The fake model's reply to a validated, measured request.
+
+        With thinking on, `content` starts with a thinking block whose tokens count toward
+        `max_tokens` and `usage.output_tokens`; a ticket `p_refusal` picks is refused.
+        """
+        rules = rules_for(body["model"])
+        factor = rules.tokenizer_factor
+        max_tokens = int(body["max_tokens"])
+        ticket = ticket_text(body)
+        key = prompt_key(body)
+        choice_type = (body.get("tool_choice") or {}).get("type")
+        forced = choice_type in ("any", "tool")
+        refusal = self._refusal(ticket) if self.config.p_refusal else None
+        content: list[dict[str, Any]] = []
+        thinking_tokens = 0
+        thinking = thinking_mode(body, rules)
+        if (
+            thinking is not None
+            and refusal is None
+            and not (forced and rules.forced_tool_skips_thinking)
+        ):
+            thinking_tokens = min(max_tokens, self._thinking_tokens(body, rules, key, thinking))
+            content.append(self._thinking_block(body, rules, key, ticket))
+        remaining = max_tokens - thinking_tokens
+        stop_reason = "end_turn"
+        stop_details: dict[str, Any] | None = None
+        output_tokens = thinking_tokens
+        fmt = (body.get("output_config") or {}).get("format")
+        label_tool = find_label_tool(body)
+        if refusal is not None:
+            category, partial = refusal
+            stop_reason = "refusal"
+            stop_details = {
+                "type": "refusal",
+                "category": category,
+                "explanation": REFUSAL_EXPLANATIONS[category],
+            }
+            if partial:
+                words = self._text_answer(body, ticket, None).split()[:5]
+                text = " ".join(words)
+                content.append({"type": "text", "text": text})
+                output_tokens = min(max_tokens, count_text_tokens(text, factor))
+        elif remaining <= 0:
+            stop_reason = "max_tokens"  # thinking used the whole budget
+        elif label_tool is not None and choice_type != "none" and (forced or fmt is None):
+            tool_name, prop, labels = label_tool
+            label = choose_label(ticket, labels, self.config.obey_injection)
+            tool_tokens = scale_tokens(12 + (len(label) + 3) // 4, factor)
+            if tool_tokens > remaining:
+                stop_reason = "max_tokens"
+                output_tokens = max_tokens
+            else:
+                content.append(
+                    {
+                        "type": "tool_use",
+                        "id": self.next_id("toolu"),
+                        "name": tool_name,
+                        "input": {prop: label},
+                    }
+                )
+                output_tokens += tool_tokens
+                stop_reason = "tool_use"
+        else:
+            text = self._text_answer(body, ticket, fmt)
+            text, truncated = truncate_to_tokens(text, remaining, factor)
+            output_tokens += max(1, count_text_tokens(text, factor))
+            if truncated:
+                stop_reason = "max_tokens"
+                output_tokens = max_tokens
+            content.append({"type": "text", "text": text})
+        output_tokens = min(output_tokens, max_tokens)
         uncached, write, read, write_key = (
             cost.uncached,
             cost.cache_write,
             cost.cache_read,
             cost.cache_write_key,
         )
-        max_tokens = int(body["max_tokens"])
-        ticket = ticket_text(body)
-        label_tool = find_label_tool(body)
-        stop_reason = "end_turn"
-        content: list[dict[str, Any]]
-        if label_tool is not None and (body.get("tool_choice") or {}).get("type") != "none":
-            tool_name, prop, labels = label_tool
-            label = choose_label(ticket, labels, self.config.obey_injection)
-            content = [
-                {
-                    "type": "tool_use",
-                    "id": self.next_id("toolu"),
-                    "name": tool_name,
-                    "input": {prop: label},
-                }
-            ]
-            output_tokens = 12 + (len(label) + 3) // 4
-            stop_reason = "tool_use"
-        else:
-            options = listed_options(system_text(body)) or listed_options(ticket)
-            if options:
-                text = choose_label(ticket, options, self.config.obey_injection)
-            else:
-                text = summarize(ticket) or "The message is empty."
-            text, truncated = truncate_to_tokens(text, max_tokens)
-            output_tokens = max(1, (len(text) + 3) // 4)
-            if truncated:
-                stop_reason = "max_tokens"
-            content = [{"type": "text", "text": text}]
         usage = {
             "input_tokens": uncached,
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": write,
             "cache_read_input_tokens": read,
             "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0},
+            "output_tokens_details": {"thinking_tokens": thinking_tokens},
             "service_tier": service_tier,
         }
         message = {
@@ -422,7 +671,65 @@ class SimulatedAPI:
             "stop_sequence": None,
             "usage": usage,
         }
-        return Answer(message, uncached, output_tokens, write, read, write_key, prompt_key(body))
+        if stop_details is not None:
+            message["stop_details"] = stop_details
+        return Answer(
+            message,
+            uncached,
+            output_tokens,
+            write,
+            read,
+            write_key,
+            key,
+            refused=refusal is not None,
+        )
+
+    def _text_answer(self, body: dict[str, Any], ticket: str, fmt: Any) -> str:
+        """The answer's text: JSON for a structured output, a label, or a summary."""
+        if fmt is not None:
+            return orjson.dumps(fill(fmt["schema"], ticket, self.config.obey_injection)).decode()
+        options = listed_options(system_text(body)) or listed_options(ticket)
+        if options:
+            return choose_label(ticket, options, self.config.obey_injection)
+        return summarize(ticket) or "The message is empty."
+
+    def _thinking_tokens(
+        self, body: dict[str, Any], rules: ModelRules, key: bytes, thinking: str
+    ) -> int:
+        """Deterministic per request: a base by effort, times [0.5, 1.5) from the prompt's
+        hash, times `thinking_scale`; for `enabled`, at most its budget."""
+        effort = (body.get("output_config") or {}).get("effort") or rules.default_effort
+        base = THINKING_BASE.get(effort or "high", THINKING_BASE["high"])
+        spread = 0.5 + int.from_bytes(key[:4], "big") / 2**32
+        tokens = int(base * spread * self.config.thinking_scale)
+        if thinking == "enabled":
+            tokens = min(tokens, int(body["thinking"]["budget_tokens"]))
+        return tokens
+
+    def _thinking_block(
+        self, body: dict[str, Any], rules: ModelRules, key: bytes, ticket: str
+    ) -> dict[str, Any]:
+        display = (body.get("thinking") or {}).get("display") or rules.thinking_display
+        text = ""
+        if display == "summarized":
+            words = " ".join(ticket.split()[:8])
+            text = f"The request is about: {words}. I will answer from its text."
+        signature = base64.b64encode(
+            hashlib.blake2b(key, digest_size=48, person=b"aibatch-sig").digest()
+        ).decode()
+        return {"type": "thinking", "thinking": text, "signature": signature}
+
+    def _refusal(self, ticket: str) -> tuple[str, bool] | None:
+        """(category, whether a partial text comes first) when this ticket is refused.
+
+        A hash of (seed, ticket), not a random draw: real refusals follow the content, so a
+        retry of the same ticket is refused again.
+        """
+        digest = hashlib.blake2b(f"{self.config.seed}\0{ticket}".encode(), digest_size=16).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= self.config.p_refusal:
+            return None
+        category = REFUSAL_CATEGORIES[digest[8] % len(REFUSAL_CATEGORIES)]
+        return category, digest[9] % 2 == 0
 
     # -- the realtime path -------------------------------------------------------------------
 
@@ -639,6 +946,15 @@ class SimulatedAPI:
             "archived_at": None,
             "results_url": f"{base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
         }
+
+
+def thinking_mode(body: dict[str, Any], rules: ModelRules) -> str | None:
+    """ "adaptive" or "enabled" when the (validated) request thinks, else None."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return "adaptive" if rules.thinking_default == "adaptive" else None
+    kind = thinking.get("type")
+    return kind if kind in ("adaptive", "enabled") else None
 
 
 def prompt_key(body: dict[str, Any]) -> bytes:

@@ -69,14 +69,29 @@ class SimulatorConfig(BaseModel):
 
     # Request validation.
     api_key: str | None = Field(default=None, description="when set, requests must carry it")
-    context_window: int = Field(default=200_000, ge=1)
+    # The per-model limits default to each model's own (see rules.py); a number overrides
+    # them for every model.
+    context_window: int | None = Field(
+        default=None, ge=1, description="prompt + max_tokens limit (None: the model's own)"
+    )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
-    cache_min_tokens: int = Field(default=1024, ge=0, description="shortest cacheable prefix")
+    cache_min_tokens: int | None = Field(
+        default=None, ge=0, description="shortest cacheable prefix (None: the model's own)"
+    )
     cache_ttl_seconds: float = Field(default=300.0, gt=0)
 
     # Behaviour of the fake model.
     obey_injection: bool = Field(
         default=False, description="follow instructions found inside tickets (for tests)"
+    )
+    thinking_scale: float = Field(
+        default=1.0, ge=0, description="multiplies thinking tokens (tests force long thinking)"
+    )
+    p_refusal: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of tickets refused (stop_reason refusal), by a hash of the ticket",
     )
     seed: int = 0
 

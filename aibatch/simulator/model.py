@@ -157,9 +157,19 @@ _STOPWORDS = frozenset(
 )
 
 
-def count_text_tokens(text: str) -> int:
-    """A cheap, stable stand-in for a BPE tokenizer: about one token per 4 characters."""
-    return (len(text) + 3) // 4
+def count_text_tokens(text: str, factor: float = 1.0) -> int:
+    """A cheap, stable stand-in for a BPE tokenizer: about one token per 4 characters,
+    times the model's tokenizer factor (1.3 for the tokenizer of Opus 4.7 and later),
+    rounded up."""
+    tokens = (len(text) + 3) // 4
+    return tokens if factor == 1.0 else scale_tokens(tokens, factor)
+
+
+def scale_tokens(tokens: int, factor: float) -> int:
+    """Tokens on the old tokenizer → tokens on a model's tokenizer, rounded up."""
+    if factor == 1.0:
+        return tokens
+    return -(-tokens * round(factor * 100) // 100)
 
 
 def _block_text(block: Any) -> str:
@@ -194,21 +204,24 @@ class PromptBlock(NamedTuple):
     key: str
 
 
-def prompt_blocks(body: dict[str, Any]) -> list[PromptBlock]:
-    """Split a request into its blocks so that token counts and cache prefixes can be found."""
+def prompt_blocks(body: dict[str, Any], factor: float = 1.0) -> list[PromptBlock]:
+    """Split a request into its blocks so that token counts and cache prefixes can be found;
+    `factor` is the model's tokenizer factor (each block's count is scaled, rounded up)."""
     blocks: list[PromptBlock] = []
     for tool in body.get("tools") or []:
         text = orjson.dumps(tool).decode()
-        blocks.append(PromptBlock(count_text_tokens(text) + 8, "cache_control" in tool, text))
+        tokens = scale_tokens((len(text) + 3) // 4 + 8, factor)
+        blocks.append(PromptBlock(tokens, "cache_control" in tool, text))
     for block in content_blocks(body.get("system")):
         text = _block_text(block)
         marked = isinstance(block, dict) and "cache_control" in block
-        blocks.append(PromptBlock(count_text_tokens(text), marked, text))
+        blocks.append(PromptBlock(scale_tokens((len(text) + 3) // 4, factor), marked, text))
     for message in body.get("messages") or []:
         for block in content_blocks(message.get("content")):
             text = _block_text(block)
             marked = isinstance(block, dict) and "cache_control" in block
-            blocks.append(PromptBlock(count_text_tokens(text) + 4, marked, text))
+            tokens = scale_tokens((len(text) + 3) // 4 + 4, factor)
+            blocks.append(PromptBlock(tokens, marked, text))
     return blocks
 
 
@@ -311,8 +324,11 @@ def summarize(ticket: str, max_sentences: int = 2) -> str:
     return " ".join(sentences[i] for i in sorted(ranked[:max_sentences]))
 
 
-def truncate_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
-    limit = max_tokens * 4
-    if len(text) <= limit:
+def truncate_to_tokens(text: str, max_tokens: int, factor: float = 1.0) -> tuple[str, bool]:
+    """The text cut to what `max_tokens` holds on a tokenizer of this factor."""
+    if count_text_tokens(text, factor) <= max_tokens:
         return text, False
+    limit = max(0, int(max_tokens / factor) * 4)
+    while limit and count_text_tokens(text[:limit], factor) > max_tokens:
+        limit -= 1
     return text[:limit], True

@@ -33,9 +33,9 @@ def assert_stopped_within_one_request(results: pd.DataFrame, cap: float, batch: 
     spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
     prompts = (results["input_tokens"] + results["cache_read_input_tokens"]
                + results["cache_creation_input_tokens"])  # fmt: skip
-    one_request = WorstCase(PriceBook.load(), spec.model, spec.max_tokens, batch=batch)
+    one_request = WorstCase(PriceBook.load(), spec.model, batch=batch)
     spent = float(results["cost_usd"].sum())
-    assert cap - one_request.cost_usd(int(prompts.max())) <= spent <= cap
+    assert cap - one_request.cost_usd(int(prompts.max()), spec.max_tokens()) <= spent <= cap
 
 
 def test_batch_mode_gives_the_realtime_results_at_half_the_cost(

@@ -118,10 +118,13 @@ def test_the_budget_waits_for_requests_in_flight_then_stops_within_one_request()
 
 def test_the_worst_case_covers_a_full_answer_and_needs_a_price() -> None:
     book = PriceBook.load()
-    worst = WorstCase(book, "claude-sonnet-5-5", max_tokens=300)
+    worst = WorstCase(book, "claude-sonnet-5-5")
     actual = book.cost_usd("claude-sonnet-5-5", Usage(1_000, 300))
-    assert actual is not None and worst.cost_usd(1_000) >= actual
-    batch = WorstCase(book, "claude-sonnet-5-5", max_tokens=300, batch=True)
-    assert batch.cost_usd(1_000) == pytest.approx(worst.cost_usd(1_000) / 2)
+    assert actual is not None and worst.cost_usd(1_000, 300) >= actual
+    # Thinking is billed as output: a larger max_tokens (room for it) is a larger worst case.
+    thinking = book.cost_usd("claude-sonnet-5-5", Usage(1_000, 2_300))
+    assert thinking is not None and worst.cost_usd(1_000, 2_300) >= thinking > actual
+    batch = WorstCase(book, "claude-sonnet-5-5", batch=True)
+    assert batch.cost_usd(1_000, 300) == pytest.approx(worst.cost_usd(1_000, 300) / 2)
     with pytest.raises(ValueError, match="needs a price for claude-imaginary-9"):
-        WorstCase(book, "claude-imaginary-9", 10).cost_usd(1)
+        WorstCase(book, "claude-imaginary-9").cost_usd(1, 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,8 +17,9 @@ import pytest
 
 from aibatch import estimate as est
 from aibatch import policy
-from aibatch.jobs import LABEL_TOOL, JobSpec
+from aibatch.jobs import JobSpec
 from aibatch.loader import load_tickets
+from aibatch.models import THINKING_EXPECTED
 from aibatch.pricing import PriceBook, Usage
 from aibatch.simulator import SimulatorServer
 from tests.helpers import write_tickets
@@ -81,7 +83,9 @@ def test_a_sample_is_seeded_and_never_larger_than_the_input() -> None:
 def test_candidates_are_the_defaults_or_only_the_models_given() -> None:
     defaults = est.candidate_models("classify", None)
     assert defaults[0] == JobSpec.build("classify", None, None).model
-    assert {"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5"} <= set(defaults)
+    assert {"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1"} <= set(
+        defaults
+    )
     assert len(defaults) == len(set(defaults))
     assert est.candidate_models("summarize", ["claude-opus-5-5", "claude-opus-5-5"]) == [
         "claude-opus-5-5"
@@ -108,16 +112,28 @@ def test_a_summary_is_two_substantive_sentences_at_most_the_ticket() -> None:
     assert est.summary_characters(long) == pytest.approx(2 * mean + 1)
 
 
-def test_output_defaults_follow_the_prompt_and_stay_under_max_tokens() -> None:
-    classify = JobSpec.build("classify", "claude-haiku-5-5", ["billing", "other"])
-    tokens = est.default_output_tokens(classify, ["a", "b"], per_char=0.25)
-    call = json.dumps({"name": LABEL_TOOL, "input": {"label": "billing"}})
-    assert tokens[0] == tokens[1] == pytest.approx((len(call) - 1) * 0.25)  # mean of 2 labels
+def test_output_defaults_follow_the_prompt_the_tokenizer_and_thinking() -> None:
+    labels = ["billing", "other"]
+    answers = [len(json.dumps({"label": label})) for label in labels]  # {"label": "billing"}
+    old = JobSpec.build("classify", "claude-haiku-4-5", labels)  # older tokenizer, no thinking
+    tokens = est.default_output_tokens(old, ["a", "b"])
+    whole = [math.ceil(n / 4) for n in answers]  # an answer bills whole tokens
+    assert tokens[0] == tokens[1] == pytest.approx(sum(whole) / 2)
+    new = JobSpec.build("classify", "claude-haiku-5-5", labels)  # ~30% more tokens, thinking off
+    (newer,) = est.default_output_tokens(new, ["a"])
+    assert newer == pytest.approx(sum(math.ceil(n * 1.3 / 4) for n in answers) / 2)
+    thinking = JobSpec.build("classify", "claude-opus-5-5", labels)  # always thinks
+    (thought,) = est.default_output_tokens(thinking, ["a"])
+    assert thought == pytest.approx(newer + THINKING_EXPECTED["low"])
     summarize = JobSpec.build("summarize", "claude-haiku-5-5", None)
     huge = "This sentence has quite a few words in it. " * 2000
-    (bounded,) = est.default_output_tokens(summarize, [huge], per_char=10.0)
-    assert bounded == summarize.max_tokens
-    (tiny,) = est.default_output_tokens(summarize, ["Hi."], per_char=0.01)
+    (two_sentences,) = est.default_output_tokens(summarize, [huge])
+    assert two_sentences == math.ceil(est.summary_characters(huge) * 1.3 / 4)
+    long_summary = "A " + "very " * 400 + "long sentence with many words."
+    (capped,) = est.default_output_tokens(summarize, [long_summary])
+    assert capped == summarize.max_tokens()
+    old_summary = JobSpec.build("summarize", "claude-haiku-4-5", None)
+    (tiny,) = est.default_output_tokens(old_summary, ["Hi."])
     assert tiny == 1.0
 
 
@@ -213,8 +229,8 @@ def test_every_ticket_counted_when_the_sample_covers_them(
     tickets = load_tickets(tmp_path / "t.csv")
     client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
     result = asyncio.run(
-        est.estimate(tickets, "classify", None, ["claude-haiku-5-5"], PriceBook.load(None),
-                     sample_size=50, client=client)
+        est.estimate(tickets, [JobSpec.build("classify", "claude-haiku-5-5", None)],
+                     PriceBook.load(None), sample_size=50, client=client)
     )  # fmt: skip
     stats = simulator.stats()
     assert stats["requests_total"] == 0  # no generation call
@@ -234,7 +250,8 @@ def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
     tickets = load_tickets(tmp_path / "t.csv")
     client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
     result = asyncio.run(
-        est.estimate(tickets, "summarize", None, ["claude-sonnet-5-5", "claude-nobody-9"],
+        est.estimate(tickets, [JobSpec.build("summarize", m, None)
+                               for m in ("claude-sonnet-5-5", "claude-nobody-9")],
                      PriceBook.load(None), sample_size=40, client=client)
     )  # fmt: skip
     good, bad = result.models
@@ -276,3 +293,25 @@ def test_count_tokens_is_retried_on_429_and_529(monkeypatch: pytest.MonkeyPatch)
     spec = JobSpec.build("summarize", "claude-haiku-5-5", None)
     assert asyncio.run(counter.count(spec.request("hello"))) == 42
     assert flaky.calls == 3
+
+
+def test_caching_is_assumed_only_at_each_models_own_minimum_and_the_tokenizer_counts(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """Instructions of about 1,000 tokens: past the 5.x models' 512-token minimum, short of
+    Haiku 4.5's 4,096. The newer tokenizer counts the same text about 30% longer."""
+    write_tickets(tmp_path / "t.csv", 20)
+    tickets = load_tickets(tmp_path / "t.csv")
+    instructions = "Always name the product and the customer's exact ask. " * 70
+    models = ("claude-sonnet-5-5", "claude-haiku-4-5", "claude-haiku-5-5")
+    specs = [JobSpec.build("summarize", model, None, instructions) for model in models]
+    client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
+    result = asyncio.run(est.estimate(tickets, specs, PriceBook.load(None), client=client))
+    sonnet, old_haiku, new_haiku = result.models
+    assert 512 <= sonnet.prefix_tokens < 4096
+    assert sonnet.caching and sonnet.cache_min_tokens == 512
+    assert not old_haiku.caching and old_haiku.cache_min_tokens == 4096
+    assert new_haiku.caching
+    assert new_haiku.input_tokens == pytest.approx(1.3 * old_haiku.input_tokens, rel=0.03)
+    assert new_haiku.tokens_per_char == pytest.approx(1.3 * old_haiku.tokens_per_char, rel=0.05)
+    assert sonnet.as_json()["tokenizer_factor"] == 1.3 and not sonnet.thinking

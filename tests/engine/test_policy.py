@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from aibatch import policy
-from aibatch.jobs import InvalidModelOutput
+from aibatch.outputs import InvalidModelOutput, Refused, Truncated
 from aibatch.policy import Action, Cause
 
 REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
@@ -98,3 +98,24 @@ def test_stop_messages_say_why() -> None:
     auth = status_error(anthropic.AuthenticationError, 401, "authentication_error")
     assert "spend limit" in policy.decide(spend, 0, random.Random()).message
     assert "refused the key" in policy.decide(auth, 0, random.Random()).message
+
+
+def test_a_cut_short_answer_grows_a_bounded_number_of_times_then_is_truncated() -> None:
+    rng = random.Random(1)
+    cut = Truncated("max_tokens", 300)
+    grows = [policy.decide(cut, attempt=g, rng=rng, grown=g) for g in range(3)]
+    assert [d.action for d in grows] == [Action.GROW] * policy.TRUNCATION_RETRIES + [
+        Action.FAIL_TICKET
+    ]
+    assert all(d.error_type == "truncated" and d.stop_reason == "max_tokens" for d in grows)
+    assert all(d.delay_s == 0 and not d.congestion for d in grows)
+    # A full context window is not mended by more max_tokens: truncated at once.
+    window = policy.decide(Truncated("model_context_window_exceeded"), 0, rng)
+    assert window.action is Action.FAIL_TICKET and window.error_type == "truncated"
+    assert window.stop_reason == "model_context_window_exceeded"
+
+
+def test_a_refusal_fails_the_ticket_with_its_category_and_is_never_retried() -> None:
+    decision = policy.decide(Refused("cyber", "declined"), 0, random.Random(1))
+    assert decision.action is Action.FAIL_TICKET and decision.error_type == "refusal"
+    assert decision.stop_reason == "refusal" and "cyber" in decision.message

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from aibatch.simulator import SimulatorServer
-from tests.helpers import SAMPLE
+from tests.helpers import ROOT, SAMPLE
 
 TOLERANCE = 0.10  # the estimate's target: within ±10% of a real run
 
@@ -136,8 +136,29 @@ def test_the_estimate_makes_no_generation_call(
     stats = server.stats()
     assert stats["requests_total"] == 0  # not one message
     assert stats["batches_created"] == 0
-    # A sample per model (three models by default), never one call per ticket.
-    assert 0 < stats["count_tokens_requests"] <= 3 * (200 + 2)
+    # A sample per model (the four current models by default), never one call per ticket.
+    assert 0 < stats["count_tokens_requests"] <= 4 * (200 + 2)
+
+
+@pytest.mark.timeout(300)
+def test_the_estimate_with_no_options_counts_every_current_model(tmp_path: Path) -> None:
+    """`aibatch estimate` as typed in the project directory: the sample tickets, summarize,
+    the default model and every current one; no request any of them would refuse."""
+    result = subprocess.run(
+        [sys.executable, "-m", "aibatch", "estimate", "--json"], cwd=ROOT,
+        env=clean_env(tmp_path), capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    estimate = json.loads(result.stdout)
+    assert estimate["job"] == "summarize" and estimate["tickets"] == 5000
+    models = {m["model"]: m for m in estimate["models"]}
+    assert set(models) == {"claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5",
+                           "claude-fable-5-1"}  # fmt: skip
+    assert all(m["error"] is None and m["input_tokens"] > 0 for m in models.values())
+    # Opus and Fable always think: their output estimate carries thinking, Sonnet's not.
+    assert models["claude-opus-5-5"]["thinking"] and not models["claude-sonnet-5-5"]["thinking"]
+    assert (models["claude-opus-5-5"]["output_tokens_per_ticket"]
+            > models["claude-sonnet-5-5"]["output_tokens_per_ticket"] + 250)  # fmt: skip
 
 
 @pytest.mark.timeout(120)

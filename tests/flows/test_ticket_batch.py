@@ -64,11 +64,13 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
     for column in ("customer_tier", "channel", "product", "created_at"):
         assert (got[column] == given.loc[got.index, column]).all(), column
 
-    # A re-run skips every result and sends only the failures again (a later run retries them).
+    # A re-run skips every result and sends only the failures again (a later run retries
+    # them); they fail again, and a run whose every ticket failed says so and fails.
     before = server.stats()["requests_total"]
-    again = asyncio.run(process_tickets(params))
-    assert again["already_done"] == 1_000 and again["tickets"] == 5 and again["failed"] == 5
-    assert server.stats()["requests_total"] - before == again["http_requests"]
+    with pytest.raises(RuntimeError, match=r"every ticket sent failed \(5 of 5: BadRequestError"):
+        asyncio.run(process_tickets(params))
+    assert server.stats()["by_status"]["400"] == 10  # the five, once in each run
+    assert server.stats()["requests_total"] - before == 5
     assert server.stats()["prompts_paid_repeated"] == 0
 
 

@@ -219,7 +219,9 @@ def test_api_key_is_checked_in_both_header_forms(start_simulator: StartSimulator
 @pytest.mark.parametrize(
     ("change", "error_class", "fragment"),
     [
-        ({"max_tokens": 199_990}, anthropic.BadRequestError, "prompt is too long"),
+        # Haiku 4.5 writes at most 64K tokens, so the context window is set below that.
+        ({"max_tokens": 60_000}, anthropic.BadRequestError, "prompt is too long"),
+        ({"max_tokens": 199_990}, anthropic.BadRequestError, "maximum allowed number of output"),
         ({"model": "claude-nonexistent-9"}, anthropic.NotFoundError, "model"),
         ({"messages": []}, anthropic.BadRequestError, "messages"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, anthropic.BadRequestError, "role"),
@@ -242,7 +244,7 @@ def test_invalid_requests_are_refused_like_the_api(
     error_class: type[anthropic.APIStatusError],
     fragment: str,
 ) -> None:
-    client = sdk_client(start_simulator(context_window=200_000))
+    client = sdk_client(start_simulator(context_window=60_000))
     params = {
         k: v for k, v in {**classify_params(BILLING_TICKET), **change}.items() if v is not None
     }
