@@ -1,8 +1,8 @@
 """CPU the simulator spends per message at zero latency (target: at most 0.2 ms).
 
 Starts `aibatch simulate-api` in its own process, sends N classification and summary
-requests as aibatch builds them from this process over keep-alive connections, and divides the server
-process's CPU time (user + system, from the OS) by the requests it answered.
+requests as aibatch builds them from this process over keep-alive connections, and divides
+the server process's CPU time (user + system, from the OS) by the requests it answered.
 
     python benchmarks/simulator_cpu.py --requests 20000 --concurrency 32 --rounds 5 --rounds 5
 """
