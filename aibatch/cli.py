@@ -32,14 +32,20 @@ def _int(text: str) -> int | str:
 # Options `run` and `estimate` share. (No "[default: ...]" in help texts: rich takes the
 # brackets for markup and drops them.)
 InputPath = Annotated[
-    str, typer.Argument(help="Tickets: CSV, JSON (array of objects), JSONL or Parquet.")
+    str, typer.Argument(help="Rows: CSV, JSON (array of objects), JSONL or Parquet.")
 ]
-JobOption = Annotated[str, typer.Option(help="summarize or classify.")]
+JobOption = Annotated[
+    str, typer.Option(help="A built-in job: summarize or classify (`aibatch jobs` lists them).")
+]
+JobFileOption = Annotated[
+    str | None,
+    typer.Option(help="Your own job: a TOML job file (README, 'Your own job'); replaces --job."),
+]
 LabelsOption = Annotated[
     str | None,
     typer.Option(
-        help="Comma-separated label set for classify; default billing, technical, feature "
-        "request, other."
+        help="Comma-separated label set replacing a label job's own (classify: billing, "
+        "technical, feature request, other)."
     ),
 ]
 PricesOption = Annotated[
@@ -70,8 +76,10 @@ EffortOption = Annotated[
         "use the lowest effort the model takes."
     ),
 ]
-IdColumn = Annotated[str, typer.Option(help="Column holding the ticket id.")]
-TextColumn = Annotated[str, typer.Option(help="Column holding the ticket text.")]
+IdColumn = Annotated[
+    str | None, typer.Option(help="Column holding the row id; default: the job file's, else id.")
+]
+TextColumn = Annotated[str, typer.Option(help="Column the built-in jobs read as the ticket text.")]
 
 
 @app.command("run")
@@ -157,11 +165,22 @@ def run(
     batch_resubmits: Annotated[
         int, typer.Option(help="Times an errored or expired batch request is sent again.")
     ] = policy.BATCH_RESUBMITS,
-    id_column: IdColumn = "id",
+    id_column: IdColumn = None,
     text_column: TextColumn = "text",
+    job_file: JobFileOption = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Trial run: only the first N rows still pending.")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Trial run: a seeded random N of the rows pending.")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print the first requests as JSON and the estimate; send nothing."),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Summarise or classify every ticket of INPUT_PATH; re-running resumes.
+    """Ask the job's question of every row of INPUT_PATH; re-running resumes.
 
     Without ANTHROPIC_API_KEY it runs on the built-in simulator and says so. Results go to
     OUTPUT/results (hive-partitioned Parquet), permanent failures to OUTPUT/failures.
@@ -170,14 +189,16 @@ def run(
 
     from pydantic import ValidationError
 
-    from aibatch.local import EXIT_BAD_INPUT, run_locally, say
+    from aibatch.local import EXIT_BAD_INPUT, dry_run_locally, run_locally, say
     from aibatch.settings import BatchParameters
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    definition = _job_file_or_exit(job_file)
     options: dict[str, object] = {
         "input_path": input_path, "job": job, "model": model, "output_dir": output,
+        "job_definition": definition, "limit": limit, "sample": sample,
         "effort": effort, "models_path": models,
         "chunk_size": chunk_size, "chunk_slots": chunk_slots,
         "id_column": id_column, "text_column": text_column, "show_progress": progress,
@@ -202,7 +223,34 @@ def run(
         )
         say(f"error: {problems}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    raise typer.Exit(run_locally(params))
+    raise typer.Exit(dry_run_locally(params) if dry_run else run_locally(params))
+
+
+def _job_file_or_exit(path: str | None) -> object:
+    """The job file's definition (None without one); exit 2 naming the file and the key."""
+    if path is None:
+        return None
+    from aibatch.jobs import JobFileError, load_job_file
+    from aibatch.local import EXIT_BAD_INPUT, say
+
+    try:
+        return load_job_file(path)
+    except JobFileError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@app.command("jobs")
+def jobs() -> None:
+    """List the built-in jobs (each a job file shipped with aibatch; copy one to start)."""
+    from aibatch.jobs import BUILT_IN_JOBS, builtin_job
+
+    for name in BUILT_IN_JOBS:
+        definition = builtin_job(name)
+        output = definition.output
+        what = output.kind + (f": {', '.join(output.labels or [])}" if output.labels else "")
+        first_line = definition.system.strip().split(". ")[0]
+        typer.echo(f"{name:<12} {what}\n{'':<12} {first_line}.")
 
 
 @app.command("setup")
@@ -416,8 +464,9 @@ def estimate(
     instructions: InstructionsOption = None,
     effort: EffortOption = None,
     models: ModelsOption = None,
-    id_column: IdColumn = "id",
+    id_column: IdColumn = None,
     text_column: TextColumn = "text",
+    job_file: JobFileOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
@@ -432,8 +481,8 @@ def estimate(
     from pathlib import Path
 
     from aibatch import estimate as estimating
-    from aibatch.jobs import JobSpec, read_instructions
-    from aibatch.loader import InputError, load_tickets
+    from aibatch.jobs import JobDefinition, JobSpec, builtin_job, read_instructions
+    from aibatch.loader import InputError, load_job_rows
     from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
     from aibatch.models import EFFORTS, ModelBook
     from aibatch.pricing import PriceBook, PriceFileError
@@ -448,28 +497,30 @@ def estimate(
         say(f"error: --effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
     label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
+    given = _job_file_or_exit(job_file)
     try:
         table = ModelBook.load(models)
-        names = estimating.candidate_models(job, model, table)
+        definition = (given if isinstance(given, JobDefinition) else builtin_job(job)).with_options(
+            label_list, read_instructions(instructions), effort
+        )
+        names = estimating.candidate_models(definition, model, table)
         if not names:
             raise ValueError("--model is empty")
-        team_instructions = read_instructions(instructions)
-        specs = [
-            JobSpec.build(job, name, label_list, team_instructions, models=table,
-                          effort=effort)
-            for name in names
-        ]  # fmt: skip
+        specs = [JobSpec.of(definition, name, table) for name in names]
         book = PriceBook.load(prices)
-        tickets = load_tickets(input_path, id_column, text_column)
+        tickets, prompts = load_job_rows(
+            input_path, specs[0].template, id_column or definition.id_column or "id", text_column
+        )
     except (InputError, PriceFileError, ValueError) as exc:
         say(f"error: {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    say(f"{len(tickets.frame):,} tickets in {input_path}: estimating {job} for {', '.join(names)}")
+    say(f"{len(tickets.frame):,} rows in {input_path}: estimating {definition.name} for "
+        f"{', '.join(names)}")  # fmt: skip
     try:
         with api_backend():
             result = asyncio.run(
                 estimating.estimate(
-                    tickets, specs, book, output_dir=Path(output), sample_size=sample
+                    tickets, prompts, specs, book, output_dir=Path(output), sample_size=sample
                 )
             )
     except estimating.EstimateError as exc:

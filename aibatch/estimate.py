@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import anthropic
 
 from aibatch import policy
-from aibatch.jobs import JobName, JobSpec, default_model
+from aibatch.jobs import JobDefinition, JobSpec
 from aibatch.loader import Tickets
 from aibatch.models import THINKING_EXPECTED, ModelBook
 from aibatch.pricing import PriceBook, Usage
@@ -53,6 +53,14 @@ SAMPLE_SEED = 0
 # Characters per token of English prose on the older tokenizer; the capability table's
 # tokenizer factor scales it for the newer one (about 30% more tokens for the same text).
 CHARS_PER_TOKEN = 4.0
+DATA_TAGS = re.compile(r"</?data>")  # the framing of row values: not part of a summary
+# What the default output estimate assumes, by job (the built-in summarize) or kind.
+DEFAULT_NOTES = {
+    "summarize": "default: at most two sentences, as long as the ticket's own sentences",
+    "label": "default: one label as a JSON object",
+    "json": "default: a JSON object of the schema's shape, with short values",
+    "text": "default: as long as the row's own text, at most max_tokens",
+}
 # Summaries: "at most two sentences". A sentence of fewer words than this is a greeting or
 # a sign-off ("Thanks, Priya"), not one a summary would be made of.
 SUMMARY_SENTENCES = 2
@@ -159,7 +167,7 @@ def default_output_tokens(spec: JobSpec, texts: Sequence[str]) -> list[float]:
     tokens: list[float] = []
     for text in texts:
         lengths = (
-            (summary_characters(text),)
+            (summary_characters(DATA_TAGS.sub("", text)),)
             if spec.job == "summarize"
             else spec.output.expected_lengths(text)
         )
@@ -296,7 +304,7 @@ class ModelEstimate:
 @dataclass(frozen=True)
 class Estimate:
     input_path: str
-    job: JobName
+    job: str
     prompt_version: str
     tickets: int
     sample: int  # tickets counted per model
@@ -323,13 +331,14 @@ class Estimate:
 
 
 def candidate_models(
-    job: JobName, chosen: Sequence[str] | None, models: ModelBook | None = None
+    definition: JobDefinition, chosen: Sequence[str] | None, models: ModelBook | None = None
 ) -> list[str]:
     """The models given, else the job's default and the table's current models."""
     if chosen:
         return list(dict.fromkeys(m.strip() for m in chosen if m.strip()))
     book = models or ModelBook.load()
-    return list(dict.fromkeys([default_model(job, book), *book.current_models()]))
+    first = definition.model or book.default_model(definition.output.kind)
+    return list(dict.fromkeys([first, *book.current_models()]))
 
 
 def sample_indices(count: int, size: int, seed: int = SAMPLE_SEED) -> list[int]:
@@ -388,7 +397,7 @@ async def _all_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
 
 def _prefix_request(spec: JobSpec) -> dict[str, Any]:
     """The request with an empty ticket and without the shared prefix (system and tools)."""
-    params = spec.request("")
+    params = spec.request(spec.template.render_empty())
     for key in ("system", "tools", "tool_choice"):
         params.pop(key, None)
     return params
@@ -409,7 +418,7 @@ async def estimate_model(
     try:
         overhead, bare, *counts = await _all_or_cancel(
             [
-                counter.count(spec.request("")),
+                counter.count(spec.request(spec.template.render_empty())),
                 counter.count(_prefix_request(spec)),
                 *(counter.count(spec.request(texts[i])) for i in sample),
             ]
@@ -435,11 +444,8 @@ async def estimate_model(
     else:
         per_ticket = default_output_tokens(spec, texts)
         source = "default"
-        note = (
-            "default: one label as a JSON object"
-            if spec.job == "classify"
-            else "default: at most two sentences, as long as the ticket's own sentences"
-        ) + f" at tokenizer factor {spec.rules.tokenizer_factor:g}"
+        note = DEFAULT_NOTES.get(spec.job) or DEFAULT_NOTES[spec.output.name]
+        note += f" at tokenizer factor {spec.rules.tokenizer_factor:g}"
         if spec.thinks:
             effort = spec.effort or spec.rules.default_effort or "high"
             note += f", plus thinking at effort {effort} ({THINKING_EXPECTED[effort]:,} tokens)"
@@ -483,6 +489,7 @@ async def estimate_model(
 
 async def estimate(
     tickets: Tickets,
+    prompts: Sequence[str],
     specs: Sequence[JobSpec],
     book: PriceBook,
     output_dir: Path | None = None,
@@ -496,7 +503,7 @@ async def estimate(
         raise ValueError("the sample must hold at least one ticket")
     if not specs:
         raise ValueError("no model to estimate for")
-    texts = [str(t) for t in tickets.frame["text"].tolist()]
+    texts = list(prompts)
     ids = [str(i) for i in tickets.frame["id"].tolist()]
     sample = sample_indices(len(texts), sample_size, seed)
     own_client = client is None

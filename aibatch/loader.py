@@ -1,19 +1,24 @@
-"""Load tickets (CSV, JSON array, JSONL, Parquet) into a DataFrame, and refuse bad input.
+"""Load rows (CSV, JSON array, JSONL, Parquet) into a DataFrame, and refuse bad input.
 
 Every problem is found before any API call and reported with the file, the row (1-based,
-counting tickets, not the header) and the column, so a user can fix it in one go.
+counting rows, not the header) and the column, so a user can fix it in one go: the id
+column, the columns a job's prompt template reads (`load_rows`), and then each row's prompt
+(`render_prompts`: a value the template needs that a row lacks is refused here too).
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from aibatch.templates import MissingValue, PromptTemplate
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
@@ -39,16 +44,24 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Tickets:
-    """Validated tickets: `frame` has string `id` and `text` columns plus carried columns."""
+    """Validated rows: `frame` has a string `id` column, then the input's other columns (for
+    the built-in jobs, the ticket text as `text`)."""
 
     path: Path
     frame: pd.DataFrame
     id_column: str
-    text_column: str
+    text_column: str = "text"
+    used: frozenset[str] = frozenset({"text"})  # columns the job's prompt reads
 
     @property
     def carried_columns(self) -> list[str]:
-        return [c for c in self.frame.columns if c not in ("id", "text")]
+        return [c for c in self.frame.columns if c != "id" and c not in self.used]
+
+    def carried(self) -> pd.DataFrame:
+        """The columns results carry along, by id; one named like an output column is kept
+        as input_<name> (the output's own columns win)."""
+        frame = self.frame[["id", *self.carried_columns]].set_index("id")
+        return frame.rename(columns=lambda c: f"input_{c}" if str(c) in RESERVED else str(c))
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -118,7 +131,19 @@ def _as_id(value: object) -> str | None:
 
 
 def load_tickets(path: str | Path, id_column: str = "id", text_column: str = "text") -> Tickets:
-    """Read and validate tickets; raise InputError naming file, row and column."""
+    """Tickets for the built-in jobs: an id and a text column (named as given; read as
+    `text`); InputError naming file, row and column."""
+    return load_rows(path, id_column, {"text"}, {text_column: "text"} if text_column else {})
+
+
+def load_rows(
+    path: str | Path,
+    id_column: str = "id",
+    needed: Collection[str] = ("text",),
+    rename: Mapping[str, str] | None = None,
+) -> Tickets:
+    """Read and validate rows: the id column, and the `needed` columns a prompt reads (after
+    `rename`, input name → name the prompt uses); InputError naming file, row and column."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -134,10 +159,23 @@ def load_tickets(path: str | Path, id_column: str = "id", text_column: str = "te
         raise InputError(path, "cannot be read (permission denied)") from exc
     if frame.empty:
         raise InputError(path, "contains no tickets")
-    for column in (id_column, text_column):
+    frame.columns = [str(c) for c in frame.columns]
+    renamed = {k: v for k, v in (rename or {}).items() if k != v}
+    for source, target in renamed.items():
+        if source in frame.columns and target in frame.columns and target != id_column:
+            frame = frame.drop(columns=[target])  # the column named by the option wins
+    frame = frame.rename(columns=renamed)
+    present = ", ".join(frame.columns)
+    if id_column not in frame.columns:
+        raise InputError(path, f"missing column (columns present: {present})", column=id_column)
+    original = {v: k for k, v in renamed.items()}
+    for column in sorted(needed):
         if column not in frame.columns:
-            present = ", ".join(map(str, frame.columns))
-            raise InputError(path, f"missing column (columns present: {present})", column=column)
+            raise InputError(
+                path,
+                f"missing column: the prompt template reads it (columns present: {present})",
+                column=original.get(column, column),
+            )
 
     problems: list[InputError] = []
     ids: list[str | None] = []
@@ -163,37 +201,90 @@ def load_tickets(path: str | Path, id_column: str = "id", text_column: str = "te
             )
         else:
             first_row[ticket_id] = row
-    texts = frame[text_column].tolist()
-    for row, text in enumerate(texts, start=1):
-        if not isinstance(text, str):
-            if text is None or (isinstance(text, float) and pd.isna(text)):
-                problems.append(InputError(path, "empty or null text", row=row, column=text_column))
-                continue
-            problems.append(
-                InputError(
-                    path,
-                    f"text must be a string, not {type(text).__name__}",
-                    row=row,
-                    column=text_column,
-                )
-            )
-        elif not text.strip():
-            problems.append(InputError(path, "empty text", row=row, column=text_column))
-    if problems:
-        if len(problems) == 1:
-            raise problems[0]
-        listed = "\n  ".join(str(p) for p in problems[:MAX_PROBLEMS_LISTED])
-        more = len(problems) - MAX_PROBLEMS_LISTED
-        suffix = f"\n  ... and {more} more" if more > 0 else ""
-        error = InputError(path, f"{len(problems)} problems:\n  {listed}{suffix}")
-        raise error from problems[0]
+    for column in sorted(needed):
+        for row, value in enumerate(frame[column].tolist(), start=1):
+            if isinstance(value, (list, dict, tuple)) or hasattr(value, "__array__"):
+                problems.append(InputError(
+                    path, f"must be text or a number, not {type(value).__name__}", row=row,
+                    column=original.get(column, column),
+                ))  # fmt: skip
+    _raise_all(path, problems)
+    rest = frame.drop(columns=[id_column]).reset_index(drop=True)
+    frame = pd.concat([pd.DataFrame({"id": pd.array(ids, dtype="string")}), rest], axis=1)
+    return Tickets(path, frame, id_column, rename_back(renamed), frozenset(needed))
 
-    carried = frame.drop(columns=[id_column, text_column])
-    # The output's own columns win; an input column of the same name is kept as input_<name>.
-    carried = carried.rename(columns=lambda c: f"input_{c}" if str(c) in RESERVED else str(c))
-    tickets = pd.DataFrame({"id": ids, "text": texts}).astype({"id": "string", "text": "string"})
-    frame = pd.concat([tickets, carried.reset_index(drop=True)], axis=1)
-    return Tickets(path=path, frame=frame, id_column=id_column, text_column=text_column)
+
+def rename_back(renamed: Mapping[str, str]) -> str:
+    """The input's name of the column read as `text` (for messages), or "text"."""
+    return next((k for k, v in renamed.items() if v == "text"), "text")
+
+
+def _blank(value: object) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float) and pd.isna(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def render_prompts(tickets: Tickets, template: PromptTemplate) -> list[str]:
+    """Each row's prompt; InputError naming file, row and column for every row that lacks a
+    value the template needs (a null or blank cell, and no default in the template)."""
+    columns = sorted(template.columns & set(tickets.frame.columns))
+    names = {"text": tickets.text_column}
+    values = tickets.frame[columns].to_dict("records") if columns else [{}] * len(tickets.frame)
+    problems: list[InputError] = []
+    prompts: list[str] = []
+    for row, record in enumerate(values, start=1):
+        present = {str(k): v for k, v in record.items() if not _blank(v)}
+        try:
+            prompts.append(template.render(present))
+        except MissingValue as missing:
+            column = names.get(missing.column, missing.column)
+            problems.append(InputError(
+                tickets.path,
+                f"empty or null {column} (the prompt needs it; a default in the template, "
+                f'{{{{ {missing.column} | default("...") }}}}, would allow it)',
+                row=row, column=column,
+            ))  # fmt: skip
+            prompts.append("")
+    _raise_all(tickets.path, problems)
+    return prompts
+
+
+def load_job_rows(
+    path: str | Path, template: PromptTemplate, id_column: str, text_column: str = "text"
+) -> tuple[Tickets, list[str]]:
+    """The rows a job's template reads, validated, and each row's prompt (`text_column`:
+    the input column read as `text`, for the built-in jobs)."""
+    rename = {text_column: "text"} if text_column != "text" else {}
+    tickets = load_rows(path, id_column, template.columns, rename)
+    return tickets, render_prompts(tickets, template)
+
+
+TRIAL_SEED = 0
+
+
+def trial_rows(pending: pd.DataFrame, limit: int | None, sample: int | None) -> pd.DataFrame:
+    """A trial run's rows: the first `limit` pending, or a seeded random `sample` of them
+    (in input order); all of them otherwise."""
+    if limit is not None:
+        return pending.head(limit)
+    if sample is not None and sample < len(pending):
+        return pending.sample(n=sample, random_state=TRIAL_SEED).sort_index()
+    return pending
+
+
+def _raise_all(path: Path, problems: list[InputError]) -> None:
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    listed = "\n  ".join(str(p) for p in problems[:MAX_PROBLEMS_LISTED])
+    more = len(problems) - MAX_PROBLEMS_LISTED
+    suffix = f"\n  ... and {more} more" if more > 0 else ""
+    error = InputError(path, f"{len(problems)} problems:\n  {listed}{suffix}")
+    raise error from problems[0]
 
 
 # Columns of the results dataset; input columns with these names are renamed.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Iterator
 
 from aibatch.budget import WorstCase
-from aibatch.loader import InputError, load_tickets
+from aibatch.loader import InputError, load_job_rows
 from aibatch.pricing import PriceBook
 from aibatch.sdk_models import deprecated_models
 from aibatch.settings import BatchParameters
@@ -79,6 +80,48 @@ def _raise_interrupted(signal_number: int, frame: object) -> None:
     raise Interrupted(signal_number)
 
 
+DRY_RUN_REQUESTS = 3  # requests a dry run prints
+
+
+def dry_run_locally(params: BatchParameters) -> int:
+    """Validate, print the first requests a run would send (JSON) and its estimate; no
+    generation call, nothing written. Returns the process exit code."""
+    import json
+    from pathlib import Path
+
+    from aibatch import estimate
+    from aibatch.loader import trial_rows
+    from aibatch.store import ResultStore
+
+    try:
+        spec = params.job_spec()
+        prices = PriceBook.load(params.prices_path)
+        tickets, prompts = load_job_rows(
+            params.input_path, spec.template, params.id_column_used, params.text_column
+        )
+    except (InputError, ValueError) as exc:
+        say(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    frame = tickets.frame
+    done = ResultStore(params.output_dir).settled_ids(spec.job, spec.model, spec.prompt_version)
+    pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
+    positions = pending.index.tolist()
+    say(f"dry run: {len(pending)} of {len(frame)} rows would be sent ({spec.job}, "
+        f"{spec.model}, key {spec.prompt_version}); the first {DRY_RUN_REQUESTS}:")  # fmt: skip
+    for position in positions[:DRY_RUN_REQUESTS]:
+        print(json.dumps(spec.request(prompts[position]), indent=2, ensure_ascii=False))
+    if not positions:
+        return EXIT_OK  # every row is done: a run would send nothing
+    chosen = dataclasses.replace(tickets, frame=frame.loc[positions].reset_index(drop=True))
+    with api_backend():
+        result = asyncio.run(estimate.estimate(
+            chosen, [prompts[p] for p in positions], [spec], prices,
+            output_dir=Path(params.output_dir),
+        ))  # fmt: skip
+    estimate.render(result)
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
 def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
     """Validate, then run the flow; return the process exit code."""
     try:
@@ -86,7 +129,9 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
         prices = PriceBook.load(params.prices_path)
         if params.budget_usd is not None:
             WorstCase(prices, spec.model).check_price()
-        tickets = load_tickets(params.input_path, params.id_column, params.text_column)
+        tickets, _ = load_job_rows(
+            params.input_path, spec.template, params.id_column_used, params.text_column
+        )
     except (InputError, ValueError) as exc:
         say(f"error: {exc}")
         return EXIT_BAD_INPUT
@@ -94,7 +139,7 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
     if retiring is not None:
         say(f"warning: {spec.model} reaches its end of life on {retiring} (the SDK's list)")
     say(
-        f"{len(tickets.frame)} tickets in {params.input_path}: {params.job} → {params.output_dir}"
+        f"{len(tickets.frame)} rows in {params.input_path}: {spec.job} → {params.output_dir}"
         + (" (Message Batches, half price)" if params.mode == "batch" else "")
     )
     prefect_environment()
@@ -133,8 +178,11 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+    held_back = summary.get("held_back") or 0
     say(
         f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
-        f"already done; results in {params.output_dir}/results"
+        f"already done"
+        + (f", {held_back} left for a later run (trial)" if held_back else "")
+        + f"; results in {params.output_dir}/results"
     )
     return EXIT_OK

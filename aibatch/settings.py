@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aibatch import policy
-from aibatch.jobs import DEFAULT_LABELS, JobName, JobSpec, read_instructions
+from aibatch.jobs import BUILT_IN_JOBS, JobDefinition, JobSpec, builtin_job, read_instructions
 from aibatch.models import Effort, ModelBook
 
 
@@ -19,10 +19,25 @@ class BatchParameters(BaseModel):
         default="data/tickets.csv",
         description="Tickets as CSV, JSON (array), JSONL or Parquet.",
     )
-    job: JobName = Field(default="summarize", description="summarize or classify")
-    labels: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_LABELS),
-        description="Label set for classify (ignored by summarize).",
+    job: str = Field(
+        default="summarize",
+        description="A built-in job: " + ", ".join(BUILT_IN_JOBS) + " (ignored when "
+        "job_definition is given).",
+    )
+    job_definition: JobDefinition | None = Field(
+        default=None,
+        description="Your own job (the fields of a job file; README, 'Your own job').",
+    )
+    labels: list[str] | None = Field(
+        default=None,
+        description="A label set replacing a label job's own (classify: billing, technical, "
+        "feature request, other).",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Trial run: only the first N rows still pending."
+    )
+    sample: int | None = Field(
+        default=None, ge=1, description="Trial run: a seeded random N of the rows pending."
     )
     model: str | None = Field(
         default=None,
@@ -40,7 +55,9 @@ class BatchParameters(BaseModel):
         "(default: $AIBATCH_MODELS, if set).",
     )
     output_dir: str = Field(default="data/output", description="Where results/ and failures/ go.")
-    id_column: str = Field(default="id", min_length=1)
+    id_column: str | None = Field(
+        default=None, min_length=1, description="The id column; default: the job's, else id."
+    )
     text_column: str = Field(default="text", min_length=1)
     chunk_size: int = Field(
         default=policy.DEFAULT_CHUNK_SIZE,
@@ -141,9 +158,18 @@ class BatchParameters(BaseModel):
     )
     show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")
 
+    @field_validator("job")
+    @classmethod
+    def _built_in(cls, job: str) -> str:
+        if job not in BUILT_IN_JOBS:
+            raise ValueError(f"must be one of {', '.join(BUILT_IN_JOBS)}, not {job!r}")
+        return job
+
     @field_validator("labels")
     @classmethod
-    def _labels_distinct(cls, labels: list[str]) -> list[str]:
+    def _labels_distinct(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is None:
+            return None
         cleaned = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
         if len(cleaned) < 2:
             raise ValueError("give at least two distinct labels")
@@ -162,12 +188,32 @@ class BatchParameters(BaseModel):
             raise ValueError("mode batch sends one set of batches: it takes no shards")
         return self
 
+    @model_validator(mode="after")
+    def _one_trial(self) -> BatchParameters:
+        if self.limit is not None and self.sample is not None:
+            raise ValueError("limit and sample are two ways of choosing rows: give one")
+        return self
+
+    @property
+    def definition(self) -> JobDefinition:
+        """The job: the one given, else the built-in one named by `job`."""
+        return self.job_definition or builtin_job(self.job)
+
+    @property
+    def job_name(self) -> str:
+        return self.definition.name
+
     def job_spec(self) -> JobSpec:
         """The job as asked of its model (ValueError naming the file or option at fault)."""
-        return JobSpec.build(
-            self.job, self.model, self.labels, read_instructions(self.instructions_path),
-            models=ModelBook.load(self.models_path), effort=self.effort,
-        )  # fmt: skip
+        definition = self.definition.with_options(
+            self.labels, read_instructions(self.instructions_path), self.effort
+        )
+        return JobSpec.of(definition, self.model, ModelBook.load(self.models_path))
+
+    @property
+    def id_column_used(self) -> str:
+        """The id column: the option if given, else the job's, else `id`."""
+        return self.id_column or self.definition.id_column or "id"
 
     @property
     def fixed_concurrency(self) -> int | None:

@@ -25,6 +25,7 @@ from prefect.deployments import arun_deployment
 
 from aibatch.engine import Committer, new_run_id
 from aibatch.jobs import JobSpec
+from aibatch.loader import Tickets, trial_rows
 from aibatch.settings import BatchParameters
 from aibatch.store import ResultStore, carried_schema
 from tasks.report import artifact_key, publish_summary
@@ -47,19 +48,20 @@ def write_shard_inputs(
     return paths
 
 
-async def fan_out(params: BatchParameters, frame: pd.DataFrame, spec: JobSpec) -> dict[str, Any]:
+async def fan_out(params: BatchParameters, tickets: Tickets, spec: JobSpec) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = new_run_id()
     store = ResultStore(params.output_dir)
+    frame = tickets.frame
     with store.locked():  # briefly, alone: recover every crashed run's journal first
-        carried = frame.drop(columns=["text"]).set_index("id")
+        carried = tickets.carried()
         committer = Committer(
             store, run_id, carried, carried_schema(carried), store.all_result_keys()
         )
         recovered = committer.fold_in()
         committer.close()
         done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
-    pending = frame[~frame["id"].isin(done)]
+    pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
     shards = min(params.shards, max(1, len(pending)))
     shard_dir = store.state_dir / "shard-inputs" / run_id
     paths = (
@@ -73,9 +75,11 @@ async def fan_out(params: BatchParameters, frame: pd.DataFrame, spec: JobSpec) -
 
     async def run_shard(index: int, path: Path) -> Any:
         name = f"{index}-of-{len(paths)}"
-        child = params.model_copy(
-            update={"input_path": str(path), "shards": 1, "shard": name, "show_progress": False}
-        )
+        child = params.model_copy(update={
+            "input_path": str(path), "shards": 1, "shard": name, "show_progress": False,
+            "id_column": "id", "text_column": "text",  # the part's names, as loaded
+            "limit": None, "sample": None,  # the parts hold the trial's rows already
+        })  # fmt: skip
         return await arun_deployment(
             params.shard_deployment,
             parameters={"params": child.model_dump(mode="json")},
@@ -87,7 +91,7 @@ async def fan_out(params: BatchParameters, frame: pd.DataFrame, spec: JobSpec) -
                 "flow_run_id": str(run.id)} for run in runs]  # fmt: skip
     failed = [o for o in outcome if o["state"] != "Completed"]
     summary = {"run_id": run_id, "job": spec.job, "model": spec.model, "shards": len(paths),
-               "tickets": len(pending), "already_done": len(frame) - len(pending),
+               "tickets": len(pending), "already_done": len(done & set(frame["id"])),
                "recovered": recovered, "shards_failed": len(failed)}  # fmt: skip
     key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
     await publish_summary(f"{key}-shards", summary, f"aibatch sharded run {run_id}")

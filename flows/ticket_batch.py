@@ -34,6 +34,7 @@ from aibatch.engine import (
     TicketProcessor,
     new_run_id,
 )
+from aibatch.loader import trial_rows
 from aibatch.pacer import MAX_CONCURRENCY, Pacer
 from aibatch.pricing import PriceBook
 from aibatch.progress import progress_bar
@@ -52,7 +53,7 @@ from tasks.limits import (
     shared_budget,
     shared_rpm,
 )
-from tasks.load import load_tickets_task
+from tasks.load import load_rows_task
 from tasks.report import (
     artifact_key,
     publish_batches,
@@ -67,7 +68,8 @@ def _run_name() -> str:
     params = flow_run.parameters.get("params") or {}
     if isinstance(params, BatchParameters):
         params = params.model_dump()
-    job = params.get("job", "summarize")
+    definition = params.get("job_definition") or {}
+    job = definition.get("name") or params.get("job", "summarize")
     source = str(params.get("input_path", "tickets")).rsplit("/", 1)[-1]
     return f"{job}-{source}"
 
@@ -81,7 +83,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     prices = PriceBook.load(params.prices_path)
     if params.budget_usd is not None:
         WorstCase(prices, spec.model).check_price()  # no price: fail now
-    tickets = load_tickets_task(params.input_path, params.id_column, params.text_column)
+    tickets, prompts = load_rows_task(
+        params.input_path, spec.definition.prompt, params.id_column_used, params.text_column
+    )
     api_key = await api_key_from_environment_or_block()
     if api_key is None:
         raise MissingAPIKey(
@@ -108,13 +112,13 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         )  # fmt: skip
 
     if params.shards > 1 and params.shard is None:
-        return await fan_out(params, tickets.frame, spec)
+        return await fan_out(params, tickets, spec)
 
     store = ResultStore(params.output_dir, shard=params.shard)
     with store.locked():
         run_id = new_run_id()
         frame = tickets.frame
-        carried = frame.drop(columns=["text"]).set_index("id")
+        carried = tickets.carried()
         committer = Committer(
             store, run_id, carried, carried_schema(carried), store.all_result_keys()
         )
@@ -122,10 +126,12 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         if recovered:
             logger.info("Recovered %d results journaled by an interrupted run", recovered)
         done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
-        pending = frame[~frame["id"].isin(done)]
+        is_done = frame["id"].isin(done)
+        already_done = int(is_done.sum())
+        pending = trial_rows(frame[~is_done], params.limit, params.sample)
         logger.info(
             "%d tickets in %s; %d already done for %s/%s/%s; %d to process",
-            len(frame), params.input_name, len(frame) - len(pending), spec.job, spec.model,
+            len(frame), params.input_name, already_done, spec.job, spec.model,
             spec.prompt_version, len(pending),
         )  # fmt: skip
         ledger = BatchLedger(store.state_dir / "batches")
@@ -137,7 +143,8 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
                 f"open for this job and model ({', '.join(open_batches)}): run with --mode "
                 "batch to collect them; sending their tickets again would pay twice"
             )
-        pairs = list(zip(pending["id"].tolist(), pending["text"].tolist(), strict=True))
+        prompt_of = dict(zip(frame["id"].tolist(), prompts, strict=True))
+        pairs = [(i, prompt_of[i]) for i in pending["id"].tolist()]
         chunks = [pairs[i : i + params.chunk_size] for i in range(0, len(pairs), params.chunk_size)]
         stats = RunStats(total=len(pairs))
         budget = None
@@ -207,7 +214,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
 
     summary = {"run_id": run_id, "job": spec.job, "model": spec.model, "mode": params.mode,
                "prompt_version": spec.prompt_version, **stats.summary(),
-               "already_done": len(frame) - len(pending), "recovered": recovered,
+               "already_done": already_done,
+               "held_back": len(frame) - already_done - len(pending),  # a trial's other rows
+               "recovered": recovered,
                "files_published": committer.files_published,
                **(batch_report.as_dict() if batch_report is not None else {})}  # fmt: skip
     await publish_summary(f"{key}-summary", summary, f"aibatch run {run_id}")

@@ -1,14 +1,18 @@
-"""Load and validate the input tickets."""
+"""Load and validate the input rows, and render each row's prompt."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from aibatch.loader import Tickets, load_tickets
+from aibatch.loader import Tickets, load_job_rows
+from aibatch.templates import PromptTemplate
 
 
-@task(name="load-tickets", cache_policy=NONE, persist_result=False)
-def load_tickets_task(path: str, id_column: str, text_column: str) -> Tickets:
-    """Read the input file; any problem fails here, before a single API call."""
-    return load_tickets(path, id_column, text_column)
+@task(name="load-rows", cache_policy=NONE, persist_result=False)
+def load_rows_task(
+    path: str, prompt: str, id_column: str, text_column: str
+) -> tuple[Tickets, list[str]]:
+    """Read the input file and render its prompts (`prompt`: the job's template); any
+    problem fails here, before a single API call."""
+    return load_job_rows(path, PromptTemplate(prompt), id_column, text_column)

@@ -27,6 +27,7 @@ from aibatch.simulator.model import (
     choose_label,
     count_text_tokens,
     find_label_tool,
+    label_definitions,
     listed_options,
     prompt_blocks,
     scale_tokens,
@@ -687,7 +688,9 @@ class SimulatedAPI:
     def _text_answer(self, body: dict[str, Any], ticket: str, fmt: Any) -> str:
         """The answer's text: JSON for a structured output, a label, or a summary."""
         if fmt is not None:
-            return orjson.dumps(fill(fmt["schema"], ticket, self.config.obey_injection)).decode()
+            meanings = label_definitions(system_text(body))
+            answer = fill(fmt["schema"], ticket, self.config.obey_injection, meanings)
+            return orjson.dumps(answer).decode()
         options = listed_options(system_text(body)) or listed_options(ticket)
         if options:
             return choose_label(ticket, options, self.config.obey_injection)

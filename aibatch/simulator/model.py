@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 
 _TICKET_TAG = re.compile(r"<ticket>(.*?)</ticket>", re.DOTALL)
+_DATA_TAG = re.compile(r"<data>(.*?)</data>", re.DOTALL)
 _LISTED_OPTIONS = re.compile(r"one of[:\s]+([^\n]+)", re.IGNORECASE)
 _INJECTION = re.compile(
     r"(?:respond|reply|answer|output|say|classify (?:this|it) as|label (?:this|it) as)"
@@ -237,8 +238,12 @@ def system_text(body: dict[str, Any]) -> str:
 
 
 def ticket_text(body: dict[str, Any]) -> str:
-    """The text being worked on: inside <ticket> tags if the prompt uses them, else all of it."""
+    """The text being worked on: the values framed in <data> tags (joined), else inside
+    <ticket> tags, else all of the last user message."""
     text = last_user_text(body)
+    framed = [value.strip() for value in _DATA_TAG.findall(text) if value.strip()]
+    if framed:
+        return "\n".join(framed)
     tagged = _TICKET_TAG.search(text)
     return tagged.group(1).strip() if tagged else text.strip()
 
@@ -277,27 +282,46 @@ def _sentences(text: str) -> list[str]:
     return [s for s in marked.split("\0") if s]
 
 
+_LABEL_LINE = re.compile(r"^- ([^:\n]+): (.+)$", re.MULTILINE)
+
+
+def label_definitions(system: str) -> dict[str, str]:
+    """Definitions a prompt gives its labels, as `- label: definition` lines."""
+    return {label.strip(): meaning for label, meaning in _LABEL_LINE.findall(system)}
+
+
 @lru_cache(maxsize=64)
-def _evidence_index(labels: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """Word → positions of the labels it is evidence for, built once per label set."""
+def _evidence_index(
+    labels: tuple[str, ...], definitions: tuple[tuple[str, str], ...] = ()
+) -> dict[str, tuple[int, ...]]:
+    """Word → positions of the labels it is evidence for, built once per label set: the
+    table's words for labels support teams use, else the label's own words and those of
+    its definition in the prompt."""
+    meaning = dict(definitions)
     index: dict[str, list[int]] = {}
     for position, label in enumerate(labels):
         evidence = _LABEL_EVIDENCE.get(label.lower()) or tuple(
-            w for w in _words(label) if w not in _STOPWORDS
+            w for w in _words(label + " " + meaning.get(label, "")) if w not in _STOPWORDS
         )
         for word in evidence:
             index.setdefault(word, []).append(position)
     return {word: tuple(positions) for word, positions in index.items()}
 
 
-def choose_label(ticket: str, labels: Sequence[str], obey_injection: bool = False) -> str:
+def choose_label(
+    ticket: str,
+    labels: Sequence[str],
+    obey_injection: bool = False,
+    definitions: dict[str, str] | None = None,
+) -> str:
     """The label with the most keyword evidence in the ticket; ties keep the listed order."""
     if obey_injection:
         injected = _INJECTION.search(ticket)
         if injected:
             return injected.group(1).strip()
     labels = tuple(labels)
-    index = _evidence_index(labels)
+    known = tuple(sorted((definitions or {}).items()))
+    index = _evidence_index(labels, tuple(item for item in known if item[0] in labels))
     scores = [0] * len(labels)
     for word in _words(ticket):
         for position in index.get(word, ()):

@@ -165,8 +165,15 @@ def _check(node: Any, where: str, defs: dict[str, Any], refs: tuple[str, ...]) -
 class _Filler:
     """Fills a schema from a ticket's text; `found` records whether evidence was used."""
 
-    def __init__(self, ticket: str, schema: dict[str, Any], obey_injection: bool) -> None:
+    def __init__(
+        self,
+        ticket: str,
+        schema: dict[str, Any],
+        obey_injection: bool,
+        definitions: dict[str, str] | None = None,
+    ) -> None:
         self.ticket = ticket
+        self.definitions = definitions
         self.lower = ticket.lower()
         self.words = set(re.findall(r"[a-z0-9]+", self.lower))
         self.defs = {**(schema.get("$defs") or {}), **(schema.get("definitions") or {})}
@@ -189,7 +196,7 @@ class _Filler:
         if "enum" in node:
             values = node["enum"]
             labels = [str(v) for v in values]
-            label = choose_label(self.ticket, labels, self.obey_injection)
+            label = choose_label(self.ticket, labels, self.obey_injection, self.definitions)
             found = any(w in self.words for w in re.findall(r"[a-z0-9]+", label.lower()))
             return (values[labels.index(label)] if label in labels else label), found
         if "anyOf" in node:
@@ -241,27 +248,34 @@ class _Filler:
         return (int(number) if integer else number), True
 
     def string(self, node: dict[str, Any], name: str) -> tuple[str, bool]:
+        labelled = self._labelled_line(name)  # "Due date: 2026-11-13" for due_date
         fmt = node.get("format")
         if fmt is not None:
             finder = _FORMAT_FINDERS.get(str(fmt))
-            found = finder.search(self.ticket) if finder else None
-            if found:
-                return found.group(0), True
+            for text in (labelled, self.ticket):
+                found = finder.search(text) if finder and text else None
+                if found:
+                    return found.group(0), True
             if fmt == "date-time":
-                date = _DATE.search(self.ticket)
+                date = _DATE.search(labelled or self.ticket)
                 if date:
                     return f"{date.group(0)}T00:00:00Z", True
             return _FIXED_FORMAT_VALUES.get(str(fmt), ""), False
-        words = _name_words(name)
-        if words:
-            line = re.search(
-                r"^[ \t]*" + r"[ \t_-]+".join(map(re.escape, words)) + r"[ \t]*:[ \t]*(\S[^\n]*)$",
-                self.ticket,
-                re.IGNORECASE | re.MULTILINE,
-            )
-            if line:
-                return line.group(1).strip(), True
+        if labelled:
+            return labelled, True
         return self.summary_words(), False
+
+    def _labelled_line(self, name: str) -> str | None:
+        """The value of a `Property name: value` line, if the text has one."""
+        words = _name_words(name)
+        if not words:
+            return None
+        line = re.search(
+            r"^[ \t]*" + r"[ \t_-]+".join(map(re.escape, words)) + r"[ \t]*:[ \t]*(\S[^\n]*)$",
+            self.ticket,
+            re.IGNORECASE | re.MULTILINE,
+        )
+        return line.group(1).strip() if line else None
 
 
 def _name_words(name: str) -> list[str]:
@@ -269,9 +283,15 @@ def _name_words(name: str) -> list[str]:
     return spaced.lower().split()
 
 
-def fill(schema: dict[str, Any], ticket: str, obey_injection: bool = False) -> Any:
+def fill(
+    schema: dict[str, Any],
+    ticket: str,
+    obey_injection: bool = False,
+    definitions: dict[str, str] | None = None,
+) -> Any:
     """A value that satisfies `schema`, drawn from the ticket: enums by `choose_label`,
     strings from a `Property name: value` line (else words of the ticket), dates and
-    numbers found in the text, booleans by whether the property's words occur."""
-    value, _ = _Filler(ticket, schema, obey_injection).value(schema, "")
+    numbers found in the text, booleans by whether the property's words occur. `definitions`:
+    what the prompt says each label means (evidence for enums)."""
+    value, _ = _Filler(ticket, schema, obey_injection, definitions).value(schema, "")
     return value

@@ -271,7 +271,7 @@ def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
     assert rows["cache_read_input_tokens"].tolist()[1:] == [written[0]] * 39
     # Other instructions, another question: its own resume key, never mixed with the first.
     (version,) = set(rows["prompt_version"])
-    assert version != plain["prompt_version"].iloc[0] and "-i" in version
+    assert version != plain["prompt_version"].iloc[0]
     assert rows["cost_usd"].sum() < rows["cost_usd"].iloc[0] * 40  # the reads cost less
 
 

@@ -108,7 +108,7 @@ def test_each_ticket_gets_its_own_answer_once(
 def test_permanent_errors_are_recorded_once_and_never_retried(
     start_simulator: StartSimulator, harness: Callable[..., Harness]
 ) -> None:
-    h = harness(start_simulator(context_window=400))
+    h = harness(start_simulator(context_window=600))
     chunk = [*tickets(5), ("LONG", "word " * 2000)]
     h.run(chunk)
     failures = pd.read_parquet(h.store.failures_dir)

@@ -17,8 +17,8 @@ import pytest
 
 from aibatch import estimate as est
 from aibatch import policy
-from aibatch.jobs import JobSpec
-from aibatch.loader import load_tickets
+from aibatch.jobs import JobSpec, builtin_job
+from aibatch.loader import load_job_rows
 from aibatch.models import THINKING_EXPECTED
 from aibatch.pricing import PriceBook, Usage
 from aibatch.simulator import SimulatorServer
@@ -81,15 +81,15 @@ def test_a_sample_is_seeded_and_never_larger_than_the_input() -> None:
 
 
 def test_candidates_are_the_defaults_or_only_the_models_given() -> None:
-    defaults = est.candidate_models("classify", None)
+    defaults = est.candidate_models(builtin_job("classify"), None)
     assert defaults[0] == JobSpec.build("classify", None, None).model
     assert {"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1"} <= set(
         defaults
     )
     assert len(defaults) == len(set(defaults))
-    assert est.candidate_models("summarize", ["claude-opus-5-5", "claude-opus-5-5"]) == [
-        "claude-opus-5-5"
-    ]
+    assert est.candidate_models(
+        builtin_job("summarize"), ["claude-opus-5-5", "claude-opus-5-5"]
+    ) == ["claude-opus-5-5"]
 
 
 # -- output tokens --------------------------------------------------------------------------
@@ -226,19 +226,19 @@ def test_every_ticket_counted_when_the_sample_covers_them(
     simulator: SimulatorServer, tmp_path: Path
 ) -> None:
     write_tickets(tmp_path / "t.csv", 12)
-    tickets = load_tickets(tmp_path / "t.csv")
+    spec = JobSpec.build("classify", "claude-haiku-5-5", None)
+    tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
     client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
     result = asyncio.run(
-        est.estimate(tickets, [JobSpec.build("classify", "claude-haiku-5-5", None)],
-                     PriceBook.load(None), sample_size=50, client=client)
+        est.estimate(tickets, prompts, [spec], PriceBook.load(None), sample_size=50,
+                     client=client)
     )  # fmt: skip
     stats = simulator.stats()
     assert stats["requests_total"] == 0  # no generation call
     assert stats["count_tokens_requests"] == result.count_tokens_calls == 12 + 2
     (row,) = result.models
-    spec = JobSpec.build("classify", "claude-haiku-5-5", None)
     exact = sum(simulator.api.count_tokens(spec.request(t))["input_tokens"]
-                for t in tickets.frame["text"])  # fmt: skip
+                for t in prompts)  # fmt: skip
     assert row.input_tokens == exact and row.counted == 12
     assert row.prefix_tokens > 0 and not row.caching
 
@@ -247,17 +247,16 @@ def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
     simulator: SimulatorServer, tmp_path: Path
 ) -> None:
     write_tickets(tmp_path / "t.csv", 300)
-    tickets = load_tickets(tmp_path / "t.csv")
+    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
+    tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
     client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
     result = asyncio.run(
-        est.estimate(tickets, [JobSpec.build("summarize", m, None)
-                               for m in ("claude-sonnet-5-5", "claude-nobody-9")],
+        est.estimate(tickets, prompts, [spec, JobSpec.build("summarize", "claude-nobody-9", None)],
                      PriceBook.load(None), sample_size=40, client=client)
     )  # fmt: skip
     good, bad = result.models
-    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
     exact = sum(simulator.api.count_tokens(spec.request(t))["input_tokens"]
-                for t in tickets.frame["text"])  # fmt: skip
+                for t in prompts)  # fmt: skip
     assert good.counted == 40
     assert good.input_tokens == pytest.approx(exact, rel=0.02)
     assert good.realtime_usd is not None and good.batch_usd == pytest.approx(good.realtime_usd / 2)
@@ -301,12 +300,12 @@ def test_caching_is_assumed_only_at_each_models_own_minimum_and_the_tokenizer_co
     """Instructions of about 1,000 tokens: past the 5.x models' 512-token minimum, short of
     Haiku 4.5's 4,096. The newer tokenizer counts the same text about 30% longer."""
     write_tickets(tmp_path / "t.csv", 20)
-    tickets = load_tickets(tmp_path / "t.csv")
     instructions = "Always name the product and the customer's exact ask. " * 70
     models = ("claude-sonnet-5-5", "claude-haiku-4-5", "claude-haiku-5-5")
     specs = [JobSpec.build("summarize", model, None, instructions) for model in models]
     client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
-    result = asyncio.run(est.estimate(tickets, specs, PriceBook.load(None), client=client))
+    tickets, prompts = load_job_rows(tmp_path / "t.csv", specs[0].template, "id")
+    result = asyncio.run(est.estimate(tickets, prompts, specs, PriceBook.load(None), client=client))
     sonnet, old_haiku, new_haiku = result.models
     assert 512 <= sonnet.prefix_tokens < 4096
     assert sonnet.caching and sonnet.cache_min_tokens == 512

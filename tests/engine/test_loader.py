@@ -61,7 +61,7 @@ def test_numeric_json_ids_become_strings(write: Write) -> None:
 
 def test_an_input_column_named_like_an_output_column_is_renamed(write: Write) -> None:
     path = write("t.csv", "id,text,model\n1,hello,laptop\n")
-    assert "input_model" in load_tickets(path).frame.columns
+    assert "input_model" in load_tickets(path).carried().columns
 
 
 def test_bad_encoding_names_the_line(write: Write) -> None:

@@ -23,7 +23,7 @@ BOOK = ModelBook.load(None)
 @pytest.mark.parametrize("job", ["summarize", "classify"])
 @pytest.mark.parametrize("model", [*BOOK.rules, "claude-haiku-4-5-20251001", "claude-new-9"])
 def test_every_request_keeps_to_its_models_rules(job: str, model: str) -> None:
-    spec = JobSpec.build(job, model, None)  # type: ignore[arg-type]
+    spec = JobSpec.build(job, model, None)
     rules = BOOK.rules_for(model)
     params = spec.request("The export fails. Please fix it.")
     assert "tool_choice" not in params and "tools" not in params  # never forced tool use

@@ -39,9 +39,9 @@ BAD_INPUTS = [
      "duplicate id '7'"),  # mixed types in id: 7 and "7" are one ticket
     ("t.json", '[{"id": [1, 2], "text": "a"}]', 1, "id", "must be a string or a number"),
     ("t.csv", "id,text\n1,hello\n2,\n", 2, "text", "empty"),
-    ("t.csv", "id,text\n1,hello\n2,\"   \"\n", 2, "text", "empty text"),
+    ("t.csv", "id,text\n1,hello\n2,\"   \"\n", 2, "text", "empty or null text"),
     ("t.json", '[{"id": "1", "text": null}]', 1, "text", "empty or null text"),
-    ("t.json", '[{"id": "1", "text": 5}]', 1, "text", "must be a string"),
+    ("t.json", '[{"id": "1", "text": {"a": 1}}]', 1, "text", "must be text or a number"),
     ("t.csv", b"id,text\n1,fine\n2,caf\xe9 au lait\n", None, None, "byte 0xe9 on line 3"),
     ("t.json", '{"id": "1", "text": "a"}', None, None, "array of objects"),
     ("t.json", '[{"id": "1", "text": "a"}, 3]', 2, None, "JSON object"),

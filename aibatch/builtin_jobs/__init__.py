@@ -1,0 +1,1 @@
+"""The job files shipped with aibatch: `--job summarize`, `--job classify`."""
