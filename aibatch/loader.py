@@ -210,6 +210,8 @@ def load_rows(
                 ))  # fmt: skip
     _raise_all(path, problems)
     rest = frame.drop(columns=[id_column]).reset_index(drop=True)
+    if "id" in rest.columns:  # another column named id, beside the one the job uses
+        rest = rest.rename(columns={"id": "input_id"})
     frame = pd.concat([pd.DataFrame({"id": pd.array(ids, dtype="string")}), rest], axis=1)
     return Tickets(path, frame, id_column, rename_back(renamed), frozenset(needed))
 

@@ -91,3 +91,9 @@ def test_many_problems_are_listed_together(write: Write) -> None:
     with pytest.raises(InputError) as caught:
         load_tickets(write("t.csv", "id,text\n" + rows + "\n"))
     assert "27 problems" in str(caught.value) and "and 17 more" in str(caught.value)
+
+
+def test_a_column_named_id_beside_the_id_column_is_kept_as_input_id(write: Write) -> None:
+    tickets = load_tickets(write("t.csv", "sku,id,text\nS1,7,hello\n"), id_column="sku")
+    assert tickets.frame["id"].tolist() == ["S1"]
+    assert tickets.frame["input_id"].tolist() == ["7"]
