@@ -183,7 +183,7 @@ def run(
     """Ask the job's question of every row of INPUT_PATH; re-running resumes.
 
     Without ANTHROPIC_API_KEY it runs on the built-in simulator and says so. Results go to
-    OUTPUT/results (hive-partitioned Parquet), permanent failures to OUTPUT/failures.
+    OUTPUT/JOB/results (hive-partitioned Parquet), permanent failures to OUTPUT/JOB/failures.
     """
     import os
 

@@ -12,7 +12,7 @@ sums, so the estimate reproduces the sample's own total). The model is then summ
 every ticket. The shared prefix (tools + system, what `cache_control` marks) is measured by
 counting the same request without them.
 
-Output tokens come from history when OUTPUT/results already holds answers to the same job,
+Output tokens come from history when OUTPUT/JOB/results already holds answers to the same job,
 model and prompt version (their mean: thinking included, as the API bills it), else from a
 per-job default that follows from the prompt and the model's entry in the capability table
 (see `default_output_tokens`: the answer's expected length at the model's tokenizer factor,
@@ -188,7 +188,7 @@ def output_history(output_dir: Path, spec: JobSpec) -> OutputHistory | None:
     import pyarrow.compute as pc
 
     try:
-        tokens = ResultStore(output_dir).key_column(
+        tokens = ResultStore(output_dir, spec.job).key_column(
             "output_tokens", spec.job, spec.model, spec.prompt_version
         )
     except (pa.ArrowException, OSError, ValueError, KeyError):
@@ -253,7 +253,7 @@ class ModelEstimate:
     output_source: str = ""  # "history" or "default"
     output_note: str = ""
     history_rows: int = 0
-    already_done: int = 0  # tickets OUTPUT/results already holds for this model
+    already_done: int = 0  # rows OUTPUT/JOB/results already holds for this model
     output_per_ticket: float = 0.0
     prompt_per_ticket: float = 0.0
     caching: bool = False
@@ -413,7 +413,7 @@ async def estimate_model(
     ids: Sequence[str] | None = None,
 ) -> ModelEstimate:
     """Count the sample for one model and extrapolate tokens and cost to every ticket a run
-    would still send (those OUTPUT/results does not hold yet for this model)."""
+    would still send (those OUTPUT/JOB/results does not hold yet for this model)."""
     lengths = [len(t) for t in texts]
     try:
         overhead, bare, *counts = await _all_or_cancel(
@@ -427,7 +427,8 @@ async def estimate_model(
         return ModelEstimate(spec.model, len(texts), error=str(failure))
     done: set[str] = set()
     if output_dir is not None and ids is not None:
-        done = ResultStore(output_dir).settled_ids(spec.job, spec.model, spec.prompt_version)
+        store = ResultStore(output_dir, spec.job)
+        done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
     todo = [k for k in range(len(texts)) if ids is None or ids[k] not in done]
     prompt_model = fit_prompt_model(overhead, [lengths[i] for i in sample], counts)
     prompts = extrapolate(prompt_model, lengths, dict(zip(sample, counts, strict=True)))
@@ -438,7 +439,7 @@ async def estimate_model(
         per_ticket = [min(float(spec.max_tokens()), history.mean_output_tokens)] * len(texts)
         source = "history"
         note = (
-            f"mean of {history.rows:,} earlier answers in {output_dir}/results "
+            f"mean of {history.rows:,} earlier answers in {output_dir}/{spec.job}/results "
             f"(same job, model and prompt version; thinking included)"
         )
     else:

@@ -103,7 +103,8 @@ def dry_run_locally(params: BatchParameters) -> int:
         say(f"error: {exc}")
         return EXIT_BAD_INPUT
     frame = tickets.frame
-    done = ResultStore(params.output_dir).settled_ids(spec.job, spec.model, spec.prompt_version)
+    store = ResultStore(params.output_dir, spec.job)
+    done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
     pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
     positions = pending.index.tolist()
     say(f"dry run: {len(pending)} of {len(frame)} rows would be sent ({spec.job}, "
@@ -183,6 +184,6 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
         f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
         f"already done"
         + (f", {held_back} left for a later run (trial)" if held_back else "")
-        + f"; results in {params.output_dir}/results"
+        + f"; results in {params.output_dir}/{summary['job']}/results"
     )
     return EXIT_OK

@@ -1,13 +1,19 @@
 """Where results live, and how they survive a kill -9 at any instant.
 
-Layout of an output directory:
+Layout of an output directory (one pair of datasets per job: their columns differ):
 
-    OUTPUT/results/run_date=YYYY-MM-DD/part-*.parquet   one row per processed ticket
-    OUTPUT/failures/run_date=YYYY-MM-DD/part-*.parquet  permanent failures (retried later)
-    OUTPUT/_aibatch/                                     state, never inside a dataset root
-        lock                 held (flock) by the run writing here
-        journal/*.jsonl      every response, appended as it arrives
-        staging/             Parquet files being written
+    OUTPUT/JOB/results/run_date=YYYY-MM-DD/part-*.parquet   one row per processed row
+    OUTPUT/JOB/failures/run_date=YYYY-MM-DD/part-*.parquet  permanent failures
+    OUTPUT/_aibatch/                          state, never inside a dataset root
+        lock                                  held (flock) by the run writing here
+        batches/*.json                        the Message Batches ledger
+        jobs/JOB/journal/*.jsonl              every response, appended as it arrives
+        jobs/JOB/staging/                     Parquet files being written
+        jobs/JOB/shards/SHARD/                a shard run's own lock, journal, staging
+
+Output directories of earlier versions had one `OUTPUT/results/` for every job; it is left
+as it is (still readable), and nothing in it counts as done: its answers were to the
+questions of that version, which have other resume keys.
 
 A response is appended to the journal the moment it arrives (a write() to the kernel,
 which a kill -9 of this process cannot lose). Every so often the journal is committed:
@@ -129,6 +135,7 @@ def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOB_DIR = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
 class ResultStore:
@@ -140,16 +147,21 @@ class ResultStore:
     fold in or clear each other's state. A whole-input run folds in every shard's journal.
     """
 
-    def __init__(self, output_dir: str | Path, shard: str | None = None) -> None:
+    def __init__(self, output_dir: str | Path, job: str, shard: str | None = None) -> None:
         if shard is not None and not SHARD_NAME.match(shard):
             raise ValueError(f"shard name {shard!r}: use letters, digits, '_', '-' or '.'")
+        if not JOB_DIR.match(job):
+            raise ValueError(f"job name {job!r}: use lowercase letters, digits and '-'")
         self.root = Path(output_dir)
+        self.job = job
         self.shard = shard
-        self.results_dir = self.root / "results"
-        self.failures_dir = self.root / "failures"
+        # Each job its own datasets (their columns differ by job); one lock per directory.
+        self.results_dir = self.root / job / "results"
+        self.failures_dir = self.root / job / "failures"
         self.state_dir = self.root / "_aibatch"
-        self.shards_dir = self.state_dir / "shards"
-        own = self.state_dir if shard is None else self.shards_dir / shard
+        job_state = self.state_dir / "jobs" / job
+        self.shards_dir = job_state / "shards"
+        own = job_state if shard is None else self.shards_dir / shard
         self.journal_dir = own / "journal"
         self.staging_dir = own / "staging"
         self._own_dir = own

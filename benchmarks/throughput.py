@@ -189,7 +189,7 @@ async def aibatch_engine(
 ) -> tuple[int, dict[str, Any]]:
     """aibatch's engine as the flow runs it: pacer, controller, journal and commits."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = ResultStore(tmp)
+        store = ResultStore(tmp, SPEC.job)
         with store.locked():
             carried = pd.DataFrame(index=pd.Index([], name="id"))
             committer = Committer(store, "bench", carried, carried_schema(carried), set())

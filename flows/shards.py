@@ -51,7 +51,7 @@ def write_shard_inputs(
 async def fan_out(params: BatchParameters, tickets: Tickets, spec: JobSpec) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = new_run_id()
-    store = ResultStore(params.output_dir)
+    store = ResultStore(params.output_dir, spec.job)
     frame = tickets.frame
     with store.locked():  # briefly, alone: recover every crashed run's journal first
         carried = tickets.carried()

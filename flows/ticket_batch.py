@@ -114,7 +114,7 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     if params.shards > 1 and params.shard is None:
         return await fan_out(params, tickets, spec)
 
-    store = ResultStore(params.output_dir, shard=params.shard)
+    store = ResultStore(params.output_dir, spec.job, shard=params.shard)
     with store.locked():
         run_id = new_run_id()
         frame = tickets.frame

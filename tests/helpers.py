@@ -74,3 +74,19 @@ def record_figures(name: str, figures: dict[str, Any]) -> None:
     FIGURES.mkdir(parents=True, exist_ok=True)
     (FIGURES / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     print(f"{name}: {json.dumps(figures, sort_keys=True)}")
+
+
+def job_dataset(output: Path, name: str = "results", job: str | None = None) -> Path:
+    """OUTPUT/<job>/<name>: the given job's, else the only job's in `output` (the default
+    job's path when there is none yet); several jobs need `job`."""
+    if job is not None:
+        return output / job / name
+    found = sorted(p for p in output.glob(f"*/{name}") if p.parent.name != "_aibatch")
+    if len(found) > 1:
+        raise AssertionError(f"{output} holds several jobs ({found}): say which")
+    return found[0] if found else output / "summarize" / name
+
+
+def job_state(output: Path, job: str = "summarize") -> Path:
+    """OUTPUT/_aibatch/jobs/<job>: a job's journal and staging area."""
+    return output / "_aibatch" / "jobs" / job

@@ -32,7 +32,7 @@ def test_custom_ids_are_valid_distinct_and_stable_for_any_ticket_id() -> None:
 
 
 def runner(tmp_path: Path, **options: Any) -> BatchRunner:
-    store = ResultStore(tmp_path / "out")
+    store = ResultStore(tmp_path / "out", "summarize")
     store.journal_dir.mkdir(parents=True, exist_ok=True)
     carried = pd.DataFrame(index=pd.Index([], name="id"))
     committer = Committer(store, "run", carried, pa.schema([]), set())

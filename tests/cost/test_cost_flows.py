@@ -24,8 +24,8 @@ StartSimulator = Callable[..., SimulatorServer]
 UseSimulator = Callable[[SimulatorServer], None]
 
 
-def read(output: Path, dataset: str = "results") -> pd.DataFrame:
-    return pd.read_parquet(output / dataset)
+def read(output: Path, dataset: str = "results", job: str = "summarize") -> pd.DataFrame:
+    return pd.read_parquet(output / job / dataset)
 
 
 def assert_stopped_within_one_request(results: pd.DataFrame, cap: float, batch: bool) -> None:
@@ -154,7 +154,7 @@ def test_cache_reads_appear_after_the_first_call_and_lower_the_cost(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", model="claude-haiku-5-5", max_concurrency=1,
     )))  # fmt: skip
-    rows = read(tmp_path / "out").sort_values("completed_at").reset_index(drop=True)
+    rows = read(tmp_path / "out", job="classify").sort_values("completed_at").reset_index(drop=True)
     written = rows["cache_creation_input_tokens"].tolist()
     read_back = rows["cache_read_input_tokens"].tolist()
     assert written[0] > 0 and read_back[0] == 0  # the first call writes the cache
@@ -258,14 +258,14 @@ def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
     )  # fmt: skip
 
     asyncio.run(process_tickets(common.model_copy(update={"output_dir": str(tmp_path / "a")})))
-    plain = read(tmp_path / "a")
+    plain = read(tmp_path / "a", job="classify")
     assert plain["cache_read_input_tokens"].sum() == 0  # too short to cache
     assert plain["cache_creation_input_tokens"].sum() == 0
 
     asyncio.run(process_tickets(common.model_copy(update={
         "output_dir": str(tmp_path / "b"), "instructions_path": str(instructions),
     })))  # fmt: skip
-    rows = read(tmp_path / "b").sort_values("completed_at")
+    rows = read(tmp_path / "b", job="classify").sort_values("completed_at")
     written = rows["cache_creation_input_tokens"].tolist()
     assert written[0] >= 1_024  # the first request writes the long shared prefix
     assert rows["cache_read_input_tokens"].tolist()[1:] == [written[0]] * 39

@@ -16,7 +16,7 @@ import pytest
 from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator.process import SimulatorProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run
-from tests.helpers import write_tickets
+from tests.helpers import job_dataset, write_tickets
 
 SCREENSHOT = ROOT / "ci-artifacts" / "ui" / "flow-run.png"
 
@@ -69,7 +69,7 @@ def test_setup_deploy_and_a_worker_run_through_529s_with_chunk_retries(
     kinds = {a.type for a in artifacts}
     assert {"progress", "table"} <= kinds, [(a.key, a.type) for a in artifacts]
 
-    results = pd.read_parquet(overloaded_run["output"] / "results")
+    results = pd.read_parquet(job_dataset(overloaded_run["output"]))
     assert results["id"].is_unique
     assert set(results["id"]) == overloaded_run["ids"]
     # The worker had no key in its environment: the flow took it from the Secret block
@@ -116,7 +116,7 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
         f"classify-tickets.csv.shard-{i}-of-2.parquet" for i in (1, 2)
     ]
     assert all(r.state is not None and r.state.is_completed() for r in shards)
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert results["id"].is_unique
     assert set(results["id"]) == ids
     assert stats["prompts_paid_repeated"] == 0

@@ -19,7 +19,7 @@ import pytest
 from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator.process import SimulatorProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT
-from tests.helpers import write_tickets
+from tests.helpers import job_dataset, write_tickets
 
 pytestmark = pytest.mark.reliability
 
@@ -92,7 +92,8 @@ def test_the_key_is_nowhere_after_local_and_deployment_runs(
     assert "refused the key" in result.stderr
     stats = simulator.stats()
     assert stats["by_status"].get("529", 0) + stats["by_status"].get("500", 0) > 0
-    assert list((tmp_path / "out" / "failures").rglob("*.parquet")), "no failure was recorded"
+    recorded = job_dataset(tmp_path / "out", "failures").rglob("*.parquet")
+    assert list(recorded), "no failure was recorded"
 
     places: dict[str, str] = {"stdout": result.stdout, "stderr": result.stderr}
     everything = files_under(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ from aibatch.simulator import SimulatorServer
 from aibatch.store import ResultStore, carried_schema, journal_segments
 
 StartSimulator = Callable[..., SimulatorServer]
+Store = partial(ResultStore, job="summarize")
 SUMMARY = JobSpec.build("summarize", "claude-haiku-4-5", None)
 
 
@@ -41,7 +43,7 @@ class Harness:
         # One loop for the harness's life: the SDK's async client is bound to its loop.
         self.loop = asyncio.new_event_loop()
         self.server = server
-        self.store = ResultStore(root)
+        self.store = ResultStore(root, SUMMARY.job)
         self._lock = self.store.locked()
         self._lock.__enter__()
         self.run_id = new_run_id()  # unique per run, as the flow makes it
@@ -199,7 +201,7 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
     start_simulator: StartSimulator, tmp_path: Path
 ) -> None:
     server = start_simulator()
-    store = ResultStore(tmp_path / "out")
+    store = Store(tmp_path / "out")
     carried = pd.DataFrame(
         {"tier": ["gold"] * 5}, index=pd.Index([f"T{i}" for i in range(5)], name="id")
     )
@@ -244,8 +246,8 @@ def test_carried_columns_have_a_fixed_schema_even_when_all_null(tmp_path: Path) 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
     from aibatch.store import OutputLocked
 
-    store = ResultStore(tmp_path / "out")
-    second = ResultStore(tmp_path / "out")
+    store = Store(tmp_path / "out")
+    second = Store(tmp_path / "out")
     with (
         store.locked(),
         pytest.raises(OutputLocked, match="in use by another aibatch run"),
@@ -258,19 +260,29 @@ def test_shards_share_an_output_but_a_whole_input_run_excludes_them(tmp_path: Pa
     from aibatch.store import OutputLocked
 
     out = tmp_path / "out"
-    one, two = ResultStore(out, shard="1-of-2"), ResultStore(out, shard="2-of-2")
+    one, two = (
+        Store(out, shard="1-of-2"),
+        Store(out, shard="2-of-2"),
+    )
     with one.locked(), two.locked():  # two shards at once: fine
-        with pytest.raises(OutputLocked, match="another aibatch run"), ResultStore(out).locked():
+        with (
+            pytest.raises(OutputLocked, match="another aibatch run"),
+            Store(out).locked(),
+        ):
             pass
         with (
             pytest.raises(OutputLocked, match="shard '1-of-2'"),
-            ResultStore(out, shard="1-of-2").locked(),
+            Store(out, shard="1-of-2").locked(),
         ):
             pass
-    with ResultStore(out).locked(), pytest.raises(OutputLocked, match="whole-input"), one.locked():
+    with (
+        Store(out).locked(),
+        pytest.raises(OutputLocked, match="whole-input"),
+        one.locked(),
+    ):
         pass
     with pytest.raises(ValueError, match="shard name"):
-        ResultStore(out, shard="../elsewhere")
+        Store(out, shard="../elsewhere")
 
 
 def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
@@ -278,7 +290,7 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
 ) -> None:
     server = start_simulator()
     carried = pd.DataFrame(index=pd.Index([f"T{i}" for i in range(3)], name="id"))
-    shard = ResultStore(tmp_path / "out", shard="1-of-2")
+    shard = Store(tmp_path / "out", shard="1-of-2")
     with shard.locked():
         committer = Committer(shard, "shard-run", carried, carried_schema(carried), set())
         backend = AnthropicBackend(api_key="k", base_url=server.base_url)
@@ -289,10 +301,10 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
             await backend.aclose()
 
         asyncio.run(answer_without_commit())  # then the shard's process dies
-    other = ResultStore(tmp_path / "out", shard="2-of-2")
+    other = Store(tmp_path / "out", shard="2-of-2")
     with other.locked():  # another shard leaves it alone
         assert Committer(other, "x", carried, carried_schema(carried), set()).fold_in() == 0
-    whole = ResultStore(tmp_path / "out")
+    whole = Store(tmp_path / "out")
     with whole.locked():
         committer = Committer(whole, "next", carried, carried_schema(carried), set())
         assert committer.fold_in() == 3

@@ -138,7 +138,7 @@ def test_output_defaults_follow_the_prompt_the_tokenizer_and_thinking() -> None:
 
 
 def write_results(directory: Path, rows: list[dict[str, Any]]) -> None:
-    part = directory / "results" / "run_date=2026-11-29"
+    part = directory / "summarize" / "results" / "run_date=2026-11-29"
     part.mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(part / "part-0.parquet")
 
@@ -161,8 +161,8 @@ def test_history_is_the_mean_of_the_same_job_model_and_prompt_version(tmp_path: 
     other = JobSpec.build("summarize", "claude-sonnet-5-5", None)
     assert est.output_history(tmp_path, other) is None
     assert est.output_history(tmp_path / "nothing-here", spec) is None
-    (tmp_path / "junk" / "results").mkdir(parents=True)
-    (tmp_path / "junk" / "results" / "x.parquet").write_text("not parquet")
+    (tmp_path / "junk" / "summarize" / "results").mkdir(parents=True)
+    (tmp_path / "junk" / "summarize" / "results" / "x.parquet").write_text("not parquet")
     assert est.output_history(tmp_path / "junk", spec) is None
 
 

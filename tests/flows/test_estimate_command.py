@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from aibatch.simulator import SimulatorServer
-from tests.helpers import ROOT, SAMPLE
+from tests.helpers import ROOT, SAMPLE, job_dataset
 
 TOLERANCE = 0.10  # the estimate's target: within ±10% of a real run
 
@@ -48,7 +48,7 @@ def estimate_json(*args: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def actual_tokens(output: Path) -> dict[str, int]:
-    table = ds.dataset(output / "results", format="parquet", partitioning="hive").to_table()
+    table = ds.dataset(job_dataset(output), format="parquet", partitioning="hive").to_table()
     frame = table.to_pandas()
     prompt = (
         frame["input_tokens"]

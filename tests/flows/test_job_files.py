@@ -82,7 +82,7 @@ def test_a_label_job_over_two_columns_answers_each_row_from_the_set(
     summary = asyncio.run(process_tickets(params_for(tmp_path, LABEL_JOB, "products.csv")))
 
     assert summary["ok"] == 5 and summary["job"] == "product-category"
-    results = pd.read_parquet(tmp_path / "out" / "results").set_index("id")
+    results = pd.read_parquet(tmp_path / "out" / "product-category" / "results").set_index("id")
     assert set(results["result"]) <= set(CATEGORIES)
     assert results.loc["SKU-1", "result"] == "electronics"
     assert results.loc["SKU-2", "result"] == "clothing"
@@ -111,7 +111,7 @@ def test_a_text_job_whose_template_uses_two_columns(
     summary = asyncio.run(process_tickets(params_for(tmp_path, DIGEST_JOB, "tickets.csv")))
 
     assert summary["ok"] == 20
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(tmp_path / "out" / "ticket-digest" / "results")
     named = 0
     for ticket_id, digest in zip(results["id"], results["result"], strict=True):
         # Drawn from both columns of its own row, and from nothing else.
@@ -156,7 +156,7 @@ def test_trial_runs_send_a_few_rows_and_a_dry_run_sends_none(
     write_tickets(tmp_path / "tickets.csv", 40)
     first = asyncio.run(process_tickets(params_for(tmp_path, DIGEST_JOB, "tickets.csv", limit=5)))
     assert first["ok"] == 5 and first["held_back"] == 35
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(tmp_path / "out" / "ticket-digest" / "results")
     assert sorted(results["id"]) == [f"T-{i:05d}" for i in range(1, 6)]  # the first five
     sampled = asyncio.run(
         process_tickets(params_for(tmp_path, DIGEST_JOB, "tickets.csv", sample=7))

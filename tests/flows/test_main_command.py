@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import write_tickets
+from tests.helpers import job_dataset, write_tickets
 
 READ_HISTORY = textwrap.dedent("""
     import asyncio, json
@@ -51,7 +51,7 @@ def test_the_main_command_uses_the_simulator_and_keeps_prefect_history(tmp_path:
                        if "No ANTHROPIC_API_KEY set" in line]  # fmt: skip
     assert len(simulator_lines) == 1
     assert "built-in API simulator" in simulator_lines[0]
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert set(results["id"]) == set(texts)
 
     # Later, from another process: the flow run and its chunk task runs are still there.

@@ -47,7 +47,9 @@ def test_both_jobs_succeed_on_each_model_asked_as_its_rules_require(
         assert summary["ok"] == 30 and summary["failed"] == 0, summary
     stats = server.stats()
     assert set(stats["by_status"]) <= {"200"}  # not one request the model refuses
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.concat(
+        [pd.read_parquet(tmp_path / "out" / job / "results") for job in ("summarize", "classify")]
+    )
     assert (results["model"] == model).all() and (results["mode"] == mode).all()
     labels = results[results["job"] == "classify"]
     assert sorted(labels["id"]) == sorted(texts) and set(labels["result"]) <= set(DEFAULT_LABELS)
@@ -69,8 +71,8 @@ def test_refused_tickets_are_failures_never_results_and_are_not_asked_again(
     run = params(tmp_path, model="claude-sonnet-5-5")
     summary = asyncio.run(process_tickets(run))
 
-    results = pd.read_parquet(tmp_path / "out" / "results")
-    failures = pd.read_parquet(tmp_path / "out" / "failures")
+    results = pd.read_parquet(tmp_path / "out" / "summarize" / "results")
+    failures = pd.read_parquet(tmp_path / "out" / "summarize" / "failures")
     refused = set(failures["id"])
     assert 5 <= len(refused) <= 30  # about 5% of 300
     assert set(failures["error_type"]) == {"refusal"}
@@ -101,7 +103,7 @@ def test_a_budget_too_small_for_thinking_is_asked_again_with_more_room(
     assert summary["ok"] == 60 and summary["failed"] == 0
     assert summary["truncated_retries"] > 0
     assert summary["http_requests"] == 60 + summary["truncated_retries"]
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(tmp_path / "out" / "summarize" / "results")
     assert (results["attempts"] > 1).sum() > 0
     # Every stored summary is whole (sentences of its own ticket), none cut mid-way.
     assert all(summary_belongs_to(s, texts[i])
@@ -121,8 +123,8 @@ def test_answers_that_never_fit_are_truncated_failures_and_the_run_exits_non_zer
 
     assert code == EXIT_FAILED
     assert "every ticket sent failed (20 of 20: truncated: 20)" in capsys.readouterr().err
-    assert not list((tmp_path / "out" / "results").rglob("*.parquet"))
-    failures = pd.read_parquet(tmp_path / "out" / "failures")
+    assert not list((tmp_path / "out" / "classify" / "results").rglob("*.parquet"))
+    failures = pd.read_parquet(tmp_path / "out" / "classify" / "failures")
     assert len(failures) == 20 and set(failures["error_type"]) == {"truncated"}
     assert set(failures["stop_reason"]) == {"max_tokens"}
     assert (failures["attempts"] == 3).all()  # the first try and two larger ones

@@ -14,7 +14,7 @@ from aibatch import policy
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
-from tests.helpers import summary_belongs_to, write_tickets
+from tests.helpers import job_dataset, summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
 
@@ -37,7 +37,7 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
     )  # fmt: skip
     summary = asyncio.run(process_tickets(params))
 
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(job_dataset(tmp_path / "out"))
     normal = {i for i in texts if not i.startswith("LONG-")}
     assert len(results) == len(normal) == 1_000
     assert set(results["id"]) == normal
@@ -45,7 +45,7 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
     wrong = [i for i, s in zip(results["id"], results["result"], strict=True)
              if not summary_belongs_to(s, texts[i])]  # fmt: skip
     assert wrong == []
-    failures = pd.read_parquet(tmp_path / "out" / "failures")
+    failures = pd.read_parquet(job_dataset(tmp_path / "out", "failures"))
     assert sorted(failures["id"]) == [f"LONG-{i}" for i in range(5)]
     assert set(failures["status_code"]) == {400}
 
@@ -113,7 +113,7 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
     assert slots == 2
     assert "aibatch-classify-tickets-csv-progress" in keys
     assert "aibatch-classify-tickets-csv-summary" in keys
-    labels = set(pd.read_parquet(tmp_path / "out" / "results")["result"])
+    labels = set(pd.read_parquet(job_dataset(tmp_path / "out"))["result"])
     assert labels <= {"billing", "technical", "feature request", "other"}
 
     # Everything is done: the same command again makes zero API calls.

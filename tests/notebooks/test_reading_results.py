@@ -16,7 +16,7 @@ import pytest
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
-from tests.helpers import ROOT, write_tickets
+from tests.helpers import ROOT, job_dataset, write_tickets
 
 ARTIFACTS = ROOT / "ci-artifacts" / "notebook"
 FIGURES = ["labels", "latency", "throughput", "tokens_cost", "failures"]
@@ -69,8 +69,7 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     assert "400 results, 6 failure records" in shown  # 200 per job; 3 too long, per job
     for dtype in ("Int64", "datetime64[us, UTC]", "category", "string"):
         assert dtype in shown, dtype
-    results = pd.read_parquet(output / "results")
-    summaries = results[results["job"] == "summarize"].head(3)
+    summaries = pd.read_parquet(job_dataset(output, job="summarize")).head(3)
     assert all(summary in shown for summary in summaries["result"].str[:40])  # joined back
     for name in FIGURES:
         png = (ARTIFACTS / f"{name}.png").read_bytes()

@@ -17,7 +17,7 @@ from aibatch.local import EXIT_BAD_INPUT, run_locally
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
-from tests.helpers import read_everywhere
+from tests.helpers import job_dataset, read_everywhere
 
 pytestmark = pytest.mark.reliability
 
@@ -128,9 +128,9 @@ def test_odd_ids_round_trip_and_an_over_long_ticket_fails_alone(
     assert summary["ok"] == len(odd_ids) and summary["failed"] == 1
     # Surrounding spaces are trimmed from ids, as from every text field of the input.
     expected = sorted(i.strip() for i in odd_ids)
-    assert sorted(read_everywhere(tmp_path / "out" / "results")) == expected
-    failures = pd.read_parquet(tmp_path / "out" / "failures")
+    assert sorted(read_everywhere(job_dataset(tmp_path / "out"))) == expected
+    failures = pd.read_parquet(job_dataset(tmp_path / "out", "failures"))
     assert failures["id"].tolist() == ["too-long"]
     assert failures["status_code"].tolist() == [400]
-    partitions = [p.name for p in (tmp_path / "out" / "results").iterdir()]
+    partitions = [p.name for p in (job_dataset(tmp_path / "out")).iterdir()]
     assert all(p.startswith("run_date=") for p in partitions) and len(partitions) == 1

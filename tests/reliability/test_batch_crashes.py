@@ -16,7 +16,7 @@ import pytest
 from aibatch import crashpoints
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
-from tests.helpers import read_everywhere, record_figures, wait_for, write_tickets
+from tests.helpers import job_dataset, read_everywhere, record_figures, wait_for, write_tickets
 
 pytestmark = pytest.mark.reliability
 
@@ -58,7 +58,7 @@ def finish(process: subprocess.Popen[str], timeout_s: float = 240) -> str:
 
 
 def assert_complete_and_paid_once(tmp_path: Path, sim: SimulatorProcess) -> dict[str, int]:
-    ids = read_everywhere(tmp_path / "out" / "results")
+    ids = read_everywhere(job_dataset(tmp_path / "out"))
     assert len(ids) == len(set(ids)) == TICKETS
     stats = sim.stats()
     assert stats["prompts_paid_repeated"] == 0  # no ticket answered (and billed) twice

@@ -24,7 +24,14 @@ import pytest
 from aibatch import crashpoints
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
-from tests.helpers import read_everywhere, record_figures, wait_for, write_tickets
+from tests.helpers import (
+    job_dataset,
+    job_state,
+    read_everywhere,
+    record_figures,
+    wait_for,
+    write_tickets,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -45,35 +52,36 @@ def kill_plan(kills: int, rng: random.Random) -> list[str]:
 
 def journaled_since(output: Path, before: set[str]) -> bool:
     """A journal segment this run wrote (earlier runs' segments may still be there)."""
-    journal = output / "_aibatch" / "journal"
+    journal = job_state(output) / "journal"
     return journal.is_dir() and any(
         p.name not in before and p.stat().st_size > 0 for p in journal.glob("*.jsonl")
     )
 
 
 def segments(output: Path) -> set[str]:
-    journal = output / "_aibatch" / "journal"
+    journal = job_state(output) / "journal"
     return {p.name for p in journal.glob("*.jsonl")} if journal.is_dir() else set()
 
 
 def staging_busy(output: Path) -> bool:
-    staging = output / "_aibatch" / "staging"
+    staging = job_state(output) / "staging"
     return staging.is_dir() and any(staging.rglob("*.parquet"))
 
 
 def check_invariants(output: Path, ticket_ids: set[str], long_ids: set[str]) -> int:
     """What must hold after any kill; returns the rows checked."""
-    results = output / "results"
+    results = job_dataset(output)
     ids = read_everywhere(results)
     assert len(ids) == len(set(ids)), "an id twice in results"
     assert set(ids) <= ticket_ids - long_ids, "an id in results that is not an input ticket"
-    failures = read_everywhere(output / "failures")
+    failures = read_everywhere(job_dataset(output, "failures"))
     if failures:
-        table = ds.dataset(output / "failures", partitioning="hive").to_table()
+        table = ds.dataset(job_dataset(output, "failures"), partitioning="hive").to_table()
         keys = list(zip(table["id"].to_pylist(), table["run_id"].to_pylist(), strict=True))
         assert len(keys) == len(set(keys)), "a run's failure recorded twice"
         assert set(failures) <= long_ids
-    for root in (results, output / "failures"):  # nothing but whole Parquet files inside
+    # Nothing but whole Parquet files inside.
+    for root in (results, job_dataset(output, "failures")):
         strays = [p for p in root.rglob("*") if p.is_file() and p.suffix != ".parquet"]
         assert not strays, strays
     return len(ids) + len(failures)
@@ -154,15 +162,15 @@ def test_kill_9_again_and_again_loses_nothing_and_pays_little_twice(
             )
             kills[kind] = kills.get(kind, 0) + 1
             rows_checked += check_invariants(output, ticket_ids, long_ids)
-        done_before_final = len(read_everywhere(output / "results"))
+        done_before_final = len(read_everywhere(job_dataset(output)))
         assert done_before_final < len(ticket_ids) - len(long_ids), "every kill came too late"
 
         sim.configure(latency_ms=5, latency_sigma=0.0)  # the last run need not be slow
         final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         assert final.returncode == 0, final.stderr[-3000:]
         rows_checked += check_invariants(output, ticket_ids, long_ids)
-        assert sorted(read_everywhere(output / "results")) == sorted(ticket_ids - long_ids)
-        assert set(read_everywhere(output / "failures")) == long_ids
+        assert sorted(read_everywhere(job_dataset(output))) == sorted(ticket_ids - long_ids)
+        assert set(read_everywhere(job_dataset(output, "failures"))) == long_ids
         repaid = sim.stats()["prompts_paid_repeated"]
         survived = sum(kills.values())
         # At most what was in flight at each kill is paid for again.
@@ -206,8 +214,8 @@ def test_sigterm_stops_the_run_at_once_and_publishes_every_answer(
         answered = sim.stats()["by_status"]["200"]
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "interrupted (SIGTERM): every answer received is saved" in stderr
-    ids = read_everywhere(output / "results")
+    ids = read_everywhere(job_dataset(output))
     assert len(ids) == len(set(ids)) and set(ids) <= set(texts) and 0 < len(ids) < len(texts)
     # Published, not left in the journal; only requests cut off in flight are lost.
-    assert not [p for p in (output / "_aibatch" / "journal").glob("*.jsonl") if p.stat().st_size]
+    assert not [p for p in (job_state(output) / "journal").glob("*.jsonl") if p.stat().st_size]
     assert answered - MAX_CONCURRENCY <= len(ids) <= answered

@@ -16,7 +16,7 @@ from aibatch import policy, store
 from aibatch.local import EXIT_OK, EXIT_STOPPED, run_locally
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
-from tests.helpers import read_everywhere, write_tickets
+from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability
 
@@ -112,15 +112,15 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
 
     told = "\n".join(said)
     assert "No space left on device" in told and "Free space" in told, told
-    published = read_everywhere(output / "results")  # every file whole and readable
+    published = read_everywhere(job_dataset(output))  # every file whole and readable
     assert len(published) == len(set(published)) and set(published) <= set(texts)
     if where == "parquet":
         assert len(published) == GOOD_WRITES * 50  # the third commit published nothing
-    assert not any((output / "_aibatch" / "staging").rglob("*.parquet"))
+    assert not any((job_state(output) / "staging").rglob("*.parquet"))
     answered = server.stats()["by_status"]["200"]
     journaled = {
         record["id"]
-        for segment in store.journal_segments(output / "_aibatch" / "journal")
+        for segment in store.journal_segments(job_state(output) / "journal")
         for record in store.read_segment(segment)
         if record["kind"] == "ok"
     }
@@ -128,6 +128,6 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     assert answered - IN_FLIGHT <= len(set(published) | journaled) <= answered
 
     assert run_locally(params) == EXIT_OK  # space again
-    final = read_everywhere(output / "results")
+    final = read_everywhere(job_dataset(output))
     assert sorted(final) == sorted(texts)
     assert server.stats()["prompts_paid_repeated"] <= IN_FLIGHT

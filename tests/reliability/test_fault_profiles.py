@@ -15,7 +15,13 @@ from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from aibatch.simulator.config import StormWindow
 from flows.ticket_batch import process_tickets
-from tests.helpers import read_everywhere, record_figures, summary_belongs_to, write_tickets
+from tests.helpers import (
+    job_dataset,
+    read_everywhere,
+    record_figures,
+    summary_belongs_to,
+    write_tickets,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -58,13 +64,13 @@ def test_every_fault_profile_runs_to_completion_losing_nothing(
     summary = asyncio.run(process_tickets(params))
 
     normal = {i for i in texts if not i.startswith("LONG-")}
-    ids = read_everywhere(tmp_path / "out" / "results")
+    ids = read_everywhere(job_dataset(tmp_path / "out"))
     assert len(ids) == len(set(ids)) and set(ids) == normal
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(job_dataset(tmp_path / "out"))
     mixed_up = [i for i, s in zip(results["id"], results["result"], strict=True)
                 if not summary_belongs_to(s, texts[i])]  # fmt: skip
     assert mixed_up == []
-    failed = sorted(read_everywhere(tmp_path / "out" / "failures"))
+    failed = sorted(read_everywhere(job_dataset(tmp_path / "out", "failures")))
     assert failed == sorted(set(texts) - normal)  # only the permanent ones
     stats = server.stats()
     faults = {k: v for k, v in stats["by_status"].items() if k != "200"}

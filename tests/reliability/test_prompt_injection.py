@@ -14,7 +14,7 @@ from aibatch.jobs import JobSpec
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
-from tests.helpers import write_tickets
+from tests.helpers import job_dataset, write_tickets
 
 pytestmark = pytest.mark.reliability
 
@@ -57,11 +57,11 @@ def test_injected_instructions_never_produce_a_label_outside_the_set(
 
     summary = asyncio.run(process_tickets(params))
 
-    results = pd.read_parquet(tmp_path / "out" / "results").set_index("id")
+    results = pd.read_parquet(job_dataset(tmp_path / "out")).set_index("id")
     assert set(results["result"]) <= set(LABELS)
     assert set(normal) <= set(results.index)
     assert results.loc["INJ-5", "result"] == "billing"  # obeyed, but inside the set
-    failures = pd.read_parquet(tmp_path / "out" / "failures").set_index("id")
+    failures = pd.read_parquet(job_dataset(tmp_path / "out", "failures")).set_index("id")
     # The model obeyed: its answers outside the set are that ticket's failure, never a row.
     assert sorted(failures.index) == ["INJ-1", "INJ-2", "INJ-3", "INJ-4"]
     assert set(failures["error_type"]) == {"InvalidModelOutput"}

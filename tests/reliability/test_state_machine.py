@@ -29,7 +29,7 @@ from aibatch import crashpoints
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.store import journal_segments, read_segment
 from tests.engine.test_engine import Harness
-from tests.helpers import record_figures
+from tests.helpers import job_dataset, record_figures
 
 pytestmark = pytest.mark.reliability
 
@@ -79,7 +79,7 @@ class CrashResume(RuleBasedStateMachine):
         FIGURES["crashes"] += 1
 
     def results(self) -> list[str]:
-        return [row[0] for row in ids_in(self.root / "out" / "results", "id")]
+        return [row[0] for row in ids_in(job_dataset(self.root / "out"), "id")]
 
     # -- rules --------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class CrashResume(RuleBasedStateMachine):
     @rule()
     def fix_and_retry_the_failures(self) -> None:
         """The long tickets fit once the context window is raised; a new run retries them."""
-        failed = {row[0] for row in ids_in(self.root / "out" / "failures", "id")}
+        failed = {row[0] for row in ids_in(job_dataset(self.root / "out", "failures"), "id")}
         if self.harness is not None:
             self.harness.close()  # a new run: the old one's `finished` set is gone
             self.harness = None
@@ -142,11 +142,11 @@ class CrashResume(RuleBasedStateMachine):
         assert set(ids) <= set(TICKETS)
         assert self.published <= set(ids), "a published row disappeared"
         self.published = set(ids)
-        failures = ids_in(self.root / "out" / "failures", "id", "run_id")
+        failures = ids_in(job_dataset(self.root / "out", "failures"), "id", "run_id")
         assert len(failures) == len(set(failures)), "a run's failure recorded twice"
         assert {f[0] for f in failures} <= {i for i in TICKETS if i.startswith("LONG-")}
         for name in ("results", "failures"):
-            strays = [p for p in (self.root / "out" / name).rglob("*")
+            strays = [p for p in job_dataset(self.root / "out", name).rglob("*")
                       if p.is_file() and p.suffix != ".parquet"]  # fmt: skip
             assert strays == []
 

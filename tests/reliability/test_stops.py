@@ -12,7 +12,7 @@ import pytest
 from aibatch.local import EXIT_OK, EXIT_STOPPED, run_locally
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
-from tests.helpers import read_everywhere, write_tickets
+from tests.helpers import job_dataset, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability
 
@@ -56,14 +56,14 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
     stats = server.stats()
     refused = stats["requests_total"] - stats["by_status"]["200"]
     assert refused <= IN_FLIGHT, refused  # no new request after the first refusal came back
-    saved = read_everywhere(tmp_path / "out" / "results")
+    saved = read_everywhere(job_dataset(tmp_path / "out"))
     assert len(saved) == stats["by_status"]["200"] >= 120  # every answer paid for is saved
-    assert not (tmp_path / "out" / "failures").exists() or not read_everywhere(
-        tmp_path / "out" / "failures"
+    assert not (job_dataset(tmp_path / "out", "failures")).exists() or not read_everywhere(
+        job_dataset(tmp_path / "out", "failures")
     ), "a stop is not the tickets' failure"
 
     server.configure(**{setting: None})  # the key is replaced, the cap raised
     assert run_locally(params) == EXIT_OK
-    results = pd.read_parquet(tmp_path / "out" / "results")
+    results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert set(results["id"]) == set(texts) and results["id"].is_unique
     assert server.stats()["prompts_paid_repeated"] == 0
