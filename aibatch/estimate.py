@@ -189,7 +189,7 @@ def output_history(output_dir: Path, spec: JobSpec) -> OutputHistory | None:
 
     try:
         tokens = ResultStore(output_dir, spec.job).key_column(
-            "output_tokens", spec.job, spec.model, spec.prompt_version
+            "output_tokens", spec.model, spec.prompt_version
         )
     except (pa.ArrowException, OSError, ValueError, KeyError):
         return None  # not a results dataset aibatch can read: fall back to the default
@@ -428,7 +428,7 @@ async def estimate_model(
     done: set[str] = set()
     if output_dir is not None and ids is not None:
         store = ResultStore(output_dir, spec.job)
-        done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
+        done = store.settled_ids(spec.model, spec.prompt_version)
     todo = [k for k in range(len(texts)) if ids is None or ids[k] not in done]
     prompt_model = fit_prompt_model(overhead, [lengths[i] for i in sample], counts)
     prompts = extrapolate(prompt_model, lengths, dict(zip(sample, counts, strict=True)))

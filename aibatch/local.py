@@ -104,7 +104,7 @@ def dry_run_locally(params: BatchParameters) -> int:
         return EXIT_BAD_INPUT
     frame = tickets.frame
     store = ResultStore(params.output_dir, spec.job)
-    done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
+    done = store.settled_ids(spec.model, spec.prompt_version)
     pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
     positions = pending.index.tolist()
     say(f"dry run: {len(pending)} of {len(frame)} rows would be sent ({spec.job}, "

@@ -30,7 +30,6 @@ adds models, field by field; a new model starts from `CONSERVATIVE`:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -40,7 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aibatch.outputs import OutputKindName
-from aibatch.tomlfile import read_toml
+from aibatch.tomlfile import overlay_file, read_toml
 
 CAPABILITIES_CHECKED = "2026-12-02"
 MODELS_ENV = "AIBATCH_MODELS"
@@ -353,10 +352,9 @@ class ModelBook:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ModelBook:
-        chosen = path if path is not None else os.environ.get(MODELS_ENV) or None
-        if chosen is None:
+        file = overlay_file(path, MODELS_ENV)
+        if file is None:
             return cls()
-        file = Path(chosen)
         parsed = read_toml(file, _ModelFile, "model table", ModelFileError)
         rules = dict(BUILT_IN_MODELS)
         for name, entry in parsed.models.items():

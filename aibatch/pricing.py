@@ -17,7 +17,6 @@ default to 1.25 × input for writes and 0.1 × input for reads, the batch discou
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aibatch.tomlfile import read_toml
+from aibatch.tomlfile import overlay_file, read_toml
 
 PRICES_CHECKED = "2026-12-02"
 PRICES_ENV = "AIBATCH_PRICES"
@@ -154,10 +153,9 @@ class PriceBook:
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceBook:
         """The built-in table, with `path` (or $AIBATCH_PRICES) laid over it."""
-        chosen = path if path is not None else os.environ.get(PRICES_ENV) or None
-        if chosen is None:
+        file = overlay_file(path, PRICES_ENV)
+        if file is None:
             return cls(dict(BUILT_IN_PRICES))
-        file = Path(chosen)
         parsed = read_toml(file, _PriceFile, "price file", PriceFileError)
         prices = dict(BUILT_IN_PRICES)
         prices.update({name: entry.price() for name, entry in parsed.models.items()})

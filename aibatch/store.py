@@ -243,7 +243,6 @@ class ResultStore:
     def key_column(
         self,
         column: str,
-        job: str,
         model: str,
         prompt_version: str,
         failures: bool = False,
@@ -258,7 +257,7 @@ class ResultStore:
         if dataset is None:
             return None
         key = (
-            (ds.field("job") == job)
+            (ds.field("job") == self.job)
             & (ds.field("model") == model)
             & (ds.field("prompt_version") == prompt_version)
         )
@@ -266,19 +265,20 @@ class ResultStore:
             key &= where
         return dataset.to_table(columns=[column], filter=key).column(column)
 
-    def done_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
-        """Ids already in results for this resume key."""
-        ids = self.key_column("id", job, model, prompt_version)
+    def done_ids(self, model: str, prompt_version: str) -> set[str]:
+        """Ids already in results for this resume key (this store's job, `model`,
+        `prompt_version`)."""
+        ids = self.key_column("id", model, prompt_version)
         return set() if ids is None else set(ids.to_pylist())
 
-    def settled_ids(self, job: str, model: str, prompt_version: str) -> set[str]:
+    def settled_ids(self, model: str, prompt_version: str) -> set[str]:
         """Ids a run does not send again: in results, or refused by this model (a refusal
         follows the content, so asking the same model again would pay for the same)."""
         refused = self.key_column(
-            "id", job, model, prompt_version, failures=True,
+            "id", model, prompt_version, failures=True,
             where=ds.field("error_type") == "refusal",
         )  # fmt: skip
-        done = self.done_ids(job, model, prompt_version)
+        done = self.done_ids(model, prompt_version)
         return done if refused is None else done | set(refused.to_pylist())
 
     def all_result_keys(self) -> set[tuple[str, str, str, str]]:
@@ -289,11 +289,11 @@ class ResultStore:
         table = dataset.to_table(columns=["id", "job", "model", "prompt_version"])
         return set(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
-    def spent_usd(self, job: str, model: str, prompt_version: str) -> float:
+    def spent_usd(self, model: str, prompt_version: str) -> float:
         """What earlier runs paid for this resume key: its results and its failures."""
         total = 0.0
         for failures in (False, True):
-            costs = self.key_column("cost_usd", job, model, prompt_version, failures)
+            costs = self.key_column("cost_usd", model, prompt_version, failures)
             if costs is not None:
                 total += pc.sum(costs).as_py() or 0.0
         return total

@@ -3,6 +3,7 @@ entry at fault (the price table and the model table are both laid over from such
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import TypeVar
@@ -27,3 +28,9 @@ def read_toml(file: Path, shape: type[Parsed], what: str, error: type[ValueError
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise error(f"{file}: {problems}") from None
+
+
+def overlay_file(path: str | Path | None, env: str) -> Path | None:
+    """The file laid over a built-in table: `path` if given, else $`env`, else none."""
+    chosen = path if path is not None else os.environ.get(env) or None
+    return None if chosen is None else Path(chosen)

@@ -60,7 +60,7 @@ async def fan_out(params: BatchParameters, tickets: Tickets, spec: JobSpec) -> d
         )
         recovered = committer.fold_in()
         committer.close()
-        done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
+        done = store.settled_ids(spec.model, spec.prompt_version)
     pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
     shards = min(params.shards, max(1, len(pending)))
     shard_dir = store.state_dir / "shard-inputs" / run_id

@@ -125,7 +125,7 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         recovered = committer.fold_in()
         if recovered:
             logger.info("Recovered %d results journaled by an interrupted run", recovered)
-        done = store.settled_ids(spec.job, spec.model, spec.prompt_version)
+        done = store.settled_ids(spec.model, spec.prompt_version)
         is_done = frame["id"].isin(done)
         already_done = int(is_done.sum())
         pending = trial_rows(frame[~is_done], params.limit, params.sample)
@@ -149,7 +149,7 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
         stats = RunStats(total=len(pairs))
         budget = None
         if params.budget_usd is not None:
-            spent = store.spent_usd(spec.job, spec.model, spec.prompt_version)
+            spent = store.spent_usd(spec.model, spec.prompt_version)
             budget = Budget(params.budget_usd, spent)
             logger.info(
                 "Budget: $%.4f of $%g already spent on this job in %s", spent,
