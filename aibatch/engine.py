@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from aibatch import crashpoints, policy
+from aibatch.answer_columns import NO_COLUMNS, AnswerColumns
 from aibatch.backend import MessagesBackend
 from aibatch.budget import Budget, BudgetExhausted, WorstCase
 from aibatch.inflight import InFlightLimiter
@@ -40,8 +41,10 @@ from aibatch.pacer import (
 from aibatch.policy import Action, Cause
 from aibatch.pricing import PriceBook, Usage
 from aibatch.store import (
+    RESULT_COLUMNS,
     Journal,
     ResultStore,
+    carried_schema,
     failures_table,
     journal_segments,
     read_segment,
@@ -243,14 +246,16 @@ class Committer:
         store: ResultStore,
         run_id: str,
         carried: pd.DataFrame,
-        carried_types: pa.Schema,
+        schema: pa.Schema,
         committed: set[tuple[str, str, str, str]],
+        answer_columns: AnswerColumns = NO_COLUMNS,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.run_date = run_date_of(datetime.now(UTC))
         self.carried = carried
-        self.carried_types = carried_types
+        self.schema = schema  # the results dataset's, fixed for the run
+        self.answer_columns = answer_columns
         self.committed = committed  # (id, job, model, prompt_version) already in results
         self.journal = Journal(store.journal_dir, run_id)
         self.pending: list[dict[str, Any]] = []
@@ -258,6 +263,21 @@ class Committer:
         self.rows_published = 0
         self.files_published = 0
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        store: ResultStore,
+        run_id: str,
+        carried: pd.DataFrame,
+        answer: AnswerColumns = NO_COLUMNS,
+    ) -> Committer:
+        """The committer of a run into a store it holds locked, carrying the input's
+        `carried` columns (by id) and a json job's typed `answer` columns: the results
+        schema settled first (SchemaConflict before any call)."""
+        wanted = pa.schema([*RESULT_COLUMNS, *answer.schema, *carried_schema(carried)])
+        schema = store.results_schema(wanted, answer.schema.names)
+        return cls(store, run_id, carried, schema, store.all_result_keys(), answer)
 
     def record(self, record: dict[str, Any]) -> None:
         try:
@@ -330,9 +350,9 @@ class Committer:
             return
         try:
             if ok:
-                table = results_table(
-                    list(ok.values()), self.carried, self.carried_types, self.run_date
-                )
+                rows = list(ok.values())
+                answer = self.answer_columns.arrays([r["result"] for r in rows])
+                table = results_table(rows, self.carried, self.schema, self.run_date, answer)
                 self.files_published += len(
                     self.store.publish(table, self.store.results_dir, self.run_id)
                 )

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aibatch.store import OWN_COLUMNS
 from aibatch.templates import MissingValue, PromptTemplate
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -57,11 +58,13 @@ class Tickets:
     def carried_columns(self) -> list[str]:
         return [c for c in self.frame.columns if c != "id" and c not in self.used]
 
-    def carried(self) -> pd.DataFrame:
-        """The columns results carry along, by id; one named like an output column is kept
-        as input_<name> (the output's own columns win)."""
+    def carried(self, answer_columns: Collection[str] = ()) -> pd.DataFrame:
+        """The columns results carry along, by id; one named like an output column (one of
+        aibatch's, or of the job's typed answer) is kept as input_<name>: the output's own
+        columns win."""
+        taken = RESERVED | set(answer_columns)
         frame = self.frame[["id", *self.carried_columns]].set_index("id")
-        return frame.rename(columns=lambda c: f"input_{c}" if str(c) in RESERVED else str(c))
+        return frame.rename(columns=lambda c: f"input_{c}" if str(c) in taken else str(c))
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -290,8 +293,4 @@ def _raise_all(path: Path, problems: list[InputError]) -> None:
 
 
 # Columns of the results dataset; input columns with these names are renamed.
-RESERVED = frozenset({
-    "id", "text", "job", "result", "model", "prompt_version", "input_tokens", "output_tokens",
-    "cache_creation_input_tokens", "cache_read_input_tokens", "attempts", "latency_ms",
-    "cost_usd", "mode", "run_id", "completed_at", "run_date",
-})  # fmt: skip
+RESERVED = OWN_COLUMNS | {"text"}

@@ -148,7 +148,7 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
     from prefect.exceptions import TerminationSignal
 
     from aibatch.engine import RunStopped
-    from aibatch.store import OutputLocked
+    from aibatch.store import OutputLocked, SchemaConflict
     from flows.ticket_batch import process_tickets
 
     # Prefect turns SIGTERM into an exception inside the flow, lets the flow clean up, then
@@ -163,6 +163,9 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
             except OutputLocked as exc:
                 say(f"error: {exc}")
                 return EXIT_LOCKED
+            except SchemaConflict as exc:  # found before any call: the job or output to fix
+                say(f"error: {exc}")
+                return EXIT_BAD_INPUT
             except RunStopped as exc:
                 say(f"error: {exc}")
                 return EXIT_STOPPED

@@ -3,7 +3,8 @@
 - `TextOutput`: free text (a summary).
 - `LabelOutput`: one label from a set. Stored in the set's own spelling; the model's answer
   is matched ignoring case.
-- `JsonOutput`: a JSON object matching a JSON Schema, stored as JSON text.
+- `JsonOutput`: a JSON object matching a JSON Schema, stored as JSON text and as one typed
+  column per top-level property (`aibatch/answer_columns.py`).
 
 Labels and JSON are asked for with native structured outputs
 (`output_config.format = {"type": "json_schema", "schema": ...}`), never with a forced tool
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 import jsonschema
+
+from aibatch.answer_columns import NO_COLUMNS, AnswerColumns, ColumnError
 
 OutputKindName = Literal["text", "label", "json"]
 OUTPUT_KINDS: tuple[OutputKindName, ...] = ("text", "label", "json")
@@ -144,10 +147,16 @@ class OutputKind(Protocol):
         others (for the estimate)."""
         ...
 
+    @property
+    def columns(self) -> AnswerColumns:
+        """The typed columns the answer fills beside `result` (none for text and labels)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TextOutput:
     name: ClassVar[OutputKindName] = "text"
+    columns: ClassVar[AnswerColumns] = NO_COLUMNS
     answer_tokens: int = 300
 
     def schema(self) -> dict[str, Any] | None:
@@ -174,6 +183,7 @@ class LabelOutput:
     labels: tuple[str, ...]
     answer_tokens: int = 64
     name: ClassVar[OutputKindName] = "label"
+    columns: ClassVar[AnswerColumns] = NO_COLUMNS
     _by_folded: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -227,12 +237,18 @@ class JsonOutput:
     json_schema: dict[str, Any]
     answer_tokens: int = 1024
     name: ClassVar[OutputKindName] = "json"
+    columns: AnswerColumns = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         checked = check_schema(self.json_schema)
         if checked.get("type") != "object":
             raise SchemaError("schema: the top level must be an object (type: object)")
+        try:
+            columns = AnswerColumns.of(checked)
+        except ColumnError as error:
+            raise SchemaError(str(error)) from None
         object.__setattr__(self, "json_schema", checked)
+        object.__setattr__(self, "columns", columns)
 
     def schema(self) -> dict[str, Any]:
         return self.json_schema
@@ -255,6 +271,10 @@ class JsonOutput:
             raise InvalidModelOutput(
                 f"the answer does not match the schema at {path}: {error.message}"
             ) from None
+        try:
+            self.columns.check(value)  # now, not when publishing: a bad value is asked again
+        except ValueError as error:
+            raise InvalidModelOutput(f"the answer cannot be stored: {error}") from None
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     def expected_lengths(self, ticket_text: str) -> tuple[float, ...]:

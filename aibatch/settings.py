@@ -8,7 +8,14 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aibatch import policy
-from aibatch.jobs import BUILT_IN_JOBS, JobDefinition, JobSpec, builtin_job, read_instructions
+from aibatch.jobs import (
+    BUILT_IN_JOBS,
+    JobDefinition,
+    JobSpec,
+    builtin_job,
+    load_job_file,
+    read_instructions,
+)
 from aibatch.models import Effort, ModelBook
 
 
@@ -22,11 +29,16 @@ class BatchParameters(BaseModel):
     job: str = Field(
         default="summarize",
         description="A built-in job: " + ", ".join(BUILT_IN_JOBS) + " (ignored when "
-        "job_definition is given).",
+        "job_definition or job_file is given).",
     )
     job_definition: JobDefinition | None = Field(
         default=None,
         description="Your own job (the fields of a job file; README, 'Your own job').",
+    )
+    job_file: str | None = Field(
+        default=None,
+        description="Your own job as a job file, read where the flow runs (a deployment's "
+        "way to name one of jobs/*.toml).",
     )
     labels: list[str] | None = Field(
         default=None,
@@ -189,6 +201,12 @@ class BatchParameters(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _one_job(self) -> BatchParameters:
+        if self.job_definition is not None and self.job_file is not None:
+            raise ValueError("job_definition and job_file are two ways of giving a job: give one")
+        return self
+
+    @model_validator(mode="after")
     def _one_trial(self) -> BatchParameters:
         if self.limit is not None and self.sample is not None:
             raise ValueError("limit and sample are two ways of choosing rows: give one")
@@ -196,8 +214,14 @@ class BatchParameters(BaseModel):
 
     @property
     def definition(self) -> JobDefinition:
-        """The job: the one given, else the built-in one named by `job`."""
-        return self.job_definition or builtin_job(self.job)
+        """The job: the one given, else the built-in one named by `job`. A definition
+        written inline (prefect.yaml, the UI's form) reads its `schema_file` relative to the
+        directory the flow runs in, as the input and output paths are."""
+        if self.job_file is not None:
+            return load_job_file(self.job_file)
+        if self.job_definition is None:
+            return builtin_job(self.job)
+        return self.job_definition.resolved(Path.cwd())
 
     @property
     def job_name(self) -> str:

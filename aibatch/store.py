@@ -7,9 +7,16 @@ Layout of an output directory (one pair of datasets per job: their columns diffe
     OUTPUT/_aibatch/                          state, never inside a dataset root
         lock                                  held (flock) by the run writing here
         batches/*.json                        the Message Batches ledger
+        jobs/JOB/definition.json              the job's definition, as its last run had it
         jobs/JOB/journal/*.jsonl              every response, appended as it arrives
         jobs/JOB/staging/                     Parquet files being written
         jobs/JOB/shards/SHARD/                a shard run's own lock, journal, staging
+
+A results dataset's files all share one schema, so every reader (pandas, pyarrow, duckdb,
+polars) sees every column whichever file it opens first: `results_schema` adds the columns a
+run brings (a json job's new property) to the dataset's, refuses a column whose type would
+change, and rewrites each older file with the new columns as nulls, one atomic replace per
+file (a crash leaves each file old or new, never half, and the next run goes on).
 
 Output directories of earlier versions had one `OUTPUT/results/` for every job; it is left
 as it is (still readable), and nothing in it counts as done: its answers were to the
@@ -31,7 +38,7 @@ import fcntl
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from aibatch import crashpoints
 
@@ -75,11 +83,18 @@ FAILURE_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("failed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
+# aibatch's own columns in every results dataset, the partition column included: input
+# columns and answer properties of these names would overwrite one of them.
+OWN_COLUMNS = frozenset([*RESULT_COLUMNS.names, "run_date"])
 PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.string())]), flavor="hive")
 
 
 class OutputLocked(RuntimeError):
     pass
+
+
+class SchemaConflict(ValueError):
+    """A run would store a column with another type than the dataset already holds."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,6 +129,12 @@ def carried_schema(carried: pd.DataFrame) -> pa.Schema:
         return pa.schema([])
     inferred = pa.Schema.from_pandas(carried.head(1000), preserve_index=False)
     return pa.schema([_normalised(f) for f in inferred])
+
+
+def conformed(columns: dict[str, pa.Array], rows: int, schema: pa.Schema) -> pa.Table:
+    """A table of `schema`, from the columns given and nulls for the others."""
+    arrays = [columns[f.name] if f.name in columns else pa.nulls(rows, f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -160,6 +181,7 @@ class ResultStore:
         self.failures_dir = self.root / job / "failures"
         self.state_dir = self.root / "_aibatch"
         job_state = self.state_dir / "jobs" / job
+        self.definition_path = job_state / "definition.json"
         self.shards_dir = job_state / "shards"
         own = job_state if shard is None else self.shards_dir / shard
         self.journal_dir = own / "journal"
@@ -307,6 +329,68 @@ class ResultStore:
         return set(zip(table.column("id").to_pylist(), table.column("run_id").to_pylist(),
                        strict=True))  # fmt: skip
 
+    def results_schema(self, wanted: pa.Schema, answer_columns: Collection[str] = ()) -> pa.Schema:
+        """The schema every file of the results dataset has from now on: the dataset's
+        columns, then those of `wanted` it lacks. A column `wanted` would give another type
+        is refused (SchemaConflict), before any call; files lacking a column are rewritten
+        with it as nulls. `answer_columns` names the job's typed answer columns, for the
+        message."""
+        files = sorted(self.results_dir.rglob("*.parquet"))
+        schema = pa.schema([])
+        file_columns: list[tuple[Path, set[str]]] = []
+        for path in files:
+            own = pq.read_schema(path)
+            file_columns.append((path, set(own.names)))
+            for field in own:
+                if field.name not in schema.names:
+                    schema = schema.append(field.remove_metadata())
+        for field in wanted:
+            if field.name not in schema.names:
+                schema = schema.append(field)
+                continue
+            held = schema.field(field.name).type
+            if held != field.type:
+                what = "property" if field.name in answer_columns else "input column"
+                raise SchemaConflict(
+                    f"{self.results_dir}: the {what} {field.name!r} would be stored as "
+                    f"{field.type}, but the dataset holds it as {held}; a changed type is "
+                    "refused (readers would fail on the mix). Give the job another name, or "
+                    "move this results directory away"
+                )
+        for path, names in file_columns:
+            if set(schema.names) - names:
+                self._widen(path, schema)
+        return schema
+
+    def record_definition(self, definition: dict[str, Any]) -> None:
+        """Keep the job's definition beside its state (readers such as the notebook learn
+        the kind of answer, labels and schema from it): staged, fsynced, renamed."""
+        target = self.definition_path
+        staged = self.staging_dir / f"definition-{uuid.uuid4().hex}.json"
+        with open(staged, "wb") as handle:
+            handle.write(orjson.dumps(definition, option=orjson.OPT_INDENT_2))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staged, target)
+        _fsync_dir(target.parent)
+
+    def _widen(self, path: Path, schema: pa.Schema) -> None:
+        """Rewrite one published file with `schema`'s columns it lacks as nulls, atomically:
+        staged outside the dataset, fsynced, then renamed over the old file."""
+        table = pq.ParquetFile(path).read()
+        columns = {name: table.column(name) for name in table.column_names}
+        widened = conformed(columns, table.num_rows, schema)
+        stage = self.staging_dir / uuid.uuid4().hex
+        stage.mkdir(parents=True)
+        staged = stage / path.name
+        pq.write_table(widened, staged)
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, path)
+        crashpoints.reached("widen:replaced")
+        _fsync_dir(path.parent)
+        _remove_tree(stage)
+
     # -- writing ----------------------------------------------------------------------------
 
     def publish(self, table: pa.Table, dataset_dir: Path, run_id: str) -> list[Path]:
@@ -369,16 +453,25 @@ def run_date_of(moment: datetime) -> str:
 
 
 def results_table(
-    records: list[dict[str, Any]], carried: pd.DataFrame, carried_types: pa.Schema, run_date: str
+    records: list[dict[str, Any]],
+    carried: pd.DataFrame,
+    schema: pa.Schema,
+    run_date: str,
+    answer: dict[str, pa.Array] | None = None,
 ) -> pa.Table:
-    """Result rows (from the journal) joined to their carried input columns."""
+    """Result rows (from the journal) joined to their carried input columns and their typed
+    answer columns (`answer`), as a table of the dataset's `schema` plus run_date."""
     frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS.names)
     frame["completed_at"] = pd.to_datetime(frame["completed_at"], utc=True, format="ISO8601")
-    if carried_types.names:
-        frame = frame.merge(carried, how="left", left_on="id", right_index=True)
-    schema = pa.schema(list(RESULT_COLUMNS) + list(carried_types) + [("run_date", pa.string())])
-    frame["run_date"] = run_date
-    return _to_arrow(frame, schema)
+    carried_names = [c for c in carried.columns if c in schema.names]
+    if carried_names:
+        frame = frame.merge(carried[carried_names], how="left", left_on="id", right_index=True)
+    answer = answer or {}
+    framed = [f for f in schema if f.name in frame.columns and f.name not in answer]
+    table = _to_arrow(frame, pa.schema(framed))
+    columns = {**dict(zip(table.column_names, table.columns, strict=True)), **answer}
+    columns["run_date"] = pa.array([run_date] * len(frame), pa.string())
+    return conformed(columns, len(frame), pa.schema([*schema, ("run_date", pa.string())]))
 
 
 def failures_table(records: list[dict[str, Any]], run_date: str) -> pa.Table:

@@ -47,7 +47,7 @@ from aibatch.pacer import Pacer
 from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
-from aibatch.store import ResultStore, carried_schema
+from aibatch.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -192,7 +192,7 @@ async def aibatch_engine(
         store = ResultStore(tmp, SPEC.job)
         with store.locked():
             carried = pd.DataFrame(index=pd.Index([], name="id"))
-            committer = Committer(store, "bench", carried, carried_schema(carried), set())
+            committer = Committer.open(store, "bench", carried)
             backend = AnthropicBackend(api_key="bench", base_url=base_url)
             stats = RunStats(total=len(tickets))
             processor = TicketProcessor(

@@ -27,7 +27,7 @@ from aibatch.engine import Committer, new_run_id
 from aibatch.jobs import JobSpec
 from aibatch.loader import Tickets, trial_rows
 from aibatch.settings import BatchParameters
-from aibatch.store import ResultStore, carried_schema
+from aibatch.store import ResultStore
 from tasks.report import artifact_key, publish_summary
 
 
@@ -54,10 +54,9 @@ async def fan_out(params: BatchParameters, tickets: Tickets, spec: JobSpec) -> d
     store = ResultStore(params.output_dir, spec.job)
     frame = tickets.frame
     with store.locked():  # briefly, alone: recover every crashed run's journal first
-        carried = tickets.carried()
-        committer = Committer(
-            store, run_id, carried, carried_schema(carried), store.all_result_keys()
-        )
+        answer = spec.output.columns
+        committer = Committer.open(store, run_id, tickets.carried(answer.schema.names), answer)
+        store.record_definition(spec.definition.model_dump(mode="json", by_alias=True))
         recovered = committer.fold_in()
         committer.close()
         done = store.settled_ids(spec.model, spec.prompt_version)
@@ -82,7 +81,9 @@ async def fan_out(params: BatchParameters, tickets: Tickets, spec: JobSpec) -> d
         })  # fmt: skip
         return await arun_deployment(
             params.shard_deployment,
-            parameters={"params": child.model_dump(mode="json")},
+            # by alias: the server checks parameters against the schema it published, where
+            # a json job's schema is `schema` (its Python name is json_schema)
+            parameters={"params": child.model_dump(mode="json", by_alias=True)},
             timeout=None,  # wait for it: this run ends when every shard has
         )
 

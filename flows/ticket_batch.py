@@ -39,7 +39,7 @@ from aibatch.pacer import MAX_CONCURRENCY, Pacer
 from aibatch.pricing import PriceBook
 from aibatch.progress import progress_bar
 from aibatch.settings import BatchParameters
-from aibatch.store import ResultStore, carried_schema
+from aibatch.store import ResultStore
 from flows.batch_mode import run_batch_mode
 from flows.run_all import run_all
 from flows.shards import fan_out
@@ -65,13 +65,12 @@ from tasks.secrets import api_key_from_environment_or_block
 
 
 def _run_name() -> str:
-    params = flow_run.parameters.get("params") or {}
-    if isinstance(params, BatchParameters):
-        params = params.model_dump()
-    definition = params.get("job_definition") or {}
-    job = definition.get("name") or params.get("job", "summarize")
-    source = str(params.get("input_path", "tickets")).rsplit("/", 1)[-1]
-    return f"{job}-{source}"
+    given = flow_run.parameters.get("params") or {}
+    try:
+        params = BatchParameters.model_validate(given)
+        return f"{params.job_name}-{params.input_name}"
+    except ValueError:  # the flow itself reports what is wrong with them
+        return "aibatch-run"
 
 
 @flow(name="aibatch-tickets", flow_run_name=_run_name, persist_result=False, log_prints=True)
@@ -118,10 +117,9 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
     with store.locked():
         run_id = new_run_id()
         frame = tickets.frame
-        carried = tickets.carried()
-        committer = Committer(
-            store, run_id, carried, carried_schema(carried), store.all_result_keys()
-        )
+        answer = spec.output.columns
+        committer = Committer.open(store, run_id, tickets.carried(answer.schema.names), answer)
+        store.record_definition(spec.definition.model_dump(mode="json", by_alias=True))
         recovered = committer.fold_in()
         if recovered:
             logger.info("Recovered %d results journaled by an interrupted run", recovered)

@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import jsonschema
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
+
+from aibatch.budget import WorstCase
+from aibatch.jobs import JobSpec
+from aibatch.pricing import PriceBook
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "tickets.csv"
@@ -90,3 +96,63 @@ def job_dataset(output: Path, name: str = "results", job: str | None = None) -> 
 def job_state(output: Path, job: str = "summarize") -> Path:
     """OUTPUT/_aibatch/jobs/<job>: a job's journal and staging area."""
     return output / "_aibatch" / "jobs" / job
+
+
+INVOICE_SCHEMA = json.loads((ROOT / "jobs" / "invoice.schema.json").read_text())
+# The fields the simulator reads off an invoice's text (it does not count line items).
+INVOICE_SCALARS = [
+    "invoice_number",
+    "vendor",
+    "issue_date",
+    "due_date",
+    "currency",
+    "total",
+    "paid",
+]
+LINE_ITEM = pa.struct([("description", pa.string()), ("quantity", pa.int64()),
+                       ("unit_price", pa.float64())])  # fmt: skip
+
+
+def write_invoices(path: Path, count: int) -> dict[str, dict[str, Any]]:
+    """The first `count` example invoices, and their true fields by id."""
+    lines = (ROOT / "data" / "invoices.jsonl").read_text(encoding="utf-8").splitlines()[:count]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    truths = (ROOT / "data" / "invoices-truth.jsonl").read_text(encoding="utf-8").splitlines()
+    return {t["id"]: t for t in map(json.loads, truths[:count])}
+
+
+def assert_typed_and_true(results: Path, truth: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every row's typed columns: Arrow types from the schema, values valid under it and
+    equal to its own invoice's."""
+    schema = ds.dataset(results, format="parquet", partitioning="hive").schema
+    assert schema.field("issue_date").type == pa.date32()
+    assert schema.field("currency").type == pa.dictionary(pa.int32(), pa.string())
+    assert schema.field("total").type == pa.float64()
+    assert schema.field("paid").type == pa.bool_()
+    assert schema.field("line_count").type == pa.int64()
+    assert schema.field("line_items").type == pa.list_(LINE_ITEM)
+    frame = pd.read_parquet(results).set_index("id")
+    assert isinstance(frame["currency"].dtype, pd.CategoricalDtype)
+    for invoice_id, row in frame.iterrows():
+        answer = json.loads(row["result"])
+        jsonschema.validate(answer, INVOICE_SCHEMA)
+        true = truth[str(invoice_id)]
+        for name in INVOICE_SCALARS:
+            value = row[name]
+            if name.endswith("_date"):
+                value = value.isoformat()
+            assert value == true[name], (invoice_id, name, value, true[name])
+            assert answer[name] == true[name]
+        assert len(row["line_items"]) == len(answer["line_items"])
+    return frame
+
+
+def assert_stopped_within_one_request(
+    results: pd.DataFrame, cap: float, spec: JobSpec, batch: bool
+) -> None:
+    """A budget's stop: never past the cap, and within one request's worst case of it."""
+    prompts = (results["input_tokens"] + results["cache_read_input_tokens"]
+               + results["cache_creation_input_tokens"])  # fmt: skip
+    one_request = WorstCase(PriceBook.load(), spec.model, batch=batch)
+    spent = float(results["cost_usd"].sum())
+    assert cap - one_request.cost_usd(int(prompts.max()), spec.max_tokens()) <= spent <= cap

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from aibatch.backend import BatchStatus
@@ -35,7 +34,7 @@ def runner(tmp_path: Path, **options: Any) -> BatchRunner:
     store = ResultStore(tmp_path / "out", "summarize")
     store.journal_dir.mkdir(parents=True, exist_ok=True)
     carried = pd.DataFrame(index=pd.Index([], name="id"))
-    committer = Committer(store, "run", carried, pa.schema([]), set())
+    committer = Committer.open(store, "run", carried)
     spec = JobSpec.build("summarize", "claude-haiku-5-5", None)
     return BatchRunner(
         api=None,  # type: ignore[arg-type]  # planning sends nothing

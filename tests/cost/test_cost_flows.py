@@ -11,31 +11,21 @@ import pandas as pd
 import pytest
 
 from aibatch.batches import BatchLedger, Submission, custom_id_for
-from aibatch.budget import WorstCase
 from aibatch.engine import RunStopped
 from aibatch.jobs import JobSpec
 from aibatch.pricing import PriceBook, Usage
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
-from tests.helpers import summary_belongs_to, write_tickets
+from tests.helpers import assert_stopped_within_one_request, summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
 UseSimulator = Callable[[SimulatorServer], None]
+SONNET_SUMMARY = JobSpec.build("summarize", "claude-sonnet-5-5", None)
 
 
 def read(output: Path, dataset: str = "results", job: str = "summarize") -> pd.DataFrame:
     return pd.read_parquet(output / job / dataset)
-
-
-def assert_stopped_within_one_request(results: pd.DataFrame, cap: float, batch: bool) -> None:
-    """Never past the cap, and stopped within one request's worst case of it."""
-    spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
-    prompts = (results["input_tokens"] + results["cache_read_input_tokens"]
-               + results["cache_creation_input_tokens"])  # fmt: skip
-    one_request = WorstCase(PriceBook.load(), spec.model, batch=batch)
-    spent = float(results["cost_usd"].sum())
-    assert cap - one_request.cost_usd(int(prompts.max()), spec.max_tokens()) <= spent <= cap
 
 
 def test_batch_mode_gives_the_realtime_results_at_half_the_cost(
@@ -125,7 +115,7 @@ def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
         asyncio.run(process_tickets(params))
     results = read(tmp_path / "out")
     assert 0 < len(results) < 300
-    assert_stopped_within_one_request(results, cap, batch=False)
+    assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=False)
     # Every answer the API was paid for is saved (a stop loses nothing).
     assert server.stats()["by_status"]["200"] == len(results)
 
@@ -188,7 +178,7 @@ def test_in_batch_mode_the_budget_caps_what_is_submitted(
         asyncio.run(process_tickets(params))
     results = read(tmp_path / "out")
     assert 0 < len(results) < 200
-    assert_stopped_within_one_request(results, cap, batch=True)
+    assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=True)
     # Only what was answered was submitted: nothing left waiting at the API.
     assert server.stats()["batch_requests"] == len(results)
 

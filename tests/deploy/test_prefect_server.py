@@ -13,10 +13,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from aibatch.jobs import JobSpec, load_job_file
 from aibatch.prefect_server import PrefectServerProcess
+from aibatch.settings import BatchParameters
 from aibatch.simulator.process import SimulatorProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run
-from tests.helpers import job_dataset, write_tickets
+from tests.helpers import assert_typed_and_true, job_dataset, write_invoices
 
 SCREENSHOT = ROOT / "ci-artifacts" / "ui" / "flow-run.png"
 
@@ -85,18 +87,21 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
     overloaded_run: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    """A sharded run fans out as shard flow runs any worker takes; `aibatch setup
+    """A sharded run of your own job (invoice extraction, given as the flow's
+    job_definition parameter) fans out as shard flow runs any worker takes; `aibatch setup
     --in-flight 6` caps them together: the API never sees more than 6 at once."""
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     start_worker("worker-b")
-    ids = set(write_tickets(tmp_path / "tickets.csv", 300, start=1_000))
+    truth = write_invoices(tmp_path / "invoices.jsonl", 300)
     simulator.reset()
-    params = {"input_path": str(tmp_path / "tickets.csv"), "output_dir": str(tmp_path / "out"),
-              "job": "classify", "chunk_size": 50, "shards": 2}  # fmt: skip
+    definition = load_job_file(ROOT / "jobs" / "invoice-extract.toml")
+    params = {"input_path": str(tmp_path / "invoices.jsonl"), "output_dir": str(tmp_path / "out"),
+              "job_definition": definition.model_dump(mode="json", by_alias=True),
+              "chunk_size": 50, "shards": 2}  # fmt: skip
     parent = asyncio.run(
-        start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
+        start_deployment_run(prefect_server.api_url, "aibatch-tickets/product-categories",
                              params)
     )  # fmt: skip
     assert parent.state.is_completed(), parent.state
@@ -113,13 +118,39 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
 
     shards = asyncio.run(children())
     assert sorted(r.name for r in shards) == [
-        f"classify-tickets.csv.shard-{i}-of-2.parquet" for i in (1, 2)
+        f"invoice-extract-invoices.jsonl.shard-{i}-of-2.parquet" for i in (1, 2)
     ]
     assert all(r.state is not None and r.state.is_completed() for r in shards)
-    results = pd.read_parquet(job_dataset(tmp_path / "out"))
-    assert results["id"].is_unique
-    assert set(results["id"]) == ids
+    results = assert_typed_and_true(job_dataset(tmp_path / "out"), truth)
+    assert results.index.is_unique
+    assert set(results.index) == set(truth)
     assert stats["prompts_paid_repeated"] == 0
+
+
+def test_jobs_given_inline_or_by_file_in_prefect_yaml_deploy_as_their_job_files(
+    prefect_server: PrefectServerProcess, deployed: str
+) -> None:
+    """Deployed, product-categories (its job inline) asks what jobs/product-category.toml
+    asks of every product, and invoice-extraction (its job by file) is that file's job."""
+    from prefect.client.orchestration import PrefectClient
+
+    async def read(name: str) -> dict[str, Any]:
+        async with PrefectClient(prefect_server.api_url) as client:
+            deployment = await client.read_deployment_by_name(f"aibatch-tickets/{name}")
+            return dict(deployment.parameters["params"])
+
+    inline = BatchParameters.model_validate(asyncio.run(read("product-categories")))
+    from_file = JobSpec.of(load_job_file(ROOT / "jobs" / "product-category.toml"))
+    spec = inline.job_spec()
+    products = pd.read_csv(ROOT / "data" / "products.csv", dtype=str, keep_default_na=False)
+    rows = [{str(k): v for k, v in row.items()} for row in products.to_dict("records")]
+    assert [spec.render(row) for row in rows] == [from_file.render(row) for row in rows]
+    assert spec.system_text == from_file.system_text and spec.labels == from_file.labels
+    assert "Title: <data>" in spec.render(rows[0])  # the column survived prefect deploy
+
+    by_file = BatchParameters.model_validate(asyncio.run(read("invoice-extraction")))
+    invoices = JobSpec.of(load_job_file(ROOT / "jobs" / "invoice-extract.toml"))
+    assert by_file.job_spec().prompt_version == invoices.prompt_version
 
 
 def test_the_flow_run_page_shows_chunks_retries_and_artifacts(

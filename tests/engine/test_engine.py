@@ -48,9 +48,7 @@ class Harness:
         self._lock.__enter__()
         self.run_id = new_run_id()  # unique per run, as the flow makes it
         carried = pd.DataFrame(index=pd.Index([], name="id"))
-        self.committer = Committer(
-            self.store, self.run_id, carried, carried_schema(carried), self.store.all_result_keys()
-        )
+        self.committer = Committer.open(self.store, self.run_id, carried)
         self.backend = AnthropicBackend(api_key="test-key", base_url=server.base_url)
         self.stats = RunStats()
         self.processor = TicketProcessor(
@@ -206,7 +204,7 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
         {"tier": ["gold"] * 5}, index=pd.Index([f"T{i}" for i in range(5)], name="id")
     )
     with store.locked():
-        committer = Committer(store, "crashed", carried, carried_schema(carried), set())
+        committer = Committer.open(store, "crashed", carried)
         backend = AnthropicBackend(api_key="k", base_url=server.base_url)
         processor = TicketProcessor(backend, SUMMARY, committer, "crashed")
 
@@ -222,10 +220,10 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
     assert not any(store.results_dir.rglob("*.parquet"))
 
     with store.locked():
-        second = Committer(store, "next", carried, carried_schema(carried), store.all_result_keys())
+        second = Committer.open(store, "next", carried)
         assert second.fold_in() == 5
         second.close()
-        again = Committer(store, "third", carried, carried_schema(carried), store.all_result_keys())
+        again = Committer.open(store, "third", carried)
         assert again.fold_in() == 0
         again.close()
     results = pd.read_parquet(store.results_dir)
@@ -292,7 +290,7 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
     carried = pd.DataFrame(index=pd.Index([f"T{i}" for i in range(3)], name="id"))
     shard = Store(tmp_path / "out", shard="1-of-2")
     with shard.locked():
-        committer = Committer(shard, "shard-run", carried, carried_schema(carried), set())
+        committer = Committer.open(shard, "shard-run", carried)
         backend = AnthropicBackend(api_key="k", base_url=server.base_url)
         processor = TicketProcessor(backend, SUMMARY, committer, "shard-run")
 
@@ -303,10 +301,10 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
         asyncio.run(answer_without_commit())  # then the shard's process dies
     other = Store(tmp_path / "out", shard="2-of-2")
     with other.locked():  # another shard leaves it alone
-        assert Committer(other, "x", carried, carried_schema(carried), set()).fold_in() == 0
+        assert Committer.open(other, "x", carried).fold_in() == 0
     whole = Store(tmp_path / "out")
     with whole.locked():
-        committer = Committer(whole, "next", carried, carried_schema(carried), set())
+        committer = Committer.open(whole, "next", carried)
         assert committer.fold_in() == 3
         committer.close()
     assert sorted(pd.read_parquet(whole.results_dir)["id"]) == ["T0", "T1", "T2"]

@@ -13,13 +13,15 @@ import nbformat
 import pandas as pd
 import pytest
 
+from aibatch.jobs import load_job_file
 from aibatch.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
-from tests.helpers import ROOT, job_dataset, write_tickets
+from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets
 
 ARTIFACTS = ROOT / "ci-artifacts" / "notebook"
-FIGURES = ["labels", "latency", "throughput", "tokens_cost", "failures"]
+FIGURES = ["answers-summarize", "answers-classify", "answers-invoice-extract", "latency",
+           "throughput", "tokens_cost", "failures"]  # fmt: skip
 
 
 def outputs_of(notebook: nbformat.NotebookNode) -> str:
@@ -50,6 +52,11 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
             input_path=str(tmp_path / "tickets.csv"), output_dir=str(output), job=job,
             chunk_size=100,
         )))  # fmt: skip
+    write_invoices(tmp_path / "invoices.jsonl", 50)  # a json job: typed fields
+    asyncio.run(process_tickets(BatchParameters(
+        input_path=str(tmp_path / "invoices.jsonl"), output_dir=str(output),
+        job_definition=load_job_file(ROOT / "jobs" / "invoice-extract.toml"),
+    )))  # fmt: skip
     for name in FIGURES:
         (ARTIFACTS / f"{name}.png").unlink(missing_ok=True)
 
@@ -66,7 +73,8 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors == []
     shown = outputs_of(notebook)
-    assert "400 results, 6 failure records" in shown  # 200 per job; 3 too long, per job
+    assert "450 results, 6 failure records" in shown  # 200 per job, 50 invoices; 3 too long
+    assert "INV-2026-40034" in shown  # the json job's typed fields, shown as a table
     for dtype in ("Int64", "datetime64[us, UTC]", "category", "string"):
         assert dtype in shown, dtype
     summaries = pd.read_parquet(job_dataset(output, job="summarize")).head(3)
