@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -329,9 +329,14 @@ def simulate_api(
     burst_seconds: Annotated[
         float, typer.Option(help="Window a minute's limit is enforced over, e.g. 2 for 1/30 of it.")
     ] = 60.0,
+    window: Annotated[
+        Literal["bucket", "sliding"],
+        typer.Option(help="Requests limit as a refilling 'bucket' or a 'sliding' window."),
+    ] = "bucket",
     no_ratelimit_headers: Annotated[
         bool, typer.Option(help="Do not send anthropic-ratelimit-* headers (as some proxies).")
     ] = False,
+    no_retry_after: Annotated[bool, typer.Option(help="Send 429s without retry-after.")] = False,
     latency_ms: Annotated[float, typer.Option(help="Median latency of a message, ms.")] = 0.0,
     latency_sigma: Annotated[
         float, typer.Option(help="Lognormal spread of latency (0 = always the median).")
@@ -408,7 +413,9 @@ def simulate_api(
                 itpm=itpm,
                 otpm=otpm,
                 burst_seconds=burst_seconds,
+                window=window,
                 send_ratelimit_headers=not no_ratelimit_headers,
+                send_retry_after=not no_retry_after,
                 latency_ms=latency_ms,
                 latency_sigma=latency_sigma,
                 ms_per_output_token=ms_per_output_token,

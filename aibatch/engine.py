@@ -34,9 +34,9 @@ from aibatch.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
-    PauseGate,
     Reservation,
     SharedBudget,
+    StormGate,
 )
 from aibatch.policy import Action, Cause
 from aibatch.pricing import PriceBook, Usage
@@ -436,7 +436,8 @@ class TicketProcessor:
         self._pace_lock = asyncio.Lock()
         self.http_in_flight = 0
         self.recent_ok: deque[float] = deque(maxlen=2000)
-        self.gate = PauseGate(policy.SHARED_PAUSE_MAX_S)  # a 429 closes it for everyone
+        self.first_send: float | None = None
+        self.gate = StormGate()  # closed to everyone only while 429s are all that comes back
         self.finished: set[str] = set()
         self.stop_reason: str | None = None
         self.last_error = ""
@@ -472,22 +473,33 @@ class TicketProcessor:
             raise ChunkIncomplete(report.unfinished, self.last_error, self.max_attempts)
         return report
 
-    async def _wait_for_gate(self) -> None:
+    async def _through_gate(self) -> bool:
+        """Wait until the gate lets this request go; whether it goes as a storm's probe."""
         while (wait := self.gate.wait_s()) > 0:
             await self.sleep(wait)
+        return self.gate.enter()
 
-    async def _pace(self, input_estimate: float) -> Reservation:
+    async def _pace(self, input_estimate: float, probe: bool) -> Reservation | None:
+        """Wait for the send rate to have room; None if the storm gate closed meanwhile
+        (the request then waits at the gate again, without its slot)."""
         if self.shared is not None:
             await self.shared.take()  # the part of the rate other processes leave us
         # One waiter at a time, so a freed bucket is not raced for by every coroutine.
         async with self._pace_lock:
             while (wait := self.pacer.wait_s(input_estimate)) > 0:
                 await self.sleep(wait)
+            if not probe and self.gate.wait_s() > 0:
+                return None
             return self.pacer.reserve(input_estimate)
 
     def recent_rate(self, window_s: float = 2.0) -> float:
-        cutoff = time.monotonic() - window_s
-        return sum(1 for t in self.recent_ok if t >= cutoff) / window_s
+        """Answers per second over the last `window_s` (or since the first send, if that
+        is sooner: a run a second old has not had two seconds to answer in)."""
+        now = time.monotonic()
+        span = min(window_s, now - self.first_send) if self.first_send is not None else 0.0
+        if span <= 0:
+            return 0.0
+        return sum(1 for t in self.recent_ok if t >= now - span) / span
 
     def target_rate(self) -> float | None:
         if self.pacer.requests is not None:
@@ -513,7 +525,7 @@ class TicketProcessor:
         attempt = 0
         billed: float | None = 0.0  # what this ticket's answers cost so far (None: unknown)
         while True:
-            await self._wait_for_gate()
+            probe = await self._through_gate()
             if chunk_slots is not None:
                 await chunk_slots.acquire()
             await self.slots.acquire()
@@ -524,8 +536,14 @@ class TicketProcessor:
                 held = await self._reserve_budget(input_estimate, params["max_tokens"])
                 if held is None:
                     return "unfinished"
-                reservation = await self._pace(input_estimate * self.itpm_share)
+                reservation = await self._pace(input_estimate * self.itpm_share, probe)
+                if reservation is None:  # a storm began while this one queued: not now
+                    if self.budget is not None:
+                        await self.budget.settle(held, 0.0)
+                    continue
                 started = time.monotonic()
+                if self.first_send is None:
+                    self.first_send = started
                 stats.http_requests += 1
                 self.http_in_flight += 1
                 self.loop_lag.start()
@@ -560,13 +578,19 @@ class TicketProcessor:
                 self.slots.release()
                 if chunk_slots is not None:
                     chunk_slots.release()
+                if probe:
+                    self.gate.leave()
             # Outside the slot: waiting never holds one.
             self._count_error(decision)
             self.last_error = f"{decision.error_type}: {decision.message}"
-            if decision.congestion:
+            if decision.cause is Cause.RATE_LIMITED:
+                # The send rate's business (in a storm the rate is not what is wrong), and
+                # the gate's; fewer in flight would not send less per second.
+                self.gate.on_rate_limited(decision.delay_s)
+                if not self.gate.in_storm:
+                    self.pacer.on_rate_limited(self.recent_rate(), sent_at=started)
+            elif decision.congestion:
                 self.concurrency.on_congestion()
-                if decision.cause is Cause.RATE_LIMITED:
-                    self.pacer.on_rate_limited(self.recent_rate())
             if decision.action is Action.STOP_RUN:
                 self.stop(decision.message)
                 return "unfinished"
@@ -581,8 +605,6 @@ class TicketProcessor:
             if attempt >= self.max_attempts:
                 return "unfinished"
             stats.retries += 1
-            if decision.action is Action.RETRY_AFTER:
-                self.gate.close_for(decision.delay_s)
             await self.sleep(decision.delay_s)
 
     async def _reserve_budget(self, input_estimate: float, max_tokens: int) -> float | None:
@@ -617,6 +639,7 @@ class TicketProcessor:
         # The API counts uncached input and cache writes against ITPM, not cache reads.
         self.pacer.settle(reservation, counted, usage.output_tokens)
         self.pacer.on_success()
+        self.gate.on_answer()
         self.recent_ok.append(time.monotonic())
         self.concurrency.on_success(
             latency_s, self.http_in_flight, self.target_rate(), self.loop_lag.lag_s

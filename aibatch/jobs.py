@@ -273,7 +273,7 @@ class JobSpec:
             return JsonOutput(out.json_schema, answer_tokens=room)
         return TextOutput(answer_tokens=room)
 
-    @property
+    @cached_property
     def prompt_version(self) -> str:
         """The resume key's question part: the job's name and its definition's hash."""
         return f"{self.job}-{self.definition.digest()}"

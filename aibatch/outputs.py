@@ -185,12 +185,16 @@ class LabelOutput:
     name: ClassVar[OutputKindName] = "label"
     columns: ClassVar[AnswerColumns] = NO_COLUMNS
     _by_folded: dict[str, str] = field(init=False, repr=False, compare=False)
+    _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         folded = {label.casefold(): label for label in self.labels}
         if len(folded) < 2 or len(folded) != len(self.labels):
             raise ValueError("a label set needs at least two labels, distinct ignoring case")
         object.__setattr__(self, "_by_folded", folded)
+        # Built once: `jsonschema.validate` checks the schema and builds a validator on
+        # every call, which was the largest share of the engine's CPU per answer.
+        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.schema()))
 
     def schema(self) -> dict[str, Any]:
         return {
@@ -218,7 +222,7 @@ class LabelOutput:
             value = {**value, LABEL_PROPERTY: self._by_folded.get(answered.strip().casefold(),
                                                                   answered)}  # fmt: skip
         try:
-            jsonschema.validate(value, self.schema())
+            self._validator.validate(value)
         except jsonschema.ValidationError as error:
             answered = value.get(LABEL_PROPERTY) if isinstance(value, dict) else value
             if isinstance(value, dict) and isinstance(answered, str):
@@ -238,6 +242,7 @@ class JsonOutput:
     answer_tokens: int = 1024
     name: ClassVar[OutputKindName] = "json"
     columns: AnswerColumns = field(init=False, repr=False, compare=False)
+    _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         checked = check_schema(self.json_schema)
@@ -249,6 +254,8 @@ class JsonOutput:
             raise SchemaError(str(error)) from None
         object.__setattr__(self, "json_schema", checked)
         object.__setattr__(self, "columns", columns)
+        validator = jsonschema.Draft202012Validator(checked, format_checker=_FORMATS)
+        object.__setattr__(self, "_validator", validator)  # once, as for labels
 
     def schema(self) -> dict[str, Any]:
         return self.json_schema
@@ -265,7 +272,7 @@ class JsonOutput:
         except ValueError as error:
             raise InvalidModelOutput(f"the answer is not JSON: {error}") from None
         try:
-            jsonschema.validate(value, self.json_schema, format_checker=_FORMATS)
+            self._validator.validate(value)
         except jsonschema.ValidationError as error:
             path = "/".join(str(p) for p in error.absolute_path) or "(top)"
             raise InvalidModelOutput(

@@ -7,12 +7,16 @@ reserves input tokens from an estimate and output tokens from the sizes actually
 settles the difference when each response arrives. Buckets hold one second's worth, so the
 send rate stays smooth enough for limits the API enforces over short windows.
 
+With no rate-limit headers at all (some proxies strip them), `Pacer` finds a send rate
+from 429s instead: just under the rate that drew one, then probing past it.
+
 `ConcurrencyController` decides how many requests may be in flight (`auto`): it starts low
 (the API has acceleration limits), grows while answers come back fast and clean, backs off
-multiplicatively on 429/529 and recovers. With no rate-limit headers at all (some proxies
-strip them) it also steers a send rate by AIMD, so 429s stay rare.
+multiplicatively on 529s and recovers.
 
-Both are plain objects on an injectable clock, so they are tested without a network.
+`StormGate` closes every new send only while the API answers nothing but 429s.
+
+All are plain objects on an injectable clock, so they are tested without a network.
 """
 
 from __future__ import annotations
@@ -29,15 +33,26 @@ Clock = Callable[[], float]
 # The bucket of each limit holds this many seconds of it: small enough that we never
 # burst past a limit enforced over short windows, large enough to absorb jitter.
 BUCKET_SECONDS = 1.0
-# Without headers, the AIMD send rate: start, growth per second of clean answers, cut.
+# Without headers, a send rate found from 429s (`Pacer.on_rate_limited`): after a 429, the
+# rate that got through (what the server admitted) less a margin; then probing past it, at
+# first barely, faster the longer no 429 comes (so a limit that rose is found in seconds),
+# like TCP's window probing. Its bucket holds a quarter of a second: a limit enforced over a
+# sliding window refuses bursts a refilling bucket would take.
 AIMD_START_RPS = 2.0
-AIMD_CUT = 0.7
-AIMD_RECOVERY_PER_S = 0.25  # share of the gap to just below the last cut rate closed per second
-AIMD_PROBE_PER_S = 0.01  # growth per second once there: probing gently for more
-AIMD_PLATEAU = 0.97  # recover to this share of the rate that last drew a 429
+AIMD_MARGIN = 0.97  # after a 429: this share of the rate that drew it (or that got through)
+AIMD_THROUGH = 0.85  # "most got through": answered at this share of the rate, or more
+AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measure
+AIMD_PROBE_PER_S = 0.0015  # growth per second just after a step back from a probe
+# ... and after a cut to what got through: that estimate is rough (it counts the lull the
+# limit's fall caused), so the rate climbs back faster
+AIMD_PROBE_AFTER_FALL_PER_S = 0.02
+AIMD_PROBE_DOUBLING_S = 2.5  # ... doubling every this many seconds without a 429
+AIMD_PROBE_MAX_PER_S = 0.5
 AIMD_IN_USE = 0.85  # the rate only grows while we send at least this share of it
+AIMD_BUCKET_S = 0.25
 # Concurrency.
 START_CONCURRENCY = 4
+SLOW_START_GROWTH = 1.0  # per answer while slow-starting: doubles every round trip
 MAX_CONCURRENCY = 512
 BACKOFF_FACTOR = 0.7
 CONGESTION_AVOIDANCE_GROWTH = 0.05  # after slow start: growth per answer, i.e. 5% per round trip
@@ -45,16 +60,27 @@ LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue
 # Our own event loop running callbacks late means the client is short of CPU: more in flight
 # would only queue here, so stop growing. Each answer then waits about that lag before its
 # slot passes on, so lag as a share of the round trip is the throughput lost to it.
-LOOP_LAG_BUSY_SHARE = 0.03
+LOOP_LAG_BUSY_SHARE = 0.1
 LOOP_LAG_BUSY_MIN_S = 0.002  # below this, timer jitter
 LOOP_LAG_SHED = 0.9
+# A 429 storm: only 429s for this long (no answer between) closes the gate for everyone.
+STORM_EVIDENT_S = 1.0
+STORM_MAX_PAUSE_S = 60.0
+STORM_PROBE_POLL_S = 0.05
 
 
 class TokenBucket:
     """`limit` per minute, holding at most `BUCKET_SECONDS` of it; may go into debt."""
 
-    def __init__(self, limit_per_min: float, clock: Clock, full: bool = True) -> None:
+    def __init__(
+        self,
+        limit_per_min: float,
+        clock: Clock,
+        full: bool = True,
+        seconds: float = BUCKET_SECONDS,
+    ) -> None:
         self.clock = clock
+        self.seconds = seconds
         self.limit_per_min = float(limit_per_min)
         self.level = self.capacity if full else 0.0
         self.updated = clock()
@@ -65,7 +91,7 @@ class TokenBucket:
 
     @property
     def capacity(self) -> float:
-        return max(1.0, self.rate_per_s * BUCKET_SECONDS)
+        return max(1.0, self.rate_per_s * self.seconds)
 
     def refill(self) -> float:
         now = self.clock()
@@ -127,9 +153,9 @@ class Pacer:
         self.output_tokens = TokenBucket(otpm, clock) if otpm else None
         self.output_estimate: float | None = None  # mean output tokens seen, per request
         self.headers_seen = False
-        # With no headers and no given limits, an AIMD-steered request rate.
+        # With no headers and no given limits, a request rate found from 429s.
         self.aimd_rate: float | None = None
-        self.aimd_cut_at = 0.0  # the rate that last drew a 429
+        self.aimd_probe_per_s = AIMD_PROBE_PER_S
         self.aimd_last_cut = -math.inf
         self._aimd: TokenBucket | None = None
         self.aimd_last_change = clock()
@@ -223,28 +249,48 @@ class Pacer:
                 bucket.refill()
                 bucket.level = min(bucket.level, float(remaining + slack))
 
-    # -- AIMD send rate, for when no limit is known ----------------------------------------
+    # -- a send rate found from 429s, for when no limit is known --------------------------
 
     def _aimd_bucket(self) -> TokenBucket:
         if self._aimd is None:
-            self._aimd = TokenBucket((self.aimd_rate or AIMD_START_RPS) * 60, self.clock)
+            rate = (self.aimd_rate or AIMD_START_RPS) * 60
+            self._aimd = TokenBucket(rate, self.clock, seconds=AIMD_BUCKET_S)
         return self._aimd
 
-    def on_rate_limited(self, observed_rps: float) -> None:
-        """A 429 with no limit known: cut the send rate (at most once a second).
+    def on_rate_limited(self, observed_rps: float, sent_at: float | None = None) -> None:
+        """A 429 with no limit known, for a request sent at `sent_at`: send at just under
+        the limit it shows.
 
-        The cut starts from what actually got through (`observed_rps`, answered requests
-        per second lately) when that is below the rate we allowed: the allowed rate may
-        never have been reached, and recovering towards it would only earn more 429s.
+        Probing past a rate that went through clean, the limit lies just below the rate
+        that drew the 429: most of what was sent still got through (`observed_rps`,
+        requests answered per second lately), so the rate steps back by AIMD_MARGIN only.
+        When far less got through (the limit fell: another client of the key), what got
+        through is the limit as near as the client can see it. Nothing answered lately:
+        the rate is cut by AIMD_CUT. A 429 for a request sent before the last cut says
+        nothing about the rate since (as TCP cuts once per window): it is ignored.
         """
         if self.limits_known:
             return
+        if sent_at is not None and sent_at <= self.aimd_last_cut:
+            return
         now = self.clock()
-        if now - self.aimd_last_cut < 1.0:
-            return  # the same overload: one cut per second at most
-        allowed = self.aimd_rate if self.aimd_rate is not None else math.inf
-        self.aimd_cut_at = max(AIMD_START_RPS, min(allowed, observed_rps or allowed))
-        self.aimd_rate = max(0.2, self.aimd_cut_at * AIMD_CUT)
+        allowed = self.aimd_rate
+        if allowed is not None and observed_rps >= AIMD_THROUGH * allowed:
+            rate = AIMD_MARGIN * allowed
+            # A step back after a probe halves the probe's speed, down to the slowest. Soon
+            # after a cut, a 429 is more likely the cut's aftermath (the server catching
+            # up after a fall) than a probe's: the speed stays.
+            if now - self.aimd_last_cut >= AIMD_PROBE_DOUBLING_S:
+                self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
+        else:
+            if observed_rps > 0:
+                rate = AIMD_MARGIN * observed_rps
+            elif allowed is not None:
+                rate = AIMD_CUT * allowed
+            else:
+                rate = AIMD_START_RPS
+            self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
+        self.aimd_rate = max(0.2, rate)
         self.aimd_last_cut = self.aimd_last_change = now
         self._aimd_bucket().set_limit(self.aimd_rate * 60)
 
@@ -253,28 +299,28 @@ class Pacer:
         cutoff = self.clock() - window_s
         return sum(1 for t in reversed(self._sent) if t >= cutoff) / window_s
 
+    def probe_growth_per_s(self) -> float:
+        """How fast the rate grows now: slowly just after a 429, doubling every
+        AIMD_PROBE_DOUBLING_S without one."""
+        quiet = self.clock() - self.aimd_last_cut
+        growth = self.aimd_probe_per_s * 2 ** (quiet / AIMD_PROBE_DOUBLING_S)
+        return min(AIMD_PROBE_MAX_PER_S, growth)
+
     def on_success(self) -> None:
-        """Clean answers bring the AIMD rate back to just under where it drew a 429, fast,
-        then probe beyond it slowly (so it spends its time near the limit, not under it)."""
+        """A clean answer: probe past the rate, faster the longer it has been clean."""
         if self.aimd_rate is None or self.limits_known:
             return
         now = self.clock()
-        elapsed = min(now - self.aimd_last_change, 5.0)
-        if elapsed < 0.25:
+        elapsed = min(now - self.aimd_last_change, 1.0)
+        if elapsed < 0.1:
             return
+        self.aimd_last_change = now
         if self.send_rate() < AIMD_IN_USE * self.aimd_rate:
             # Not sending at this rate (fewer tickets left, or concurrency holds us): clean
             # answers say nothing about a higher one, so do not raise it (as TCP does not
             # grow a window the application leaves unused).
-            self.aimd_last_change = now
             return
-        plateau = AIMD_PLATEAU * self.aimd_cut_at
-        if self.aimd_rate < 0.995 * plateau:
-            gap = plateau - self.aimd_rate
-            self.aimd_rate = plateau - gap * (1 - AIMD_RECOVERY_PER_S) ** elapsed
-        else:
-            self.aimd_rate *= (1 + AIMD_PROBE_PER_S) ** elapsed
-        self.aimd_last_change = now
+        self.aimd_rate *= (1 + self.probe_growth_per_s()) ** elapsed
         self._aimd_bucket().set_limit(self.aimd_rate * 60)
 
 
@@ -353,7 +399,7 @@ class ConcurrencyController:
             # Little's law: what a known rate needs in flight, with room for jitter.
             ceiling = min(ceiling, target_rate * self.latency_recent_s * 1.5 + 2)
         if self.slow_start:
-            self.limit = min(ceiling, self.limit + 1.0)  # doubles every round trip
+            self.limit = min(ceiling, self.limit + SLOW_START_GROWTH)
         else:
             # +5% per round trip (at least +1): reaches a new operating point in seconds
             # where +1 per round trip would need minutes at high concurrency.
@@ -361,7 +407,8 @@ class ConcurrencyController:
             self.limit = min(ceiling, self.limit + step)
 
     def on_congestion(self) -> None:
-        """A 429 or 529: back off multiplicatively, once per round trip at most."""
+        """A 529 (the API overloaded): back off multiplicatively, once per round trip at most.
+        (A 429 is the send rate's business: fewer in flight would not send less per second.)"""
         if self.fixed is not None:
             return
         now = self.clock()
@@ -373,21 +420,66 @@ class ConcurrencyController:
         self.limit = max(1.0, self.limit * BACKOFF_FACTOR)
 
 
-class PauseGate:
-    """One pause for every new send: a 429's `retry-after` closes it for everyone at once,
-    rather than each request retrying on its own schedule; capped, so one 429 never idles
-    more than a moment of capacity. A later, shorter pause never shortens a longer one."""
+class StormGate:
+    """Closed to every new send only while the API answers nothing but 429s.
 
-    def __init__(self, max_pause_s: float, clock: Clock = time.monotonic) -> None:
+    One 429 is the pacer's business (it slows the send rate) and its own request's (which
+    waits its `retry-after`); the others go on. When 429s are all that has come back for
+    STORM_EVIDENT_S (a storm: an acceleration limit, another client of the key bursting),
+    more requests would only collect more 429s, so the gate closes for the whole
+    `retry-after` for everyone, and then lets one request through as a probe: until an
+    answer comes, nobody else goes. An answer ends the storm.
+    """
+
+    def __init__(
+        self,
+        evident_after_s: float = STORM_EVIDENT_S,
+        max_pause_s: float = STORM_MAX_PAUSE_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.evident_after_s = evident_after_s
         self.max_pause_s = max_pause_s
         self.clock = clock
         self.open_at = -math.inf
+        self.first_429_at: float | None = None  # of the 429s since the last answer
+        self.probe_out = False
+        self.storms = 0
 
-    def close_for(self, seconds: float) -> None:
-        self.open_at = max(self.open_at, self.clock() + min(seconds, self.max_pause_s))
+    @property
+    def in_storm(self) -> bool:
+        first = self.first_429_at
+        return first is not None and self.clock() - first >= self.evident_after_s
+
+    def on_answer(self) -> None:
+        self.first_429_at = None
+
+    def on_rate_limited(self, wait_s: float) -> None:
+        """A 429 whose request will wait `wait_s` (its `retry-after`)."""
+        now = self.clock()
+        if self.first_429_at is None:
+            self.first_429_at = now
+        if self.in_storm:
+            if self.open_at < now:
+                self.storms += 1
+            self.open_at = max(self.open_at, now + min(wait_s, self.max_pause_s))
 
     def wait_s(self) -> float:
-        return max(0.0, self.open_at - self.clock())
+        """Seconds until a request may go: the pause, or (in a storm) the probe's answer."""
+        pause = self.open_at - self.clock()
+        if pause > 0:
+            return pause
+        return STORM_PROBE_POLL_S if self.in_storm and self.probe_out else 0.0
+
+    def enter(self) -> bool:
+        """Call when `wait_s` is 0: whether this request is the storm's probe (then
+        `leave` it after its attempt)."""
+        if self.in_storm:
+            self.probe_out = True
+            return True
+        return False
+
+    def leave(self) -> None:
+        self.probe_out = False
 
 
 class SharedBudget:

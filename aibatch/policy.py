@@ -31,9 +31,6 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 20.0
 RETRY_AFTER_JITTER = 0.25  # up to this share of `retry-after` is added, so waiters spread out
 RETRY_AFTER_FALLBACK_S = 1.0
-# A 429 also pauses every other new send, briefly: long enough for the server's bucket to
-# refill a little, short enough that one 429 does not idle a whole second of capacity.
-SHARED_PAUSE_MAX_S = 0.5
 REQUEST_TIMEOUT_S = 60.0
 
 # Answers cut short by `max_tokens` (thinking took more room than planned, or a long
@@ -122,7 +119,7 @@ class Decision:
 
     @property
     def congestion(self) -> bool:
-        """A sign to send less: the concurrency controller backs off."""
+        """A sign to send less: 429s slow the send rate (pacer), 529s the concurrency."""
         return self.cause in (Cause.RATE_LIMITED, Cause.OVERLOADED)
 
 

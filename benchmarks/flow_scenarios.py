@@ -54,12 +54,12 @@ def client_env(server: PrefectServerProcess, sim: SimulatorProcess) -> dict[str,
 
 def result_times(output: Path) -> pd.Series:
     """Completion times (epoch seconds) of every result row under `output`."""
-    table = ds.dataset(output / "results", format="parquet", partitioning="hive").to_table(
-        columns=["id", "completed_at"]
-    )
+    table = ds.dataset(
+        output / "classify" / "results", format="parquet", partitioning="hive"
+    ).to_table(columns=["id", "completed_at"])
     frame = table.to_pandas()
     if frame["id"].duplicated().any():
-        raise AssertionError(f"an id appears twice in {output}/results")
+        raise AssertionError(f"an id appears twice in {output}/classify/results")
     times: pd.Series = frame["completed_at"].map(lambda t: t.timestamp())
     return times
 

@@ -236,14 +236,25 @@ class SimulatedAPI:
 
     def _new_limiter(self) -> RateLimiter:
         c = self.config
-        return RateLimiter(c.rpm, c.itpm, c.otpm, c.burst_seconds)
+        return RateLimiter(c.rpm, c.itpm, c.otpm, c.burst_seconds, window=c.window)
 
     def reconfigure(self, changes: dict[str, Any]) -> None:
-        """Apply changes while running; new limits start with full buckets."""
+        """Apply changes while running. A limit that changes keeps what its bucket holds
+        (as when another client of the key starts or stops); a limit added or removed, or
+        a new window, starts afresh with full buckets."""
         merged = self.config.model_dump() | changes
-        self.config = SimulatorConfig.model_validate(merged)
-        if {"rpm", "itpm", "otpm", "burst_seconds"} & changes.keys():
+        self.config = c = SimulatorConfig.model_validate(merged)
+        if {"burst_seconds", "window"} & changes.keys() or (
+            {"rpm", "itpm", "otpm"} & changes.keys()
+            and not self.limiter.set_limits(c.rpm, c.itpm, c.otpm)
+        ):
             self.limiter = self._new_limiter()
+
+    def _retry_after(self, seconds: float) -> dict[str, str]:
+        """The API's `retry-after`: whole seconds, rounded up, at least 1 (or none)."""
+        if not self.config.send_retry_after:
+            return {}
+        return {"retry-after": str(max(1, math.ceil(seconds)))}
 
     def reset_counters(self) -> None:
         self.counters = Counters()
@@ -767,7 +778,7 @@ class SimulatedAPI:
                 429,
                 "rate_limit_error",
                 "Number of requests has exceeded your rate limit (storm).",
-                headers={"retry-after": str(max(1, math.ceil(min(remaining, 5.0))))},
+                headers=self._retry_after(min(remaining, 5.0)),
             )
         if self.counters.requests_total <= c.first_529s:  # a burst of overload at the start
             raise APIErrorReply(529, "overloaded_error", "Overloaded")
@@ -788,7 +799,7 @@ class SimulatedAPI:
                 "rate_limit_error",
                 f"This request would exceed the rate limit for your organization of "
                 f"{admission.limited_by.replace('_', ' ')} per minute.",
-                headers={"retry-after": str(max(1, math.ceil(admission.retry_after_s)))},
+                headers=self._retry_after(admission.retry_after_s),
             )
         answer = self.answer(body, cost)
         self.limiter.charge_output(answer.output_tokens)

@@ -7,6 +7,8 @@ lift a spend cap and show that a re-run then completes.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -40,8 +42,16 @@ class SimulatorConfig(BaseModel):
     burst_seconds: float = Field(
         default=60.0, gt=0, le=60, description="window a minute's limit is enforced over"
     )
+    window: Literal["bucket", "sliding"] = Field(
+        default="bucket",
+        description="how the requests limit is enforced: a refilling bucket, as documented, "
+        "or a sliding window of burst_seconds (stricter: no refill within the window)",
+    )
     send_ratelimit_headers: bool = Field(
         default=True, description="send anthropic-ratelimit-* headers (proxies may strip them)"
+    )
+    send_retry_after: bool = Field(
+        default=True, description="send retry-after on 429s (whole seconds, as the API does)"
     )
 
     # Latency: lognormal around a median, plus a cost per generated token.

@@ -2,7 +2,12 @@
 
 Each limit is a continuously refilling bucket that holds `burst_seconds` worth of the
 per-minute limit, so a 600 RPM limit with a 2 s burst admits 20 at once and 10 more every
-second. Requests and input tokens are taken when a request is admitted; output tokens are
+second. The requests limit can instead be a sliding window (`window="sliding"`): at most
+`burst_seconds` worth in any span of `burst_seconds`, stricter than a bucket, which refills
+as it goes: after a burst of 20 the window admits nothing for 2 s. A client that runs at
+the limit against a window must send smoothly, not in bursts.
+
+Requests and input tokens are taken when a request is admitted; output tokens are
 taken when the answer is produced and may push the bucket into debt, which blocks new
 requests until it refills (the API counts output as it is generated, not `max_tokens`).
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +66,61 @@ class Bucket:
     def seconds_until_full(self) -> float:
         return max(0.0, (self.capacity - self.refill()) / self.rate_per_second)
 
+    def set_limit(self, limit: int) -> None:
+        """A new limit from now on (another client of the key came or went): what is in
+        the bucket stays, up to the new capacity."""
+        self.refill()
+        self.limit = limit
+        self.level = min(self.level, self.capacity)
+
+
+@dataclass
+class SlidingWindow:
+    """At most `burst_seconds` worth of `limit` (per minute) in any `burst_seconds`."""
+
+    limit: int
+    burst_seconds: float
+    clock: Clock = time.monotonic
+    admitted: deque[float] = field(default_factory=deque)
+
+    @property
+    def capacity(self) -> float:
+        return max(1.0, math.floor(self.limit * self.burst_seconds / 60.0))
+
+    @property
+    def rate_per_second(self) -> float:
+        return self.limit / 60.0
+
+    def refill(self) -> float:
+        """Room left in the window now."""
+        horizon = self.clock() - self.burst_seconds
+        while self.admitted and self.admitted[0] <= horizon:
+            self.admitted.popleft()
+        return self.capacity - len(self.admitted)
+
+    def seconds_until(self, amount: float) -> float:
+        if self.refill() >= min(amount, self.capacity):
+            return 0.0
+        # The oldest admissions must leave the window first.
+        leaving = int(min(amount, self.capacity) - self.refill())
+        return max(0.0, self.admitted[leaving - 1] + self.burst_seconds - self.clock())
+
+    def take(self, amount: float) -> None:
+        now = self.clock()
+        self.refill()
+        self.admitted.extend([now] * int(amount))
+
+    def seconds_until_full(self) -> float:
+        if not self.admitted:
+            return 0.0
+        return max(0.0, self.admitted[-1] + self.burst_seconds - self.clock())
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+
+
+Limit = Bucket | SlidingWindow
+
 
 @dataclass
 class Admission:
@@ -81,10 +142,15 @@ class RateLimiter:
         burst_seconds: float,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        window: str = "bucket",
     ) -> None:
         self.clock = clock
         self.wall_clock = wall_clock
-        self.requests = Bucket(rpm, burst_seconds, clock) if rpm else None
+        self.requests: Limit | None = None
+        if rpm and window == "sliding":
+            self.requests = SlidingWindow(rpm, burst_seconds, clock)
+        elif rpm:
+            self.requests = Bucket(rpm, burst_seconds, clock)
         self.input_tokens = Bucket(itpm, burst_seconds, clock) if itpm else None
         self.output_tokens = Bucket(otpm, burst_seconds, clock) if otpm else None
 
@@ -107,6 +173,17 @@ class RateLimiter:
         if self.input_tokens is not None:
             self.input_tokens.take(input_tokens)
         return Admission(True)
+
+    def set_limits(self, rpm: int | None, itpm: int | None, otpm: int | None) -> bool:
+        """Change limits in place (each keeps what it holds); False if a limit appears or
+        disappears, which needs a new limiter."""
+        pairs = ((self.requests, rpm), (self.input_tokens, itpm), (self.output_tokens, otpm))
+        if any((limit is None) != (value is None) for limit, value in pairs):
+            return False
+        for limit, value in pairs:
+            if limit is not None and value is not None:
+                limit.set_limit(value)
+        return True
 
     def charge_output(self, output_tokens: int) -> None:
         if self.output_tokens is not None:

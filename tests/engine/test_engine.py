@@ -134,18 +134,21 @@ def test_transient_errors_are_retried_until_they_pass(
     assert h.stats.retries == stats["requests_total"] - 80
 
 
-def test_a_429_closes_the_shared_gate_and_no_slot_is_held_while_waiting(
+def test_in_a_429_storm_everyone_waits_out_retry_after_and_one_probe_goes(
     start_simulator: StartSimulator, harness: Callable[..., Harness]
 ) -> None:
     from aibatch.simulator import StormWindow
 
-    server = start_simulator(storms=[StormWindow(start_s=0, duration_s=1.5)])
+    server = start_simulator(storms=[StormWindow(start_s=0, duration_s=3.0)])
     h = harness(server, max_concurrency=4, max_attempts=20)
     h.run(tickets(30))
-    assert len(h.results()) == 30
-    assert h.stats.http_429 > 0
-    assert h.processor.gate.open_at > 0
-    assert server.stats()["max_in_flight"] <= 4
+    results = h.results()
+    assert len(results) == 30
+    assert h.processor.gate.storms >= 1
+    # The storm costs a handful of requests, not one per ticket per second: the first
+    # wave, a few paced tries before it is evident, then one probe per retry-after.
+    assert server.stats()["by_status"]["429"] <= 15
+    assert results["attempts"].max() <= 3  # no ticket tried more than twice in it
 
 
 def test_limits_learned_from_headers_keep_429s_away(

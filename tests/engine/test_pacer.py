@@ -15,8 +15,8 @@ from aibatch.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
-    PauseGate,
     SharedBudget,
+    StormGate,
     TokenBucket,
 )
 
@@ -124,42 +124,89 @@ def test_tokens_are_reserved_from_estimates_and_settled_to_what_was_used(
     assert pacer.output_tokens.level == 20
 
 
-def test_without_headers_a_429_starts_an_aimd_rate_that_recovers(clock: FakeClock) -> None:
-    pacer = Pacer(clock=clock)
-    pacer.on_rate_limited(observed_rps=20.0)
-    assert pacer.aimd_rate == pytest.approx(14.0)
-    pacer.on_rate_limited(observed_rps=20.0)  # within a second: one cut per second at most
-    assert pacer.aimd_rate == pytest.approx(14.0)
-    clock.advance(1.0)
-    pacer.on_rate_limited(observed_rps=20.0)
-    assert pacer.aimd_rate == pytest.approx(9.8)  # cut from 14, the rate that drew the 429
-    for _ in range(200):  # 20 s of sending as fast as the AIMD rate allows
-        clock.advance(0.1)
+def send_at_the_rate(pacer: Pacer, clock: FakeClock, seconds: float) -> None:
+    """Send as fast as the found rate allows, every answer clean, for `seconds`."""
+    for _ in range(round(seconds / 0.01)):
+        clock.advance(0.01)
         while pacer.wait_s(0) == 0:
             pacer.reserve(0)
         pacer.on_success()
-    # back to just under the rate that drew the 429, and only probing slowly past it
+
+
+def test_without_headers_a_429_sets_the_rate_just_under_what_got_through(
+    clock: FakeClock,
+) -> None:
+    pacer = Pacer(clock=clock)
+    sent = clock.now
+    clock.advance(0.2)
+    pacer.on_rate_limited(observed_rps=20.0, sent_at=sent)
+    assert pacer.aimd_rate == pytest.approx(19.4)  # the server admitted 20/s: its limit
+    # Another 429 of a request sent before that cut: it says nothing about the new rate.
+    pacer.on_rate_limited(observed_rps=12.0, sent_at=sent)
+    assert pacer.aimd_rate == pytest.approx(19.4)
+    clock.advance(0.3)
+    pacer.on_rate_limited(observed_rps=18.5, sent_at=clock.now - 0.1)  # sent after it
+    assert pacer.aimd_rate == pytest.approx(19.4 * 0.97)  # most got through: a step back
+    clock.advance(0.3)
+    pacer.on_rate_limited(observed_rps=10.0)  # allowed 18.8/s, but only 10/s got through
+    assert pacer.aimd_rate == pytest.approx(9.7)
+    clock.advance(0.3)
+    pacer.on_rate_limited(observed_rps=0.0)  # nothing got through to measure: cut the rate
+    assert pacer.aimd_rate == pytest.approx(9.7 * pacing.AIMD_CUT)
+
+
+def test_the_found_rate_is_probed_past_slowly_then_faster(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.aimd_rate = 10.0
+    pacer.aimd_probe_per_s = pacing.AIMD_PROBE_PER_S  # steady: probing at its slowest
+    pacer.on_rate_limited(observed_rps=9.8)  # most got through: a step back
+    send_at_the_rate(pacer, clock, 5.0)
     assert pacer.aimd_rate is not None
-    assert 0.96 * 14.0 <= pacer.aimd_rate <= 14.0 * 1.2
+    # Just after the 429: within 3% of where it was set, under the limit it found.
+    assert 9.7 < pacer.aimd_rate < 9.7 * 1.03 < 10
+    # Clean for longer: the probe speeds up, so a limit that doubled is found in 20 s.
+    send_at_the_rate(pacer, clock, 15.0)
+    assert pacer.aimd_rate > 2 * 9.7
+
+
+def test_after_a_fall_the_rate_climbs_back_faster_and_slows_with_each_step_back(
+    clock: FakeClock,
+) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.aimd_rate = 20.0
+    pacer.on_rate_limited(observed_rps=8.0)  # far less got through: the limit fell
+    assert pacer.aimd_rate == pytest.approx(7.76)
+    clock.advance(0.5)
+    pacer.on_rate_limited(observed_rps=7.7)  # the fall's aftermath: a step back, as fast
+    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    send_at_the_rate(pacer, clock, 6.0)
+    assert pacer.aimd_rate > 9.0  # 90% of a limit of 10 within 6.5 s
+    for expected in (0.01, 0.005, 0.0025, pacing.AIMD_PROBE_PER_S, pacing.AIMD_PROBE_PER_S):
+        clock.advance(pacing.AIMD_PROBE_DOUBLING_S)
+        pacer.on_rate_limited(observed_rps=pacer.aimd_rate)  # steps back: probe slows
+        assert pacer.aimd_probe_per_s == pytest.approx(expected)
+
+
+def test_the_found_rate_paces_smoothly_not_in_bursts(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=10.0)
+    clock.advance(1.0)  # idle a second: a sliding window would refuse a second's burst
+    sent = 0
+    while pacer.wait_s(0) == 0:
+        pacer.reserve(0)
+        sent += 1
+    assert sent <= 0.25 * 9.7 + 1
 
 
 def test_aimd_rate_does_not_grow_while_it_goes_unused(clock: FakeClock) -> None:
     pacer = Pacer(clock=clock)
     pacer.on_rate_limited(observed_rps=20.0)
-    for _ in range(200):  # 20 s of clean answers, sending 1/s: far below the allowed 14/s
+    for _ in range(200):  # 20 s of clean answers, sending 1/s: far below the allowed 19/s
         clock.advance(0.1)
         if round(clock.now * 10) % 10 == 0:
             pacer.reserve(0)
         pacer.on_success()
-    assert pacer.aimd_rate == pytest.approx(14.0)
-
-
-def test_a_429_cuts_from_what_got_through_not_from_an_unreached_rate(clock: FakeClock) -> None:
-    pacer = Pacer(clock=clock)
-    pacer.on_rate_limited(observed_rps=20.0)
-    clock.advance(2.0)
-    pacer.on_rate_limited(observed_rps=10.0)  # allowed 14/s, but only 10/s got through
-    assert pacer.aimd_rate == pytest.approx(7.0)
+    assert pacer.aimd_rate == pytest.approx(19.4)
 
 
 def test_headers_turn_aimd_off(clock: FakeClock) -> None:
@@ -225,16 +272,41 @@ def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
     assert control.current == 2 * grown
 
 
-def test_a_429_pauses_every_sender_briefly_and_never_shortens_a_pause(clock: FakeClock) -> None:
-    gate = PauseGate(max_pause_s=0.5, clock=clock)
-    assert gate.wait_s() == 0
-    gate.close_for(3.0)  # retry-after 3 s: everyone pauses, but at most half a second
-    assert gate.wait_s() == pytest.approx(0.5)
-    clock.advance(0.2)
-    gate.close_for(0.1)  # a shorter one arriving meanwhile does not reopen it early
-    assert gate.wait_s() == pytest.approx(0.3)
-    clock.advance(0.3)
-    assert gate.wait_s() == 0
+def test_one_429_closes_the_gate_to_nobody(clock: FakeClock) -> None:
+    gate = StormGate(clock=clock)
+    gate.on_rate_limited(3.0)
+    clock.advance(0.5)
+    gate.on_rate_limited(2.0)  # two 429s half a second apart: the pacer's business
+    assert gate.wait_s() == 0 and not gate.enter()
+    gate.on_answer()
+    clock.advance(1.0)
+    gate.on_rate_limited(1.0)  # a new run of 429s starts from the last answer
+    assert gate.wait_s() == 0 and not gate.in_storm
+
+
+def test_a_storm_closes_the_gate_for_the_whole_retry_after_then_lets_one_probe_go(
+    clock: FakeClock,
+) -> None:
+    gate = StormGate(clock=clock)
+    gate.on_rate_limited(5.0)
+    clock.advance(pacing.STORM_EVIDENT_S)
+    gate.on_rate_limited(5.0)  # nothing but 429s for a second: a storm
+    assert gate.in_storm and gate.storms == 1
+    assert gate.wait_s() == pytest.approx(5.0)  # all of retry-after, for everyone
+    clock.advance(2.0)
+    gate.on_rate_limited(1.0)  # a shorter one meanwhile does not reopen it early
+    assert gate.wait_s() == pytest.approx(3.0)
+    clock.advance(3.0)
+    assert gate.wait_s() == 0 and gate.enter()  # the probe
+    assert gate.wait_s() > 0  # everyone else waits for its answer
+    gate.leave()
+    gate.on_rate_limited(5.0)  # the probe met the storm: closed again
+    assert gate.wait_s() == pytest.approx(5.0) and gate.storms == 1
+    clock.advance(5.0)
+    assert gate.enter()
+    gate.on_answer()  # the probe was answered: the storm is over
+    gate.leave()
+    assert gate.wait_s() == 0 and not gate.enter()
 
 
 def test_shared_budget_fetches_whole_batches_once_for_many_takers() -> None:

@@ -73,3 +73,29 @@ def test_headers_report_remaining_rounded_tokens_and_reset() -> None:
     # 2,500 input tokens refill at 40,000/min: full again 3.75 s later, shown to the second
     assert headers["anthropic-ratelimit-input-tokens-reset"] == "2027-01-15T08:00:04Z"
     assert headers["anthropic-ratelimit-output-tokens-reset"] == "2027-01-15T08:00:00Z"
+
+
+def test_a_sliding_window_admits_no_more_than_its_share_in_any_span() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=600, itpm=None, otpm=None, burst_seconds=2, clock=clock,
+                          window="sliding")  # fmt: skip
+    for _ in range(20):
+        assert limiter.admit(0).admitted
+    refused = limiter.admit(0)
+    assert not refused.admitted and refused.retry_after_s == 2.0
+    clock.now += 1.0  # a bucket would have refilled 10 by now; the window none
+    assert not limiter.admit(0).admitted
+    clock.now += 1.0
+    assert limiter.admit(0).admitted  # the first twenty have left the window
+
+
+def test_a_limit_changed_while_running_keeps_what_its_bucket_holds() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=600, itpm=None, otpm=None, burst_seconds=2, clock=clock)
+    for _ in range(20):
+        limiter.admit(0)
+    assert limiter.set_limits(rpm=300, itpm=None, otpm=None)  # another client takes half
+    assert not limiter.admit(0).admitted  # no fresh burst with the new limit
+    clock.now += 0.2
+    assert limiter.admit(0).admitted  # refilling at 5/s now: one after 0.2 s
+    assert not limiter.set_limits(rpm=300, itpm=1_000, otpm=None)  # a new limit: rebuild

@@ -117,10 +117,11 @@ def test_max_tokens_truncates_the_answer(simulator: SimulatorServer) -> None:
     assert message.usage.output_tokens <= 3
 
 
+@pytest.mark.parametrize("window", ["bucket", "sliding"])
 def test_rate_limit_429_has_retry_after_and_maps_to_rate_limit_error(
-    start_simulator: StartSimulator,
+    start_simulator: StartSimulator, window: str
 ) -> None:
-    server = start_simulator(rpm=60, burst_seconds=1)  # a bucket of one request
+    server = start_simulator(rpm=60, burst_seconds=1, window=window)  # one request at once
     client = sdk_client(server)
     client.messages.create(**classify_params(BILLING_TICKET))
     with pytest.raises(anthropic.RateLimitError) as caught:
@@ -128,9 +129,18 @@ def test_rate_limit_429_has_retry_after_and_maps_to_rate_limit_error(
     error = caught.value
     assert not isinstance(error, anthropic.EnforcedSpendLimitReachedError)
     assert error.type == "rate_limit_error"
-    assert int(error.response.headers["retry-after"]) >= 1
+    assert error.response.headers["retry-after"] == "1"  # whole seconds, rounded up
     assert error.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert error.request_id and error.request_id.startswith("req_")
+
+
+def test_a_429_may_come_without_retry_after(start_simulator: StartSimulator) -> None:
+    server = start_simulator(rpm=60, burst_seconds=1, send_retry_after=False)
+    client = sdk_client(server)
+    client.messages.create(**classify_params(BILLING_TICKET))
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(**classify_params(BILLING_TICKET))
+    assert "retry-after" not in caught.value.response.headers
 
 
 def test_spend_cap_maps_to_its_subclass_and_has_no_retry_after(
