@@ -493,10 +493,13 @@ class TicketProcessor:
             return self.pacer.reserve(input_estimate)
 
     def recent_rate(self, window_s: float = 2.0) -> float:
-        """Answers per second over the last `window_s` (or since the first send, if that
-        is sooner: a run a second old has not had two seconds to answer in)."""
+        """Answers per second over the last `window_s`, or since the first send, if that
+        is sooner: a run a second old has not had two seconds to answer in. (A pause of
+        ours counts: over a limit's window, what got through is what the server admits.)"""
+        if self.first_send is None:
+            return 0.0
         now = time.monotonic()
-        span = min(window_s, now - self.first_send) if self.first_send is not None else 0.0
+        span = min(window_s, now - self.first_send)
         if span <= 0:
             return 0.0
         return sum(1 for t in self.recent_ok if t >= now - span) / span
@@ -554,7 +557,7 @@ class TicketProcessor:
                     self.pacer.release(reservation)
                     decision = policy.decide(error, attempt, self.rng, grown)
                 else:
-                    self._learn(reply, reservation, raw_tokens, time.monotonic() - started)
+                    self._learn(reply, reservation, raw_tokens, started)
                     cost = self._bill(reply.message.usage)
                     billed = None if billed is None or cost is None else billed + cost
                     try:
@@ -588,7 +591,11 @@ class TicketProcessor:
                 # the gate's; fewer in flight would not send less per second.
                 self.gate.on_rate_limited(decision.delay_s)
                 if not self.gate.in_storm:
-                    self.pacer.on_rate_limited(self.recent_rate(), sent_at=started)
+                    pause_s = self.pacer.on_rate_limited(
+                        self.recent_rate(), started, self.concurrency.latency_recent_s
+                    )
+                    if pause_s:
+                        self.gate.pause(pause_s)
             elif decision.congestion:
                 self.concurrency.on_congestion()
             if decision.action is Action.STOP_RUN:
@@ -626,9 +633,10 @@ class TicketProcessor:
         return cost
 
     def _learn(
-        self, reply: Any, reservation: Reservation, raw_tokens: float, latency_s: float
+        self, reply: Any, reservation: Reservation, raw_tokens: float, sent_at: float
     ) -> None:
         """Feed an answer to the pacer, the estimator and the concurrency controller."""
+        latency_s = time.monotonic() - sent_at
         usage = reply.message.usage
         counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
         prompt_tokens = counted + (usage.cache_read_input_tokens or 0)
@@ -638,7 +646,7 @@ class TicketProcessor:
         self.pacer.observe_headers(reply.headers)
         # The API counts uncached input and cache writes against ITPM, not cache reads.
         self.pacer.settle(reservation, counted, usage.output_tokens)
-        self.pacer.on_success()
+        self.pacer.on_success(sent_at)
         self.gate.on_answer()
         self.recent_ok.append(time.monotonic())
         self.concurrency.on_success(

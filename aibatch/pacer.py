@@ -45,11 +45,20 @@ AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measur
 AIMD_PROBE_PER_S = 0.0015  # growth per second just after a step back from a probe
 # ... and after a cut to what got through: that estimate is rough (it counts the lull the
 # limit's fall caused), so the rate climbs back faster
-AIMD_PROBE_AFTER_FALL_PER_S = 0.02
+AIMD_PROBE_AFTER_FALL_PER_S = 0.03
 AIMD_PROBE_DOUBLING_S = 2.5  # ... doubling every this many seconds without a 429
 AIMD_PROBE_MAX_PER_S = 0.5
 AIMD_IN_USE = 0.85  # the rate only grows while we send at least this share of it
 AIMD_BUCKET_S = 0.25
+# A step back that lands within this share of the rate of the previous one: the limit is
+# where it was, so the probe slows (halving, down to AIMD_PROBE_PER_S).
+AIMD_SAME_LIMIT = 0.05
+# Cuts for a whole round trip with no clean answer between (for a request sent after a
+# cut): the server's window is still full of what we sent before, and any rate would be
+# refused until it drains. (Quicker ones can come from one overshoot: a 429 comes back in
+# milliseconds, a clean answer only after the model's latency.) Everyone pauses this long:
+# the API's retry-after comes in whole seconds, at least one.
+AIMD_PAUSE_S = 1.0
 # Concurrency.
 START_CONCURRENCY = 4
 SLOW_START_GROWTH = 1.0  # per answer while slow-starting: doubles every round trip
@@ -157,6 +166,9 @@ class Pacer:
         self.aimd_rate: float | None = None
         self.aimd_probe_per_s = AIMD_PROBE_PER_S
         self.aimd_last_cut = -math.inf
+        self.aimd_last_step_back: float | None = None  # the rate a probe last stepped back from
+        self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
+        self.aimd_pauses = 0
         self._aimd: TokenBucket | None = None
         self.aimd_last_change = clock()
         self._sent: deque[float] = deque(maxlen=4096)  # when requests were let through
@@ -257,31 +269,35 @@ class Pacer:
             self._aimd = TokenBucket(rate, self.clock, seconds=AIMD_BUCKET_S)
         return self._aimd
 
-    def on_rate_limited(self, observed_rps: float, sent_at: float | None = None) -> None:
+    def on_rate_limited(
+        self, observed_rps: float, sent_at: float | None = None, round_trip_s: float = 0.0
+    ) -> float:
         """A 429 with no limit known, for a request sent at `sent_at`: send at just under
-        the limit it shows.
+        the limit it shows. Returns how long every send should pause (0: none).
 
         Probing past a rate that went through clean, the limit lies just below the rate
         that drew the 429: most of what was sent still got through (`observed_rps`,
-        requests answered per second lately), so the rate steps back by AIMD_MARGIN only.
-        When far less got through (the limit fell: another client of the key), what got
-        through is the limit as near as the client can see it. Nothing answered lately:
-        the rate is cut by AIMD_CUT. A 429 for a request sent before the last cut says
-        nothing about the rate since (as TCP cuts once per window): it is ignored.
+        requests answered per second lately), so the rate steps back by AIMD_MARGIN only;
+        if it stepped back from about this rate before, the limit is still there and the
+        probe slows. When far less got through (the limit fell: another client of the key),
+        what got through is the limit as near as the client can see it. Nothing answered
+        lately: the rate is cut by AIMD_CUT. A 429 for a request sent before the last cut
+        says nothing about the rate since (as TCP cuts once per window): it is ignored.
+        Cuts for `round_trip_s` with no clean answer since pause every send.
         """
         if self.limits_known:
-            return
+            return 0.0
         if sent_at is not None and sent_at <= self.aimd_last_cut:
-            return
+            return 0.0
         now = self.clock()
         allowed = self.aimd_rate
         if allowed is not None and observed_rps >= AIMD_THROUGH * allowed:
             rate = AIMD_MARGIN * allowed
-            # A step back after a probe halves the probe's speed, down to the slowest. Soon
-            # after a cut, a 429 is more likely the cut's aftermath (the server catching
-            # up after a fall) than a probe's: the speed stays.
-            if now - self.aimd_last_cut >= AIMD_PROBE_DOUBLING_S:
-                self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
+            last = self.aimd_last_step_back
+            if self.aimd_unanswered_since is None:  # a fresh overshoot, not more of one
+                if last is not None and allowed <= (1 + AIMD_SAME_LIMIT) * last:
+                    self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
+                self.aimd_last_step_back = allowed
         else:
             if observed_rps > 0:
                 rate = AIMD_MARGIN * observed_rps
@@ -290,9 +306,18 @@ class Pacer:
             else:
                 rate = AIMD_START_RPS
             self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
+            self.aimd_last_step_back = None
         self.aimd_rate = max(0.2, rate)
         self.aimd_last_cut = self.aimd_last_change = now
         self._aimd_bucket().set_limit(self.aimd_rate * 60)
+        if self.aimd_unanswered_since is None:
+            self.aimd_unanswered_since = now
+            return 0.0
+        if now - self.aimd_unanswered_since < round_trip_s:
+            return 0.0
+        self.aimd_unanswered_since = None
+        self.aimd_pauses += 1
+        return AIMD_PAUSE_S
 
     def send_rate(self, window_s: float = 2.0) -> float:
         """Requests let through per second, lately."""
@@ -306,10 +331,13 @@ class Pacer:
         growth = self.aimd_probe_per_s * 2 ** (quiet / AIMD_PROBE_DOUBLING_S)
         return min(AIMD_PROBE_MAX_PER_S, growth)
 
-    def on_success(self) -> None:
-        """A clean answer: probe past the rate, faster the longer it has been clean."""
+    def on_success(self, sent_at: float | None = None) -> None:
+        """A clean answer (for a request sent at `sent_at`): probe past the rate, faster
+        the longer it has been clean."""
         if self.aimd_rate is None or self.limits_known:
             return
+        if sent_at is None or sent_at > self.aimd_last_cut:
+            self.aimd_unanswered_since = None
         now = self.clock()
         elapsed = min(now - self.aimd_last_change, 1.0)
         if elapsed < 0.1:
@@ -442,13 +470,23 @@ class StormGate:
         self.clock = clock
         self.open_at = -math.inf
         self.first_429_at: float | None = None  # of the 429s since the last answer
+        self.evidence_from = -math.inf  # the end of the last pause we asked for ourselves
         self.probe_out = False
         self.storms = 0
 
     @property
     def in_storm(self) -> bool:
         first = self.first_429_at
-        return first is not None and self.clock() - first >= self.evident_after_s
+        if first is None:
+            return False
+        # While we paused ourselves nothing was sent, so no answer could come: that
+        # silence is not evidence.
+        return self.clock() - max(first, self.evidence_from) >= self.evident_after_s
+
+    def pause(self, seconds: float) -> None:
+        """Hold every new send for `seconds` (the pacer's call, not a storm)."""
+        self.open_at = max(self.open_at, self.clock() + seconds)
+        self.evidence_from = max(self.evidence_from, self.open_at)
 
     def on_answer(self) -> None:
         self.first_429_at = None

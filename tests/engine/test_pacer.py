@@ -181,10 +181,56 @@ def test_after_a_fall_the_rate_climbs_back_faster_and_slows_with_each_step_back(
     assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
     send_at_the_rate(pacer, clock, 6.0)
     assert pacer.aimd_rate > 9.0  # 90% of a limit of 10 within 6.5 s
-    for expected in (0.01, 0.005, 0.0025, pacing.AIMD_PROBE_PER_S, pacing.AIMD_PROBE_PER_S):
-        clock.advance(pacing.AIMD_PROBE_DOUBLING_S)
-        pacer.on_rate_limited(observed_rps=pacer.aimd_rate)  # steps back: probe slows
-        assert pacer.aimd_probe_per_s == pytest.approx(expected)
+    # The first step back up there is past the last one: the probe keeps its speed; each
+    # step back from about the same rate after it says the limit is there: it slows.
+    expected = pacing.AIMD_PROBE_AFTER_FALL_PER_S
+    for _ in range(8):
+        send_at_the_rate(pacer, clock, 1.0)
+        pacer.on_rate_limited(observed_rps=pacer.aimd_rate)
+        assert pacer.aimd_probe_per_s == pytest.approx(max(pacing.AIMD_PROBE_PER_S, expected))
+        expected /= 2
+    assert pacer.aimd_probe_per_s == pacing.AIMD_PROBE_PER_S
+
+
+def test_a_step_back_past_the_last_one_keeps_the_probe_fast(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=10.0)  # the first 429: 9.7/s
+    send_at_the_rate(pacer, clock, 1.0)
+    pacer.on_rate_limited(observed_rps=9.7)
+    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    send_at_the_rate(pacer, clock, 1.0)
+    pacer.on_rate_limited(observed_rps=9.5)  # the limit is where it was: slower
+    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
+    pacer.aimd_rate = 20.0  # say it climbed for a while: the limit rose
+    send_at_the_rate(pacer, clock, 1.0)
+    pacer.on_rate_limited(observed_rps=19.5)
+    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
+
+
+def test_cuts_for_a_round_trip_with_no_clean_answer_pause_every_send(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    started = clock.now
+    clock.advance(0.5)
+    assert pacer.on_rate_limited(30.0, started, round_trip_s=0.2) == 0.0  # one cut
+    clock.advance(0.01)
+    pacer.on_success(sent_at=started)  # sent before the cut: says nothing about it
+    # Requests sent after it refused as well, at first no sign: a clean answer would not
+    # have had time to come back.
+    for _ in range(3):
+        clock.advance(0.05)
+        assert pacer.on_rate_limited(29.0, clock.now - 0.01, round_trip_s=0.2) == 0.0
+    clock.advance(0.05)  # a round trip of nothing but 429s: the server's window is full
+    assert pacer.on_rate_limited(29.0, clock.now - 0.01, round_trip_s=0.2) == pacing.AIMD_PAUSE_S
+    paused = clock.now
+    clock.advance(1.2)
+    pacer.on_success(sent_at=paused + 1.0)  # sent after it, and clean
+    clock.advance(0.5)
+    assert pacer.on_rate_limited(25.0, clock.now - 0.1, round_trip_s=0.2) == 0.0
+    clock.advance(0.3)
+    pacer.on_success(sent_at=clock.now - 0.2)  # clean again: the next 429 starts afresh
+    clock.advance(0.3)
+    assert pacer.on_rate_limited(25.0, clock.now - 0.01, round_trip_s=0.2) == 0.0
+    assert pacer.aimd_pauses == 1
 
 
 def test_the_found_rate_paces_smoothly_not_in_bursts(clock: FakeClock) -> None:
@@ -307,6 +353,23 @@ def test_a_storm_closes_the_gate_for_the_whole_retry_after_then_lets_one_probe_g
     gate.on_answer()  # the probe was answered: the storm is over
     gate.leave()
     assert gate.wait_s() == 0 and not gate.enter()
+
+
+def test_a_pause_we_asked_for_closes_the_gate_and_is_no_evidence_of_a_storm(
+    clock: FakeClock,
+) -> None:
+    gate = StormGate(clock=clock)
+    gate.on_rate_limited(wait_s=1.0)  # a 429, then our pacer pauses everyone
+    gate.pause(1.0)
+    assert gate.wait_s() == pytest.approx(1.0)
+    clock.advance(1.0)
+    assert gate.wait_s() == 0.0
+    clock.advance(0.1)
+    gate.on_rate_limited(wait_s=1.0)  # no answer since the first 429, but we sent nothing
+    assert not gate.in_storm
+    clock.advance(pacing.STORM_EVIDENT_S)
+    gate.on_rate_limited(wait_s=1.0)  # a second of only 429s since the pause: a storm
+    assert gate.in_storm
 
 
 def test_shared_budget_fetches_whole_batches_once_for_many_takers() -> None:
