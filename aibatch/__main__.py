@@ -1,3 +1,3 @@
-from aibatch.cli import app
+from aibatch.app.cli import app
 
 app()

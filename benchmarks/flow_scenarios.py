@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import pyarrow.dataset as ds
 
-from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+from aibatch.testing.prefect_server import PrefectServerProcess
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from aibatch.jobs import JobSpec
+from aibatch.jobs.spec import JobSpec
 from aibatch.simulator.process import SimulatorProcess
 
 TICKET = (

@@ -46,14 +46,14 @@ import anthropic
 import flow_scenarios
 import pandas as pd
 
-from aibatch.backend import AnthropicBackend
-from aibatch.engine import ChunkIncomplete, Committer, RunStats, TicketProcessor
-from aibatch.jobs import JobSpec
-from aibatch.pacer import Pacer
-from aibatch.prefect_server import PrefectServerProcess
+from aibatch.engine.backend import AnthropicBackend
+from aibatch.engine.pacer import Pacer
+from aibatch.engine.processor import ChunkIncomplete, Committer, RunStats, TicketProcessor
+from aibatch.jobs.spec import JobSpec
+from aibatch.output.store import ResultStore
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
-from aibatch.store import ResultStore
+from aibatch.testing.prefect_server import PrefectServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

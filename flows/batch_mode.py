@@ -1,6 +1,6 @@
 """`--mode batch`: the flow's pending tickets as Message Batches, at half price.
 
-Orchestration only (the runner in aibatch/batches.py holds the logic): resume the batches a
+Orchestration only (the runner in aibatch/engine/batches.py holds the logic): resume the batches a
 previous run left open, submit what no batch carries yet, poll each batch in its own task,
 collect its results into the same datasets, and submit errored or expired requests again.
 If the flow is cancelled or interrupted, its open batches are cancelled at the API.
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from prefect import get_run_logger
 
-from aibatch.batches import (
+from aibatch.cost.budget import Budget
+from aibatch.engine.batches import (
     BatchGone,
     BatchRunner,
     CollectReport,
@@ -22,8 +23,7 @@ from aibatch.batches import (
     texts_of,
     tickets_in,
 )
-from aibatch.budget import Budget
-from aibatch.engine import RunStopped
+from aibatch.engine.processor import RunStopped
 from flows.run_all import run_all
 from tasks.batches import collect_batch, poll_batch, recover_batch, submit_batch
 

@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger
 from prefect.deployments import arun_deployment
 
-from aibatch.engine import Committer, new_run_id
-from aibatch.jobs import JobSpec
-from aibatch.loader import Tickets, trial_rows
-from aibatch.settings import BatchParameters
-from aibatch.store import ResultStore
+from aibatch.app.settings import BatchParameters
+from aibatch.engine.processor import Committer, new_run_id
+from aibatch.jobs.spec import JobSpec
+from aibatch.output.store import ResultStore
+from aibatch.sources.loader import Tickets, trial_rows
 from tasks.report import artifact_key, publish_summary
 
 

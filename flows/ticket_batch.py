@@ -22,11 +22,15 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.runtime import flow_run
 
-from aibatch import policy
-from aibatch.backend import AnthropicBackend, MissingAPIKey
-from aibatch.batches import BatchLedger, BatchRunner
-from aibatch.budget import Budget, WorstCase
-from aibatch.engine import (
+from aibatch.app.progress import progress_bar
+from aibatch.app.settings import BatchParameters
+from aibatch.cost.budget import Budget, WorstCase
+from aibatch.cost.pricing import PriceBook
+from aibatch.engine import policy
+from aibatch.engine.backend import AnthropicBackend, MissingAPIKey
+from aibatch.engine.batches import BatchLedger, BatchRunner
+from aibatch.engine.pacer import MAX_CONCURRENCY, Pacer
+from aibatch.engine.processor import (
     ChunkIncomplete,
     Committer,
     RunStats,
@@ -34,12 +38,8 @@ from aibatch.engine import (
     TicketProcessor,
     new_run_id,
 )
-from aibatch.loader import trial_rows
-from aibatch.pacer import MAX_CONCURRENCY, Pacer
-from aibatch.pricing import PriceBook
-from aibatch.progress import progress_bar
-from aibatch.settings import BatchParameters
-from aibatch.store import ResultStore
+from aibatch.output.store import ResultStore
+from aibatch.sources.loader import trial_rows
 from flows.batch_mode import run_batch_mode
 from flows.run_all import run_all
 from flows.shards import fan_out
@@ -246,6 +246,6 @@ async def process_tickets(params: BatchParameters | None = None) -> dict[str, An
 
 
 if __name__ == "__main__":
-    from aibatch.local import run_locally
+    from aibatch.app.local import run_locally
 
     raise SystemExit(run_locally(BatchParameters(show_progress=True)))

@@ -40,8 +40,8 @@ def execute(output: Path, input_path: Path, figures: Path, executed: Path | None
 
 def rehearse(output: Path, input_path: Path) -> None:
     """Summarise and classify `input_path` into `output` on a faulty simulator."""
-    from aibatch.local import EXIT_OK, run_locally
-    from aibatch.settings import BatchParameters
+    from aibatch.app.local import EXIT_OK, run_locally
+    from aibatch.app.settings import BatchParameters
     from aibatch.simulator import SimulatorConfig
     from aibatch.simulator.config import StormWindow
     from aibatch.simulator.process import SimulatorProcess

@@ -9,8 +9,8 @@ from prefect import Task, task
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import State, TaskRun
 
-from aibatch.backend import BatchStatus
-from aibatch.batches import BatchGone, BatchRequest, BatchRunner, CollectReport, Submission
+from aibatch.engine.backend import BatchStatus
+from aibatch.engine.batches import BatchGone, BatchRequest, BatchRunner, CollectReport, Submission
 from tasks.chunks import retry_unless_stopped
 
 

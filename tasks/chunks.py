@@ -9,8 +9,8 @@ from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.asyncio import concurrency
 
-from aibatch import policy
-from aibatch.engine import RunStopped, TicketProcessor
+from aibatch.engine import policy
+from aibatch.engine.processor import RunStopped, TicketProcessor
 
 
 def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

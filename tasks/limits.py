@@ -13,8 +13,8 @@ from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 
-from aibatch import policy
-from aibatch.pacer import SharedBudget
+from aibatch.engine import policy
+from aibatch.engine.pacer import SharedBudget
 
 
 class LimitMissing(RuntimeError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from aibatch.loader import Tickets, load_job_rows
-from aibatch.templates import PromptTemplate
+from aibatch.jobs.templates import PromptTemplate
+from aibatch.sources.loader import Tickets, load_job_rows
 
 
 @task(name="load-rows", cache_policy=NONE, persist_result=False)

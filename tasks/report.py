@@ -12,7 +12,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from aibatch.batches import Submission
+from aibatch.engine.batches import Submission
 
 
 def artifact_key(text: str) -> str:

@@ -10,7 +10,7 @@ from typing import cast
 
 from prefect.blocks.system import Secret
 
-from aibatch import policy
+from aibatch.engine import policy
 
 
 async def api_key_from_environment_or_block() -> str | None:

@@ -14,7 +14,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.workers.process import ProcessWorker
 from pydantic import SecretStr
 
-from aibatch import policy
+from aibatch.engine import policy
 from tasks.limits import ensure_concurrency_limit, ensure_shared_rate_limit
 
 

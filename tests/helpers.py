@@ -17,9 +17,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from aibatch.budget import WorstCase
-from aibatch.jobs import JobSpec
-from aibatch.pricing import PriceBook
+from aibatch.cost.budget import WorstCase
+from aibatch.cost.pricing import PriceBook
+from aibatch.jobs.spec import JobSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "tickets.csv"

@@ -11,12 +11,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.backend import BatchStatus
-from aibatch.batches import BatchLedger, BatchRunner, Submission, custom_id_for
-from aibatch.engine import Committer, RunStats
-from aibatch.jobs import JobSpec
-from aibatch.pricing import PriceBook
-from aibatch.store import ResultStore
+from aibatch.cost.pricing import PriceBook
+from aibatch.engine.backend import BatchStatus
+from aibatch.engine.batches import BatchLedger, BatchRunner, Submission, custom_id_for
+from aibatch.engine.processor import Committer, RunStats
+from aibatch.jobs.spec import JobSpec
+from aibatch.output.store import ResultStore
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 ODD_IDS = ["T-1", "a/b", "a_b", "a b", "%2F", "é", "🎫", "x" * 300, "", "tab\there", "7"]

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.batches import BatchLedger, Submission, custom_id_for
-from aibatch.engine import RunStopped
-from aibatch.jobs import JobSpec
-from aibatch.pricing import PriceBook, Usage
-from aibatch.settings import BatchParameters
+from aibatch.app.settings import BatchParameters
+from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.engine.batches import BatchLedger, Submission, custom_id_for
+from aibatch.engine.processor import RunStopped
+from aibatch.jobs.spec import JobSpec
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import assert_stopped_within_one_request, summary_belongs_to, write_tickets
@@ -266,7 +266,7 @@ def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
 
 
 def test_an_unreadable_instructions_file_is_refused_naming_it(tmp_path: Path) -> None:
-    from aibatch.jobs import read_instructions
+    from aibatch.jobs.spec import read_instructions
 
     with pytest.raises(ValueError, match=r"missing\.txt: cannot read"):
         read_instructions(str(tmp_path / "missing.txt"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aibatch.pacer import Pacer, Reservation
+from aibatch.engine.pacer import Pacer, Reservation
 from aibatch.simulator import SimulatorServer
 from tests.engine.test_engine import Harness, tickets
 

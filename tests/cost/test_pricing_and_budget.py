@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aibatch.budget import Budget, BudgetExhausted, WorstCase
-from aibatch.pricing import BUILT_IN_PRICES, PRICES_CHECKED, PriceBook, PriceFileError, Usage
+from aibatch.cost.budget import Budget, BudgetExhausted, WorstCase
+from aibatch.cost.pricing import BUILT_IN_PRICES, PRICES_CHECKED, PriceBook, PriceFileError, Usage
 
 
 def test_the_default_models_have_a_dated_price_and_batches_cost_half() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from aibatch.children import stop_child
-from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+from aibatch.testing.prefect_server import PrefectServerProcess
 from tests.helpers import write_tickets
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import anthropic
 import orjson
 import pytest
 
-from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator.process import SimulatorProcess
+from aibatch.testing.prefect_server import PrefectServerProcess
 from tests.deploy.conftest import FAKE_KEY, wait_for_final_state
 from tests.helpers import write_tickets
 

@@ -13,10 +13,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.jobs import JobSpec, load_job_file
-from aibatch.prefect_server import PrefectServerProcess
-from aibatch.settings import BatchParameters
+from aibatch.app.settings import BatchParameters
+from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.simulator.process import SimulatorProcess
+from aibatch.testing.prefect_server import PrefectServerProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run
 from tests.helpers import assert_typed_and_true, job_dataset, write_invoices
 

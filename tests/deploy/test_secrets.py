@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from aibatch.prefect_server import PrefectServerProcess
 from aibatch.simulator.process import SimulatorProcess
+from aibatch.testing.prefect_server import PrefectServerProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT
 from tests.helpers import job_dataset, write_tickets
 

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aibatch import crashpoints
-from aibatch.answer_columns import ENUM_TYPE, AnswerColumns
-from aibatch.engine import Committer
-from aibatch.outputs import InvalidModelOutput, JsonOutput, SchemaError
-from aibatch.store import ResultStore, SchemaConflict
+from aibatch.engine.processor import Committer
+from aibatch.jobs.outputs import InvalidModelOutput, JsonOutput, SchemaError
+from aibatch.output import crashpoints
+from aibatch.output.answer_columns import ENUM_TYPE, AnswerColumns
+from aibatch.output.store import ResultStore, SchemaConflict
 from tests.helpers import read_everywhere
 
 EVERY_KIND: dict[str, Any] = {

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from aibatch.backend import AnthropicBackend
-from aibatch.engine import (
+from aibatch.engine.backend import AnthropicBackend
+from aibatch.engine.processor import (
     ChunkIncomplete,
     Committer,
     RunStats,
@@ -20,9 +20,9 @@ from aibatch.engine import (
     TicketProcessor,
     new_run_id,
 )
-from aibatch.jobs import JobSpec
+from aibatch.jobs.spec import JobSpec
+from aibatch.output.store import ResultStore, carried_schema, journal_segments
 from aibatch.simulator import SimulatorServer
-from aibatch.store import ResultStore, carried_schema, journal_segments
 
 StartSimulator = Callable[..., SimulatorServer]
 Store = partial(ResultStore, job="summarize")
@@ -245,7 +245,7 @@ def test_carried_columns_have_a_fixed_schema_even_when_all_null(tmp_path: Path) 
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
-    from aibatch.store import OutputLocked
+    from aibatch.output.store import OutputLocked
 
     store = Store(tmp_path / "out")
     second = Store(tmp_path / "out")
@@ -258,7 +258,7 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
 
 
 def test_shards_share_an_output_but_a_whole_input_run_excludes_them(tmp_path: Path) -> None:
-    from aibatch.store import OutputLocked
+    from aibatch.output.store import OutputLocked
 
     out = tmp_path / "out"
     one, two = (

@@ -7,7 +7,6 @@ import asyncio
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -15,13 +14,14 @@ import httpx2
 import pandas as pd
 import pytest
 
-from aibatch import estimate as est
-from aibatch import policy
-from aibatch.jobs import JobSpec, builtin_job
-from aibatch.loader import load_job_rows
-from aibatch.models import THINKING_EXPECTED
-from aibatch.pricing import PriceBook, Usage
+from aibatch.cost import estimate as est
+from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.engine import policy
+from aibatch.engine.backend import AnthropicBackend
+from aibatch.jobs.models import THINKING_EXPECTED
+from aibatch.jobs.spec import JobSpec, builtin_job
 from aibatch.simulator import SimulatorServer
+from aibatch.sources.loader import load_job_rows
 from tests.helpers import write_tickets
 
 PRICE_FILE = """
@@ -228,10 +228,10 @@ def test_every_ticket_counted_when_the_sample_covers_them(
     write_tickets(tmp_path / "t.csv", 12)
     spec = JobSpec.build("classify", "claude-haiku-5-5", None)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
+    backend = AnthropicBackend(api_key="k", base_url=simulator.base_url)
     result = asyncio.run(
         est.estimate(tickets, prompts, [spec], PriceBook.load(None), sample_size=50,
-                     client=client)
+                     backend=backend)
     )  # fmt: skip
     stats = simulator.stats()
     assert stats["requests_total"] == 0  # no generation call
@@ -249,10 +249,10 @@ def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
     write_tickets(tmp_path / "t.csv", 300)
     spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
+    backend = AnthropicBackend(api_key="k", base_url=simulator.base_url)
     result = asyncio.run(
         est.estimate(tickets, prompts, [spec, JobSpec.build("summarize", "claude-nobody-9", None)],
-                     PriceBook.load(None), sample_size=40, client=client)
+                     PriceBook.load(None), sample_size=40, backend=backend)
     )  # fmt: skip
     good, bad = result.models
     exact = sum(simulator.api.count_tokens(spec.request(t))["input_tokens"]
@@ -266,15 +266,13 @@ def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
 
 
 class FlakyCounter:
-    """A client whose count_tokens is rate limited, then overloaded, then answers."""
+    """A backend whose count_tokens is rate limited, then overloaded, then answers."""
 
     def __init__(self) -> None:
         self.calls = 0
-        self.messages = SimpleNamespace(count_tokens=self.count_tokens)
 
-    async def count_tokens(self, **params: Any) -> Any:
+    async def count_tokens(self, params: dict[str, Any]) -> int:
         self.calls += 1
-        assert "max_tokens" not in params
         request = httpx2.Request("POST", "http://127.0.0.1/v1/messages/count_tokens")
         if self.calls == 1:
             response = httpx2.Response(429, headers={"retry-after": "0"}, request=request)
@@ -282,13 +280,16 @@ class FlakyCounter:
         if self.calls == 2:
             response = httpx2.Response(529, request=request)
             raise anthropic.OverloadedError("overloaded", response=response, body=None)
-        return SimpleNamespace(input_tokens=42)
+        return 42
+
+    async def aclose(self) -> None:
+        pass
 
 
 def test_count_tokens_is_retried_on_429_and_529(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(policy, "backoff_delay", lambda attempt, rng: 0.0)
     flaky = FlakyCounter()
-    counter = est.TokenCounter(flaky)  # type: ignore[arg-type]
+    counter = est.TokenCounter(flaky)
     spec = JobSpec.build("summarize", "claude-haiku-5-5", None)
     assert asyncio.run(counter.count(spec.request("hello"))) == 42
     assert flaky.calls == 3
@@ -303,9 +304,11 @@ def test_caching_is_assumed_only_at_each_models_own_minimum_and_the_tokenizer_co
     instructions = "Always name the product and the customer's exact ask. " * 70
     models = ("claude-sonnet-5-5", "claude-haiku-4-5", "claude-haiku-5-5")
     specs = [JobSpec.build("summarize", model, None, instructions) for model in models]
-    client = anthropic.AsyncAnthropic(api_key="k", base_url=simulator.base_url, max_retries=0)
+    backend = AnthropicBackend(api_key="k", base_url=simulator.base_url)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", specs[0].template, "id")
-    result = asyncio.run(est.estimate(tickets, prompts, specs, PriceBook.load(None), client=client))
+    result = asyncio.run(
+        est.estimate(tickets, prompts, specs, PriceBook.load(None), backend=backend)
+    )
     sonnet, old_haiku, new_haiku = result.models
     assert 512 <= sonnet.prefix_tokens < 4096
     assert sonnet.caching and sonnet.cache_min_tokens == 512

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aibatch.jobs import BUILT_IN_JOBS, JobFileError, JobSpec, builtin_job, load_job_file
-from aibatch.loader import InputError, load_job_rows
-from aibatch.templates import MissingValue, PromptTemplate
+from aibatch.jobs.spec import BUILT_IN_JOBS, JobFileError, JobSpec, builtin_job, load_job_file
+from aibatch.jobs.templates import MissingValue, PromptTemplate
+from aibatch.sources.loader import InputError, load_job_rows
 
 PRODUCT_JOB = '''
 name = "product-category"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.loader import InputError, load_tickets
+from aibatch.sources.loader import InputError, load_tickets
 
 Write = Callable[[str, bytes | str], Path]
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from aibatch.jobs import JobSpec
-from aibatch.models import (
+from aibatch.jobs.models import (
     BUILT_IN_DEFAULTS,
     CONSERVATIVE,
     EFFORTS,
     ModelBook,
     ModelFileError,
 )
+from aibatch.jobs.spec import JobSpec
 from aibatch.sdk_models import deprecated_models, known_models
 
 BOOK = ModelBook.load(None)

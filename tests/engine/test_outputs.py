@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aibatch.outputs import (
+from aibatch.jobs.outputs import (
     InvalidModelOutput,
     JsonOutput,
     LabelOutput,

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from aibatch import pacer as pacing
-from aibatch.inflight import InFlightLimiter
-from aibatch.looplag import LoopLagProbe
-from aibatch.pacer import (
+from aibatch.engine import pacer as pacing
+from aibatch.engine.inflight import InFlightLimiter
+from aibatch.engine.looplag import LoopLagProbe
+from aibatch.engine.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,

@@ -9,9 +9,9 @@ import anthropic
 import httpx2
 import pytest
 
-from aibatch import policy
-from aibatch.outputs import InvalidModelOutput, Refused, Truncated
-from aibatch.policy import Action, Cause
+from aibatch.engine import policy
+from aibatch.engine.policy import Action, Cause
+from aibatch.jobs.outputs import InvalidModelOutput, Refused, Truncated
 
 REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from aibatch.cli import app
-from aibatch.jobs import load_job_file
-from aibatch.settings import BatchParameters
+from aibatch.app.cli import app
+from aibatch.app.settings import BatchParameters
+from aibatch.jobs.spec import load_job_file
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import write_tickets

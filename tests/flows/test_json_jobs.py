@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from aibatch import crashpoints
-from aibatch.cli import app
-from aibatch.engine import RunStopped
-from aibatch.jobs import JobSpec, load_job_file
-from aibatch.settings import BatchParameters
+from aibatch.app.cli import app
+from aibatch.app.settings import BatchParameters
+from aibatch.engine.processor import RunStopped
+from aibatch.jobs.spec import JobSpec, load_job_file
+from aibatch.output import crashpoints
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.simulator.process import SimulatorProcess
 from flows.ticket_batch import process_tickets

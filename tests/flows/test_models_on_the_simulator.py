@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.jobs import DEFAULT_LABELS
-from aibatch.local import EXIT_FAILED, run_locally
-from aibatch.settings import BatchParameters
+from aibatch.app.local import EXIT_FAILED, run_locally
+from aibatch.app.settings import BatchParameters
+from aibatch.jobs.spec import DEFAULT_LABELS
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import summary_belongs_to, write_tickets

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch import policy
-from aibatch.settings import BatchParameters
+from aibatch.app.settings import BatchParameters
+from aibatch.engine import policy
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, summary_belongs_to, write_tickets

@@ -13,8 +13,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from aibatch.jobs import load_job_file
-from aibatch.settings import BatchParameters
+from aibatch.app.settings import BatchParameters
+from aibatch.jobs.spec import load_job_file
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.local import EXIT_BAD_INPUT, run_locally
-from aibatch.settings import BatchParameters
+from aibatch.app.local import EXIT_BAD_INPUT, run_locally
+from aibatch.app.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, read_everywhere

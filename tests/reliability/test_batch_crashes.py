@@ -13,7 +13,7 @@ import anthropic
 import orjson
 import pytest
 
-from aibatch import crashpoints
+from aibatch.output import crashpoints
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
 from tests.helpers import job_dataset, read_everywhere, record_figures, wait_for, write_tickets

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from aibatch import crashpoints
+from aibatch.output import crashpoints
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
 from tests.helpers import (
@@ -94,7 +94,7 @@ def release_leaked_slots(prefect_api: str) -> Iterator[None]:
     yield
     from prefect.client.orchestration import get_client
 
-    from aibatch import policy
+    from aibatch.engine import policy
 
     async def drop() -> None:
         async with get_client() as client:

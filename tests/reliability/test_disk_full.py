@@ -12,9 +12,10 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from aibatch import policy, store
-from aibatch.local import EXIT_OK, EXIT_STOPPED, run_locally
-from aibatch.settings import BatchParameters
+from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
+from aibatch.app.settings import BatchParameters
+from aibatch.engine import policy
+from aibatch.output import store
 from aibatch.simulator import SimulatorServer
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 
@@ -30,7 +31,7 @@ def no_space(path: object) -> OSError:
 
 def fill_disk_under_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
     """From the third Parquet write on, the file is cut short and the write fails."""
-    real = ds.write_dataset  # the module aibatch.store writes with
+    real = ds.write_dataset  # the module aibatch.output.store writes with
     calls = 0
 
     def write_dataset(data: Any, base_dir: Any, **options: Any) -> None:
@@ -104,7 +105,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     server = start_simulator(latency_ms=5)
     use_simulator(server)
     said: list[str] = []
-    monkeypatch.setattr("aibatch.local.say", said.append)  # Prefect's handlers vs capsys
+    monkeypatch.setattr("aibatch.app.local.say", said.append)  # Prefect's handlers vs capsys
     monkeypatch.setattr(policy, "COMMIT_EVERY_ROWS", 50)
     with monkeypatch.context() as disk:
         FILL_DISK[where](disk)

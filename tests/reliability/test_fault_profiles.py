@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.settings import BatchParameters
+from aibatch.app.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from aibatch.simulator.config import StormWindow
 from flows.ticket_batch import process_tickets

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.jobs import JobSpec
-from aibatch.settings import BatchParameters
+from aibatch.app.settings import BatchParameters
+from aibatch.jobs.spec import JobSpec
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, write_tickets

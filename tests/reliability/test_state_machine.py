@@ -25,9 +25,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from aibatch import crashpoints
+from aibatch.output import crashpoints
+from aibatch.output.store import journal_segments, read_segment
 from aibatch.simulator import SimulatorConfig, SimulatorServer
-from aibatch.store import journal_segments, read_segment
 from tests.engine.test_engine import Harness
 from tests.helpers import job_dataset, record_figures
 

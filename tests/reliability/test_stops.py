@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.local import EXIT_OK, EXIT_STOPPED, run_locally
-from aibatch.settings import BatchParameters
+from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
+from aibatch.app.settings import BatchParameters
 from aibatch.simulator import SimulatorServer
 from tests.helpers import job_dataset, read_everywhere, write_tickets
 
@@ -29,7 +29,7 @@ def said(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What `aibatch run` tells the user. (Not capsys: Prefect's console log handler keeps
     the stream of the test that first set it up, and capsys closes that stream.)"""
     messages: list[str] = []
-    monkeypatch.setattr("aibatch.local.say", messages.append)
+    monkeypatch.setattr("aibatch.app.local.say", messages.append)
     return messages
 
 

@@ -5,7 +5,7 @@ Sonnet 5.5, Opus 5.5 and Fable 5.1; the 5.x models think by default and their th
 tokens count toward `max_tokens`; some refuse `thinking: disabled`; the 5.5 models refuse
 non-default sampling parameters and assistant prefill; the shortest cacheable prefix runs
 from 512 to 4,096 tokens; the newer tokenizer counts about 30% more tokens for the same text.
-Every request aibatch builds is shaped by the entry of its model here (`aibatch/jobs.py`),
+Every request aibatch builds is shaped by the entry of its model here (`aibatch/jobs/spec.py`),
 and the defaults for each output kind come from here too.
 
 The facts were read on CAPABILITIES_CHECKED from the pages named per entry (base
@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aibatch.outputs import OutputKindName
+from aibatch.jobs.outputs import OutputKindName
 from aibatch.tomlfile import overlay_file, read_toml
 
 CAPABILITIES_CHECKED = "2026-12-02"

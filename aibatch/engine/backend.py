@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import anthropic
 import httpx2
 
-from aibatch.policy import REQUEST_TIMEOUT_S
+from aibatch.engine.policy import REQUEST_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class Reply:
 
 class MessagesBackend(Protocol):
     async def create(self, params: dict[str, Any]) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class TokenCountingBackend(Protocol):
+    """What the estimate needs: count a request's input tokens, generating nothing."""
+
+    async def count_tokens(self, params: dict[str, Any]) -> int: ...
 
     async def aclose(self) -> None: ...
 
@@ -109,6 +117,10 @@ class AnthropicBackend:
     async def create(self, params: dict[str, Any]) -> Reply:
         raw = await self.client.messages.with_raw_response.create(**params)
         return Reply(message=await raw.parse(), headers=raw.headers)
+
+    async def count_tokens(self, params: dict[str, Any]) -> int:
+        body = {k: v for k, v in params.items() if k != "max_tokens"}  # not a count's field
+        return int((await self.client.messages.count_tokens(**body)).input_tokens)
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -22,15 +22,13 @@ import anthropic
 import pandas as pd
 import pyarrow as pa
 
-from aibatch import crashpoints, policy
-from aibatch.answer_columns import NO_COLUMNS, AnswerColumns
-from aibatch.backend import MessagesBackend
-from aibatch.budget import Budget, BudgetExhausted, WorstCase
-from aibatch.inflight import InFlightLimiter
-from aibatch.jobs import JobSpec
-from aibatch.looplag import LoopLagProbe
-from aibatch.outputs import InvalidModelOutput
-from aibatch.pacer import (
+from aibatch.cost.budget import Budget, BudgetExhausted, WorstCase
+from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.engine import policy
+from aibatch.engine.backend import MessagesBackend
+from aibatch.engine.inflight import InFlightLimiter
+from aibatch.engine.looplag import LoopLagProbe
+from aibatch.engine.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
@@ -38,9 +36,12 @@ from aibatch.pacer import (
     SharedBudget,
     StormGate,
 )
-from aibatch.policy import Action, Cause
-from aibatch.pricing import PriceBook, Usage
-from aibatch.store import (
+from aibatch.engine.policy import Action, Cause
+from aibatch.jobs.outputs import InvalidModelOutput
+from aibatch.jobs.spec import JobSpec
+from aibatch.output import crashpoints
+from aibatch.output.answer_columns import NO_COLUMNS, AnswerColumns
+from aibatch.output.store import (
     RESULT_COLUMNS,
     Journal,
     ResultStore,

@@ -23,7 +23,7 @@ from enum import Enum
 
 import anthropic
 
-from aibatch.outputs import InvalidModelOutput, Refused, Truncated
+from aibatch.jobs.outputs import InvalidModelOutput, Refused, Truncated
 
 # Per request.
 MAX_ATTEMPTS = 6

@@ -2,12 +2,12 @@
 
 A job is one validated `JobDefinition` (a TOML job file, or the same fields as a Prefect
 flow parameter, a form in the UI, or inline in prefect.yaml): a system prompt, a prompt
-template over the input's columns (`aibatch/templates.py`), and an output kind
-(`aibatch/outputs.py`: text, a label from a set, or JSON matching a schema). The built-in
+template over the input's columns (`aibatch/jobs/templates.py`), and an output kind
+(`aibatch/jobs/outputs.py`: text, a label from a set, or JSON matching a schema). The built-in
 `summarize` and `classify` are job files shipped in the package (`aibatch/builtin_jobs/`).
 
 `JobSpec` is a job asked of one model: thinking, effort, structured outputs and
-`max_tokens` follow that model's entry in the capability table (`aibatch/models.py`). Its
+`max_tokens` follow that model's entry in the capability table (`aibatch/jobs/models.py`). Its
 resume key is the job's name and a hash of its whole definition, so an edited job answers
 every row again and an unchanged one makes no call; no version is bumped by hand.
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aibatch import policy
-from aibatch.models import EFFORTS, THINKING_ROOM, Effort, ModelBook, ModelRules
-from aibatch.outputs import (
+from aibatch.engine import policy
+from aibatch.jobs.models import EFFORTS, THINKING_ROOM, Effort, ModelBook, ModelRules
+from aibatch.jobs.outputs import (
     JsonOutput,
     LabelOutput,
     OutputKind,
@@ -36,7 +36,7 @@ from aibatch.outputs import (
     TextOutput,
     read_answer,
 )
-from aibatch.templates import FRAMING, PromptTemplate, TemplateError
+from aibatch.jobs.templates import FRAMING, PromptTemplate, TemplateError
 from aibatch.tomlfile import read_toml
 
 BUILT_IN_JOBS: tuple[str, ...] = ("summarize", "classify")

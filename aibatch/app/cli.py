@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from aibatch import policy
-from aibatch.jobs import JOBS
+from aibatch.engine import policy
+from aibatch.jobs.spec import JOBS
 from aibatch.simulator.config import SimulatorConfig, StormWindow
 
 app = typer.Typer(
@@ -189,8 +189,8 @@ def run(
 
     from pydantic import ValidationError
 
-    from aibatch.local import EXIT_BAD_INPUT, dry_run_locally, run_locally, say
-    from aibatch.settings import BatchParameters
+    from aibatch.app.local import EXIT_BAD_INPUT, dry_run_locally, run_locally, say
+    from aibatch.app.settings import BatchParameters
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
@@ -230,8 +230,8 @@ def _job_file_or_exit(path: str | None) -> object:
     """The job file's definition (None without one); exit 2 naming the file and the key."""
     if path is None:
         return None
-    from aibatch.jobs import JobFileError, load_job_file
-    from aibatch.local import EXIT_BAD_INPUT, say
+    from aibatch.app.local import EXIT_BAD_INPUT, say
+    from aibatch.jobs.spec import JobFileError, load_job_file
 
     try:
         return load_job_file(path)
@@ -243,7 +243,7 @@ def _job_file_or_exit(path: str | None) -> object:
 @app.command("jobs")
 def jobs() -> None:
     """List the built-in jobs (each a job file shipped with aibatch; copy one to start)."""
-    from aibatch.jobs import BUILT_IN_JOBS, builtin_job
+    from aibatch.jobs.spec import BUILT_IN_JOBS, builtin_job
 
     for name in BUILT_IN_JOBS:
         definition = builtin_job(name)
@@ -286,7 +286,7 @@ def setup(
     import asyncio
     import os
 
-    from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, say
+    from aibatch.app.local import EXIT_BAD_INPUT, EXIT_FAILED, say
 
     if not os.environ.get("PREFECT_API_URL"):
         from prefect.settings import PREFECT_API_URL
@@ -487,12 +487,12 @@ def estimate(
     import json
     from pathlib import Path
 
-    from aibatch import estimate as estimating
-    from aibatch.jobs import JobDefinition, JobSpec, builtin_job, read_instructions
-    from aibatch.loader import InputError, load_job_rows
-    from aibatch.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
-    from aibatch.models import EFFORTS, ModelBook
-    from aibatch.pricing import PriceBook, PriceFileError
+    from aibatch.app.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
+    from aibatch.cost import estimate as estimating
+    from aibatch.cost.pricing import PriceBook, PriceFileError
+    from aibatch.jobs.models import EFFORTS, ModelBook
+    from aibatch.jobs.spec import JobDefinition, JobSpec, builtin_job, read_instructions
+    from aibatch.sources.loader import InputError, load_job_rows
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")

@@ -37,6 +37,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime
@@ -50,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from aibatch import crashpoints
+from aibatch.output import crashpoints
 
 RESULT_COLUMNS = pa.schema([
     ("id", pa.string()),
@@ -248,7 +249,9 @@ class ResultStore:
         if self.shard is None:
             areas += sorted(self.shards_dir.glob("*/staging"))
         for area in areas:
-            _remove_tree(area, keep_root=True)
+            if area.exists():
+                shutil.rmtree(area)
+                area.mkdir()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -389,7 +392,7 @@ class ResultStore:
         os.replace(staged, path)
         crashpoints.reached("widen:replaced")
         _fsync_dir(path.parent)
-        _remove_tree(stage)
+        shutil.rmtree(stage)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -406,7 +409,7 @@ class ResultStore:
         try:
             staged_files = self._stage(table, stage, run_id)
         except Exception:  # not on a (simulated) crash: a killed process cleans nothing
-            _remove_tree(stage)
+            shutil.rmtree(stage)
             raise
         published: list[Path] = []
         for staged in staged_files:
@@ -416,7 +419,7 @@ class ResultStore:
             crashpoints.reached("publish:renamed")
             _fsync_dir(target.parent)
             published.append(target)
-        _remove_tree(stage)
+        shutil.rmtree(stage)
         return published
 
     def _stage(self, table: pa.Table, stage: Path, run_id: str) -> list[Path]:
@@ -436,16 +439,6 @@ class ResultStore:
                 os.fsync(handle.fileno())
         crashpoints.reached("publish:staged")
         return staged_files
-
-
-def _remove_tree(directory: Path, keep_root: bool = False) -> None:
-    for path in sorted(directory.rglob("*"), reverse=True):
-        if path.is_dir():
-            path.rmdir()
-        else:
-            path.unlink()
-    if not keep_root:
-        directory.rmdir()
 
 
 def run_date_of(moment: datetime) -> str:

@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from aibatch import policy
-from aibatch.jobs import (
+from aibatch.engine import policy
+from aibatch.jobs.models import Effort, ModelBook
+from aibatch.jobs.spec import (
     BUILT_IN_JOBS,
     JobDefinition,
     JobSpec,
@@ -16,7 +17,6 @@ from aibatch.jobs import (
     load_job_file,
     read_instructions,
 )
-from aibatch.models import Effort, ModelBook
 
 
 class BatchParameters(BaseModel):
@@ -54,7 +54,7 @@ class BatchParameters(BaseModel):
     model: str | None = Field(
         default=None,
         description="Model name; default: the capability table's default for the job's "
-        "output kind (aibatch/models.py).",
+        "output kind (aibatch/jobs/models.py).",
     )
     effort: Effort | None = Field(
         default=None,

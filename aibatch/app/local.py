@@ -17,13 +17,13 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from aibatch.budget import WorstCase
-from aibatch.loader import InputError, load_job_rows
-from aibatch.pricing import PriceBook
+from aibatch.app.settings import BatchParameters
+from aibatch.cost.budget import WorstCase
+from aibatch.cost.pricing import PriceBook
 from aibatch.sdk_models import deprecated_models
-from aibatch.settings import BatchParameters
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+from aibatch.sources.loader import InputError, load_job_rows
 
 SIMULATOR_KEY = "aibatch-simulator"  # a placeholder the simulator accepts; not a secret
 
@@ -89,9 +89,9 @@ def dry_run_locally(params: BatchParameters) -> int:
     import json
     from pathlib import Path
 
-    from aibatch import estimate
-    from aibatch.loader import trial_rows
-    from aibatch.store import ResultStore
+    from aibatch.cost import estimate
+    from aibatch.output.store import ResultStore
+    from aibatch.sources.loader import trial_rows
 
     try:
         spec = params.job_spec()
@@ -147,8 +147,8 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
 
     from prefect.exceptions import TerminationSignal
 
-    from aibatch.engine import RunStopped
-    from aibatch.store import OutputLocked, SchemaConflict
+    from aibatch.engine.processor import RunStopped
+    from aibatch.output.store import OutputLocked, SchemaConflict
     from flows.ticket_batch import process_tickets
 
     # Prefect turns SIGTERM into an exception inside the flow, lets the flow clean up, then

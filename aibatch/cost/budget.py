@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from aibatch.pricing import PriceBook
+from aibatch.cost.pricing import PriceBook
 
 
 class BudgetExhausted(Exception):

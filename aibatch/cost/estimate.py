@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import re
 import statistics
@@ -39,12 +38,13 @@ from typing import Any, TypeVar
 
 import anthropic
 
-from aibatch import policy
-from aibatch.jobs import JobDefinition, JobSpec
-from aibatch.loader import Tickets
-from aibatch.models import THINKING_EXPECTED, ModelBook
-from aibatch.pricing import PriceBook, Usage
-from aibatch.store import ResultStore
+from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.engine import policy
+from aibatch.engine.backend import AnthropicBackend, MissingAPIKey, TokenCountingBackend
+from aibatch.jobs.models import THINKING_EXPECTED, ModelBook
+from aibatch.jobs.spec import JobDefinition, JobSpec
+from aibatch.output.store import ResultStore
+from aibatch.sources.loader import Tickets
 
 DEFAULT_SAMPLE = 200
 COUNT_CONCURRENCY = 8  # count_tokens has its own rate limit: a few calls at a time
@@ -349,25 +349,21 @@ def sample_indices(count: int, size: int, seed: int = SAMPLE_SEED) -> list[int]:
 
 
 class TokenCounter:
-    """count_tokens with a few calls in flight and aibatch's retry policy (the client's own
-    retries are off, as for messages)."""
+    """count_tokens through the backend, a few calls in flight, with aibatch's retry policy
+    (the client's own retries are off, as for messages)."""
 
-    def __init__(
-        self, client: anthropic.AsyncAnthropic, concurrency: int = COUNT_CONCURRENCY
-    ) -> None:
-        self.client = client
+    def __init__(self, backend: TokenCountingBackend, concurrency: int = COUNT_CONCURRENCY) -> None:
+        self.backend = backend
         self.gate = asyncio.Semaphore(concurrency)
         self.rng = random.Random()
         self.calls = 0
 
     async def count(self, params: dict[str, Any]) -> int:
-        body = {k: v for k, v in params.items() if k != "max_tokens"}
         for attempt in range(policy.MAX_ATTEMPTS):
             try:
                 async with self.gate:
                     self.calls += 1
-                    result = await self.client.messages.count_tokens(**body)
-                return int(result.input_tokens)
+                    return await self.backend.count_tokens(params)
             except anthropic.AnthropicError as error:
                 decision = policy.decide(error, attempt, self.rng)
                 if decision.action is policy.Action.STOP_RUN:
@@ -384,15 +380,18 @@ class TokenCounter:
 
 
 async def _all_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """gather, but the first failure cancels the rest (no calls left running)."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    """Every result, or the first failure as itself, with the rest cancelled (a TaskGroup
+    does the cancelling; callers expect one error, not a group)."""
     try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_awaited(a)) for a in awaitables]
+    except ExceptionGroup as errors:
+        raise errors.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 def _prefix_request(spec: JobSpec) -> dict[str, Any]:
@@ -495,7 +494,7 @@ async def estimate(
     book: PriceBook,
     output_dir: Path | None = None,
     sample_size: int = DEFAULT_SAMPLE,
-    client: anthropic.AsyncAnthropic | None = None,
+    backend: TokenCountingBackend | None = None,
     seed: int = SAMPLE_SEED,
 ) -> Estimate:
     """Estimate tokens and cost of every ticket under each job spec (one per model); no
@@ -507,22 +506,20 @@ async def estimate(
     texts = list(prompts)
     ids = [str(i) for i in tickets.frame["id"].tolist()]
     sample = sample_indices(len(texts), sample_size, seed)
-    own_client = client is None
-    if client is None:
-        key = os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
-            raise EstimateError("no API key: set ANTHROPIC_API_KEY")
-        client = anthropic.AsyncAnthropic(
-            api_key=key, max_retries=0, timeout=COUNT_TIMEOUT_S
-        )  # base_url: the SDK reads ANTHROPIC_BASE_URL
-    counter = TokenCounter(client)
+    own_backend = backend is None
+    if backend is None:
+        try:  # base_url: the SDK reads ANTHROPIC_BASE_URL
+            backend = AnthropicBackend(timeout_s=COUNT_TIMEOUT_S)
+        except MissingAPIKey as error:
+            raise EstimateError(str(error)) from None
+    counter = TokenCounter(backend)
     try:
         rows = await _all_or_cancel(
             estimate_model(counter, spec, texts, sample, book, output_dir, ids) for spec in specs
         )
     finally:
-        if own_client:
-            await client.close()
+        if own_backend:
+            await backend.aclose()
     return Estimate(
         input_path=str(tickets.path),
         job=specs[0].job,

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from aibatch.engine import RunStats
+from aibatch.engine.processor import RunStats
 
 
 @contextlib.asynccontextmanager

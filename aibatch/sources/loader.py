@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aibatch.store import OWN_COLUMNS
-from aibatch.templates import MissingValue, PromptTemplate
+from aibatch.jobs.templates import MissingValue, PromptTemplate
+from aibatch.output.store import OWN_COLUMNS
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip

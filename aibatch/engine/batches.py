@@ -27,14 +27,15 @@ from typing import Any, Literal
 import anthropic
 import orjson
 
-from aibatch import crashpoints, policy
-from aibatch.backend import BatchesBackend, BatchOutcome, BatchStatus
-from aibatch.budget import Budget, WorstCase
-from aibatch.engine import Committer, RunStats, failed_record, ok_record
-from aibatch.jobs import JobSpec
-from aibatch.outputs import InvalidModelOutput
-from aibatch.pacer import InputEstimator
-from aibatch.pricing import PriceBook, Usage
+from aibatch.cost.budget import Budget, WorstCase
+from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.engine import policy
+from aibatch.engine.backend import BatchesBackend, BatchOutcome, BatchStatus
+from aibatch.engine.pacer import InputEstimator
+from aibatch.engine.processor import Committer, RunStats, failed_record, ok_record
+from aibatch.jobs.outputs import InvalidModelOutput
+from aibatch.jobs.spec import JobSpec
+from aibatch.output import crashpoints
 
 Sleep = Callable[[float], Awaitable[None]]
 SubmissionState = Literal["submitting", "submitted", "collected", "abandoned"]

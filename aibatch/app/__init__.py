@@ -1,0 +1,1 @@
+"""The application layer: the command line, the local runner, progress and the run's parameters."""

@@ -1,0 +1,1 @@
+"""Reading the user's rows (CSV, JSON Lines, Parquet) into a DataFrame."""

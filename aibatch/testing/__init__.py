@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: a Prefect server of our own."""
