@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger
 from prefect.deployments import arun_deployment
 
-from aibatch.app.settings import BatchParameters
 from aibatch.engine.processor import Committer, new_run_id
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.store import ResultStore
+from aibatch.run.parameters import RunParameters
 from aibatch.sources.loader import Tickets, trial_rows
 from tasks.report import artifact_key, publish_summary
 
@@ -48,7 +48,7 @@ def write_shard_inputs(
     return paths
 
 
-async def fan_out(params: BatchParameters, tickets: Tickets, spec: JobSpec) -> dict[str, Any]:
+async def fan_out(params: RunParameters, tickets: Tickets, spec: JobSpec) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = new_run_id()
     store = ResultStore(params.output_dir, spec.job)

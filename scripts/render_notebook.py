@@ -41,10 +41,11 @@ def execute(output: Path, input_path: Path, figures: Path, executed: Path | None
 def rehearse(output: Path, input_path: Path) -> None:
     """Summarise and classify `input_path` into `output` on a faulty simulator."""
     from aibatch.app.local import EXIT_OK, run_locally
-    from aibatch.app.settings import BatchParameters
+    from aibatch.run.parameters import RunParameters
     from aibatch.simulator import SimulatorConfig
     from aibatch.simulator.config import StormWindow
     from aibatch.simulator.process import SimulatorProcess
+    from flows.ticket_batch import process_tickets
 
     config = SimulatorConfig(
         rpm=9_000, burst_seconds=2, latency_ms=250, latency_sigma=0.4, p529=0.02, p500=0.01,
@@ -54,8 +55,8 @@ def rehearse(output: Path, input_path: Path) -> None:
         os.environ["ANTHROPIC_API_KEY"] = "rehearsal"  # the simulator takes any key
         os.environ["ANTHROPIC_BASE_URL"] = sim.base_url
         for job in ("summarize", "classify"):
-            params = BatchParameters(input_path=str(input_path), output_dir=str(output), job=job)
-            if run_locally(params) != EXIT_OK:
+            params = RunParameters(input_path=str(input_path), output_dir=str(output), job=job)
+            if run_locally(params, process_tickets) != EXIT_OK:
                 raise SystemExit(f"the {job} rehearsal run failed")
 
 

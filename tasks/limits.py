@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
@@ -14,7 +15,9 @@ from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 
 from aibatch.engine import policy
-from aibatch.engine.pacer import SharedBudget
+from aibatch.engine.pacer import RequestAllowance
+from aibatch.run.builder import Logger
+from aibatch.run.parameters import RunParameters
 
 
 class LimitMissing(RuntimeError):
@@ -107,13 +110,13 @@ async def read_shared_rate_limit(
     return limit if limit is not None and limit.slot_decay_per_second else None
 
 
-def shared_budget(limit: GlobalConcurrencyLimitResponse) -> SharedBudget:
+def request_allowance(limit: GlobalConcurrencyLimitResponse) -> RequestAllowance:
     """Requests from the Prefect rate limit `limit`, a batch per server round trip."""
 
     async def acquire(requests: int) -> None:
         await rate_limit(limit.name, occupy=requests * policy.SLOTS_PER_REQUEST, strict=True)
 
-    return SharedBudget.for_rate(acquire, shared_rpm(limit), policy.SHARED_BATCH_S)
+    return RequestAllowance.for_rate(acquire, shared_rpm(limit), policy.SHARED_BATCH_S)
 
 
 async def read_in_flight_limit(name: str = policy.IN_FLIGHT_LIMIT_NAME) -> int | None:
@@ -127,3 +130,36 @@ def chunk_width(in_flight: int, chunk_slots: int) -> int:
     """Each running chunk's share of the in-flight limit: with every chunk slot taken,
     together they hold all of it and no more."""
     return max(1, in_flight // chunk_slots)
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The server's limits as one run takes them."""
+
+    chunk_slots: int  # chunk task runs at once
+    shared: RequestAllowance | None  # the requests/min shared with every run, if any
+    width: int | None  # each chunk's share of the in-flight limit, if any
+
+
+async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
+    """Set or read the chunk-slot, shared-rate and in-flight limits for this run."""
+    chunk_slots = await ensure_chunk_limit(params.chunk_slots)
+    shared_limit: GlobalConcurrencyLimitResponse | None
+    if params.shared_rpm is not None:
+        shared_limit = await ensure_shared_rate_limit(params.shared_rpm)
+    else:
+        shared_limit = await read_shared_rate_limit()
+    in_flight = await read_in_flight_limit()
+    width = chunk_width(in_flight, chunk_slots) if in_flight is not None else None
+    if width is not None:
+        logger.info(
+            "At most %d requests in flight across every run on this server (limit %r): "
+            "%d per chunk", in_flight, policy.IN_FLIGHT_LIMIT_NAME, width,
+        )  # fmt: skip
+    if shared_limit is None:
+        return RunLimits(chunk_slots, None, width)
+    logger.info(
+        "Sharing %.0f requests/min with every run on this Prefect server (rate limit %r)",
+        shared_rpm(shared_limit), shared_limit.name,
+    )  # fmt: skip
+    return RunLimits(chunk_slots, request_allowance(shared_limit), width)

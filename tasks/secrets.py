@@ -11,6 +11,7 @@ from typing import cast
 from prefect.blocks.system import Secret
 
 from aibatch.engine import policy
+from aibatch.engine.backend import MissingAPIKey
 
 
 async def api_key_from_environment_or_block() -> str | None:
@@ -23,3 +24,14 @@ async def api_key_from_environment_or_block() -> str | None:
         return None
     value = block.get()
     return value if isinstance(value, str) and value else None
+
+
+async def require_api_key() -> str:
+    """The key, or a MissingAPIKey saying where to put one."""
+    key = await api_key_from_environment_or_block()
+    if key is None:
+        raise MissingAPIKey(
+            "no API key: set ANTHROPIC_API_KEY where this flow runs, or store one on the "
+            f"server with `aibatch setup --store-api-key` (Secret block {policy.API_KEY_BLOCK!r})"
+        )
+    return key

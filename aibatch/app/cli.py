@@ -190,7 +190,7 @@ def run(
     from pydantic import ValidationError
 
     from aibatch.app.local import EXIT_BAD_INPUT, dry_run_locally, run_locally, say
-    from aibatch.app.settings import BatchParameters
+    from aibatch.run.parameters import RunParameters
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
@@ -215,7 +215,7 @@ def run(
     if labels is not None:
         options["labels"] = [label.strip() for label in labels.split(",")]
     try:
-        params = BatchParameters.model_validate(options)
+        params = RunParameters.model_validate(options)
     except ValidationError as exc:
         problems = "; ".join(
             f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
@@ -223,7 +223,11 @@ def run(
         )
         say(f"error: {problems}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    raise typer.Exit(dry_run_locally(params) if dry_run else run_locally(params))
+    if dry_run:
+        raise typer.Exit(dry_run_locally(params))
+    from flows.ticket_batch import process_tickets  # Prefect loads in seconds: only to run
+
+    raise typer.Exit(run_locally(params, process_tickets))
 
 
 def _job_file_or_exit(path: str | None) -> object:

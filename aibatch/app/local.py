@@ -15,16 +15,20 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
-from aibatch.app.settings import BatchParameters
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
+from aibatch.run.parameters import RunParameters
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.sources.loader import InputError, load_job_rows
 
+RunFlow = Callable[
+    [RunParameters], Coroutine[Any, Any, dict[str, Any]]
+]  # the flow, called as a coroutine
 SIMULATOR_KEY = "aibatch-simulator"  # a placeholder the simulator accepts; not a secret
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -83,7 +87,7 @@ def _raise_interrupted(signal_number: int, frame: object) -> None:
 DRY_RUN_REQUESTS = 3  # requests a dry run prints
 
 
-def dry_run_locally(params: BatchParameters) -> int:
+def dry_run_locally(params: RunParameters) -> int:
     """Validate, print the first requests a run would send (JSON) and its estimate; no
     generation call, nothing written. Returns the process exit code."""
     import json
@@ -123,8 +127,11 @@ def dry_run_locally(params: BatchParameters) -> int:
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
-def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = None) -> int:
-    """Validate, then run the flow; return the process exit code."""
+def run_locally(
+    params: RunParameters, flow: RunFlow, simulator: SimulatorConfig | None = None
+) -> int:
+    """Validate, then run `flow` (the flow, passed in: this module imports no flow); return
+    the process exit code."""
     try:
         spec = params.job_spec()
         prices = PriceBook.load(params.prices_path)
@@ -149,7 +156,6 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
 
     from aibatch.engine.processor import RunStopped
     from aibatch.output.store import OutputLocked, SchemaConflict
-    from flows.ticket_batch import process_tickets
 
     # Prefect turns SIGTERM into an exception inside the flow, lets the flow clean up, then
     # re-sends the signal to the handler that was there before: make that one ours, so the
@@ -159,7 +165,7 @@ def run_locally(params: BatchParameters, simulator: SimulatorConfig | None = Non
     try:
         with api_backend(simulator):
             try:
-                summary = asyncio.run(process_tickets(params))
+                summary = asyncio.run(flow(params))
             except OutputLocked as exc:
                 say(f"error: {exc}")
                 return EXIT_LOCKED

@@ -520,7 +520,7 @@ class StormGate:
         self.probe_out = False
 
 
-class SharedBudget:
+class RequestAllowance:
     """Requests granted by a limit shared with other processes, fetched in batches.
 
     `acquire(n)` blocks until the shared limit grants `n` requests (in aibatch's flow, a
@@ -540,7 +540,7 @@ class SharedBudget:
     @classmethod
     def for_rate(
         cls, acquire: Callable[[int], Awaitable[None]], requests_per_min: float, batch_s: float
-    ) -> SharedBudget:
+    ) -> RequestAllowance:
         return cls(acquire, max(1, round(requests_per_min / 60 * batch_s)))
 
     async def take(self) -> None:

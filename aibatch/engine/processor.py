@@ -32,8 +32,8 @@ from aibatch.engine.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
+    RequestAllowance,
     Reservation,
-    SharedBudget,
     StormGate,
 )
 from aibatch.engine.policy import Action, Cause
@@ -390,6 +390,25 @@ _COUNTER_OF_CAUSE = {
 }
 
 
+@dataclass
+class TicketAttempts:
+    """One ticket's attempts so far."""
+
+    id: str
+    text: str
+    params: dict[str, Any]  # the request (max_tokens grows when answers are cut short)
+    raw_tokens: float
+    attempt: int = 0  # failed attempts so far
+    grown: int = 0  # times max_tokens was grown
+    billed: float | None = 0.0  # what this ticket's answers cost so far (None: unknown)
+
+    def decide(self, error: BaseException, rng: random.Random) -> policy.Decision:
+        return policy.decide(error, self.attempt, rng, self.grown)
+
+    def bill(self, cost: float | None) -> None:
+        self.billed = None if self.billed is None or cost is None else self.billed + cost
+
+
 class TicketProcessor:
     """Sends tickets; shared by every chunk of a run (one client, one pacer, one in-flight cap).
 
@@ -410,7 +429,7 @@ class TicketProcessor:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         pacer: Pacer | None = None,
-        shared: SharedBudget | None = None,
+        shared: RequestAllowance | None = None,
         prices: PriceBook | None = None,
         budget: Budget | None = None,
     ) -> None:
@@ -522,98 +541,124 @@ class TicketProcessor:
     async def _process(
         self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None = None
     ) -> str:
-        grown = 0  # times this ticket's answer was cut short and max_tokens grown
+        """Attempt one ticket until it is answered, failed for good, or the run stops:
+        "ok", "failed" or "unfinished"."""
         params = self.spec.request(text)
-        raw_tokens = self.estimator.raw(params)
-        stats = self.stats
-        attempt = 0
-        billed: float | None = 0.0  # what this ticket's answers cost so far (None: unknown)
+        ticket = TicketAttempts(ticket_id, text, params, self.estimator.raw(params))
         while True:
-            probe = await self._through_gate()
-            if chunk_slots is not None:
-                await chunk_slots.acquire()
-            await self.slots.acquire()
-            try:
-                if self.stop_reason is not None:
-                    return "unfinished"
-                input_estimate = self.estimator.estimate(raw_tokens)
-                held = await self._reserve_budget(input_estimate, params["max_tokens"])
-                if held is None:
-                    return "unfinished"
-                reservation = await self._pace(input_estimate * self.itpm_share, probe)
-                if reservation is None:  # a storm began while this one queued: not now
-                    if self.budget is not None:
-                        await self.budget.settle(held, 0.0)
-                    continue
-                started = time.monotonic()
-                if self.first_send is None:
-                    self.first_send = started
-                stats.http_requests += 1
-                self.http_in_flight += 1
-                self.loop_lag.start()
-                cost: float | None = 0.0
-                try:
-                    reply = await self.backend.create(params)
-                except (anthropic.AnthropicError, InvalidModelOutput) as error:
-                    self.pacer.release(reservation)
-                    decision = policy.decide(error, attempt, self.rng, grown)
-                else:
-                    self._learn(reply, reservation, raw_tokens, started)
-                    cost = self._bill(reply.message.usage)
-                    billed = None if billed is None or cost is None else billed + cost
-                    try:
-                        result = self.spec.parse(reply.message, params["max_tokens"])
-                    except InvalidModelOutput as error:  # refused, cut short, or off-shape
-                        decision = policy.decide(error, attempt, self.rng, grown)
-                    else:
-                        if self._record_ok(
-                            ticket_id, result, reply.message, attempt + 1, started, billed
-                        ):
-                            return "ok"
-                        return "unfinished"  # answered but not journaled: the run stops
-                finally:
-                    self.http_in_flight -= 1
-                    if not self.http_in_flight:
-                        self.loop_lag.stop()
-                    if self.budget is not None:
-                        # An error is not billed; a timeout might be, unknowably (see README).
-                        await self.budget.settle(held, cost or 0.0)
-            finally:
-                self.slots.release()
-                if chunk_slots is not None:
-                    chunk_slots.release()
-                if probe:
-                    self.gate.leave()
+            outcome = await self._attempt(ticket, chunk_slots)
+            if outcome is None:  # a storm began while this one queued: not now
+                continue
+            if isinstance(outcome, str):
+                return outcome
+            decision, sent_at = outcome
             # Outside the slot: waiting never holds one.
-            self._count_error(decision)
-            self.last_error = f"{decision.error_type}: {decision.message}"
-            if decision.cause is Cause.RATE_LIMITED:
-                # The send rate's business (in a storm the rate is not what is wrong), and
-                # the gate's; fewer in flight would not send less per second.
-                self.gate.on_rate_limited(decision.delay_s)
-                if not self.gate.in_storm:
-                    pause_s = self.pacer.on_rate_limited(
-                        self.recent_rate(), started, self.concurrency.latency_recent_s
-                    )
-                    if pause_s:
-                        self.gate.pause(pause_s)
-            elif decision.congestion:
-                self.concurrency.on_congestion()
-            if decision.action is Action.STOP_RUN:
-                self.stop(decision.message)
-                return "unfinished"
-            if decision.action is Action.FAIL_TICKET:
-                journaled = self._record_failed(ticket_id, decision, attempt + 1, billed)
-                return "failed" if journaled else "unfinished"
-            attempt += 1
-            if decision.action is Action.GROW:
-                grown += 1
-                stats.truncated_retries += 1
-                params = self.spec.request(text, grown)
-            if attempt >= self.max_attempts:
-                return "unfinished"
-            stats.retries += 1
+            verdict = self._after_error(ticket, decision, sent_at)
+            if verdict is not None:
+                return verdict
             await self.sleep(decision.delay_s)
+
+    async def _attempt(
+        self, ticket: TicketAttempts, chunk_slots: asyncio.Semaphore | None
+    ) -> str | tuple[policy.Decision, float] | None:
+        """One send, holding a slot: "ok" or "unfinished" when that settles the ticket, else
+        the error's decision and when the request went; None if it never went."""
+        probe = await self._through_gate()
+        if chunk_slots is not None:
+            await chunk_slots.acquire()
+        await self.slots.acquire()
+        try:
+            if self.stop_reason is not None:
+                return "unfinished"
+            input_estimate = self.estimator.estimate(ticket.raw_tokens)
+            held = await self._reserve_budget(input_estimate, ticket.params["max_tokens"])
+            if held is None:
+                return "unfinished"
+            reservation = await self._pace(input_estimate * self.itpm_share, probe)
+            if reservation is None:
+                if self.budget is not None:
+                    await self.budget.settle(held, 0.0)
+                return None
+            started = time.monotonic()
+            self._sending(started)
+            cost: float | None = 0.0
+            try:
+                reply = await self.backend.create(ticket.params)
+            except (anthropic.AnthropicError, InvalidModelOutput) as error:
+                self.pacer.release(reservation)
+                return ticket.decide(error, self.rng), started
+            else:
+                self._learn(reply, reservation, ticket.raw_tokens, started)
+                cost = self._bill(reply.message.usage)
+                ticket.bill(cost)
+                try:
+                    result = self.spec.parse(reply.message, ticket.params["max_tokens"])
+                except InvalidModelOutput as error:  # refused, cut short, or off-shape
+                    return ticket.decide(error, self.rng), started
+                answered = ticket.attempt + 1
+                if self._record_ok(
+                    ticket.id, result, reply.message, answered, started, ticket.billed
+                ):
+                    return "ok"
+                return "unfinished"  # answered but not journaled: the run stops
+            finally:
+                self._answered()
+                if self.budget is not None:
+                    # An error is not billed; a timeout might be, unknowably (see README).
+                    await self.budget.settle(held, cost or 0.0)
+        finally:
+            self.slots.release()
+            if chunk_slots is not None:
+                chunk_slots.release()
+            if probe:
+                self.gate.leave()
+
+    def _sending(self, started: float) -> None:
+        if self.first_send is None:
+            self.first_send = started
+        self.stats.http_requests += 1
+        self.http_in_flight += 1
+        self.loop_lag.start()
+
+    def _answered(self) -> None:
+        self.http_in_flight -= 1
+        if not self.http_in_flight:
+            self.loop_lag.stop()
+
+    def _after_error(
+        self, ticket: TicketAttempts, decision: policy.Decision, sent_at: float
+    ) -> str | None:
+        """React to a failed attempt: "failed" or "unfinished" if the ticket is settled,
+        None to try again after `decision.delay_s`."""
+        self._count_error(decision)
+        self.last_error = f"{decision.error_type}: {decision.message}"
+        if decision.cause is Cause.RATE_LIMITED:
+            # The send rate's business (in a storm the rate is not what is wrong), and
+            # the gate's; fewer in flight would not send less per second.
+            self.gate.on_rate_limited(decision.delay_s)
+            if not self.gate.in_storm:
+                pause_s = self.pacer.on_rate_limited(
+                    self.recent_rate(), sent_at, self.concurrency.latency_recent_s
+                )
+                if pause_s:
+                    self.gate.pause(pause_s)
+        elif decision.congestion:
+            self.concurrency.on_congestion()
+        if decision.action is Action.STOP_RUN:
+            self.stop(decision.message)
+            return "unfinished"
+        if decision.action is Action.FAIL_TICKET:
+            journaled = self._record_failed(ticket.id, decision, ticket.attempt + 1, ticket.billed)
+            return "failed" if journaled else "unfinished"
+        ticket.attempt += 1
+        if decision.action is Action.GROW:
+            ticket.grown += 1
+            self.stats.truncated_retries += 1
+            ticket.params = self.spec.request(ticket.text, ticket.grown)
+        if ticket.attempt >= self.max_attempts:
+            return "unfinished"
+        self.stats.retries += 1
+        return None
 
     async def _reserve_budget(self, input_estimate: float, max_tokens: int) -> float | None:
         """Hold this request's worst case under the budget; None if the cap is reached."""

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.app.settings import BatchParameters
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine.batches import BatchLedger, Submission, custom_id_for
 from aibatch.engine.processor import RunStopped
 from aibatch.jobs.spec import JobSpec
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import assert_stopped_within_one_request, summary_belongs_to, write_tickets
@@ -33,7 +33,7 @@ def test_batch_mode_gives_the_realtime_results_at_half_the_cost(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     texts = write_tickets(tmp_path / "tickets.csv", 2_000)
-    common = BatchParameters(input_path=str(tmp_path / "tickets.csv"), model="claude-haiku-5-5")
+    common = RunParameters(input_path=str(tmp_path / "tickets.csv"), model="claude-haiku-5-5")
 
     realtime_api = start_simulator(seed=1)
     use_simulator(realtime_api)
@@ -81,7 +81,7 @@ def test_errored_and_expired_batch_requests_are_submitted_again(
     )
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 400, long_ids=2)
-    summary = asyncio.run(process_tickets(BatchParameters(
+    summary = asyncio.run(process_tickets(RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         mode="batch", batch_poll_max_s=0.2, batch_resubmits=5,
     )))  # fmt: skip
@@ -107,7 +107,7 @@ def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 300)
     cap = 0.05
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         model="claude-sonnet-5-5", max_concurrency=8, budget_usd=cap,
     )  # fmt: skip
@@ -140,7 +140,7 @@ def test_cache_reads_appear_after_the_first_call_and_lower_the_cost(
     server = start_simulator(cache_min_tokens=50)
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 60)
-    summary = asyncio.run(process_tickets(BatchParameters(
+    summary = asyncio.run(process_tickets(RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", model="claude-haiku-5-5", max_concurrency=1,
     )))  # fmt: skip
@@ -170,7 +170,7 @@ def test_in_batch_mode_the_budget_caps_what_is_submitted(
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 200)
     cap = 0.02
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         model="claude-sonnet-5-5", mode="batch", batch_poll_max_s=0.05, budget_usd=cap,
     )  # fmt: skip
@@ -195,7 +195,7 @@ def test_open_batches_are_never_paid_twice_by_another_mode_and_a_lost_one_is_red
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 50)
     output = tmp_path / "out"
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(output),
         model="claude-haiku-5-5", mode="batch", batch_poll_max_s=0.05,
     )  # fmt: skip
@@ -242,7 +242,7 @@ def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
     )
     instructions = tmp_path / "house-style.txt"
     instructions.write_text("Route tickets the way our support leads do.\n" + examples)
-    common = BatchParameters(
+    common = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), job="classify", model="claude-haiku-5-5",
         max_concurrency=1,
     )  # fmt: skip

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.app.settings import BatchParameters
 from aibatch.jobs.spec import JobSpec, load_job_file
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.testing.prefect_server import PrefectServerProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run
@@ -139,7 +139,7 @@ def test_jobs_given_inline_or_by_file_in_prefect_yaml_deploy_as_their_job_files(
             deployment = await client.read_deployment_by_name(f"aibatch-tickets/{name}")
             return dict(deployment.parameters["params"])
 
-    inline = BatchParameters.model_validate(asyncio.run(read("product-categories")))
+    inline = RunParameters.model_validate(asyncio.run(read("product-categories")))
     from_file = JobSpec.of(load_job_file(ROOT / "jobs" / "product-category.toml"))
     spec = inline.job_spec()
     products = pd.read_csv(ROOT / "data" / "products.csv", dtype=str, keep_default_na=False)
@@ -148,7 +148,7 @@ def test_jobs_given_inline_or_by_file_in_prefect_yaml_deploy_as_their_job_files(
     assert spec.system_text == from_file.system_text and spec.labels == from_file.labels
     assert "Title: <data>" in spec.render(rows[0])  # the column survived prefect deploy
 
-    by_file = BatchParameters.model_validate(asyncio.run(read("invoice-extraction")))
+    by_file = RunParameters.model_validate(asyncio.run(read("invoice-extraction")))
     invoices = JobSpec.of(load_job_file(ROOT / "jobs" / "invoice-extract.toml"))
     assert by_file.job_spec().prompt_version == invoices.prompt_version
 

@@ -15,7 +15,7 @@ from aibatch.engine.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
-    SharedBudget,
+    RequestAllowance,
     StormGate,
     TokenBucket,
 )
@@ -379,8 +379,8 @@ def test_shared_budget_fetches_whole_batches_once_for_many_takers() -> None:
         await asyncio.sleep(0.01)  # a round trip to the server
         fetched.append(requests)
 
-    async def scenario() -> SharedBudget:
-        budget = SharedBudget.for_rate(acquire, requests_per_min=600, batch_s=0.5)
+    async def scenario() -> RequestAllowance:
+        budget = RequestAllowance.for_rate(acquire, requests_per_min=600, batch_s=0.5)
         await asyncio.gather(*(budget.take() for _ in range(23)))
         return budget
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aibatch.app.cli import app
-from aibatch.app.settings import BatchParameters
 from aibatch.jobs.spec import load_job_file
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import write_tickets
@@ -63,10 +63,10 @@ def write_products(path: Path) -> None:
             writer.writerow([sku, title, description, "Acme", "9.99"])
 
 
-def params_for(tmp_path: Path, job_text: str, data: str, **options: object) -> BatchParameters:
+def params_for(tmp_path: Path, job_text: str, data: str, **options: object) -> RunParameters:
     job = tmp_path / "job.toml"
     job.write_text(job_text, encoding="utf-8")
-    return BatchParameters.model_validate({
+    return RunParameters.model_validate({
         "input_path": str(tmp_path / data), "output_dir": str(tmp_path / "out"),
         "job_definition": load_job_file(job), "chunk_size": 50, **options,
     })  # fmt: skip

@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from aibatch.app.cli import app
-from aibatch.app.settings import BatchParameters
 from aibatch.engine.processor import RunStopped
 from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.output import crashpoints
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.simulator.process import SimulatorProcess
 from flows.ticket_batch import process_tickets
@@ -39,8 +39,8 @@ UseSimulator = Callable[[SimulatorServer], None]
 JOB_FILE = ROOT / "jobs" / "invoice-extract.toml"
 
 
-def params(tmp_path: Path, **options: Any) -> BatchParameters:
-    return BatchParameters.model_validate({
+def params(tmp_path: Path, **options: Any) -> RunParameters:
+    return RunParameters.model_validate({
         "input_path": str(tmp_path / "invoices.jsonl"), "output_dir": str(tmp_path / "out"),
         "job_definition": load_job_file(JOB_FILE), "chunk_size": 50, **options,
     })  # fmt: skip

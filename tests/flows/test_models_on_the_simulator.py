@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from aibatch.app.local import EXIT_FAILED, run_locally
-from aibatch.app.settings import BatchParameters
 from aibatch.jobs.spec import DEFAULT_LABELS
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import summary_belongs_to, write_tickets
@@ -26,8 +26,8 @@ MODELS = [
 ]  # fmt: skip
 
 
-def params(tmp_path: Path, **options: object) -> BatchParameters:
-    return BatchParameters.model_validate(
+def params(tmp_path: Path, **options: object) -> RunParameters:
+    return RunParameters.model_validate(
         {"input_path": str(tmp_path / "tickets.csv"), "output_dir": str(tmp_path / "out"),
          "chunk_size": 50, "batch_poll_max_s": 0.2, **options}
     )  # fmt: skip
@@ -119,7 +119,7 @@ def test_answers_that_never_fit_are_truncated_failures_and_the_run_exits_non_zer
     server = start_simulator(thinking_scale=100.0)
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 20)
-    code = run_locally(params(tmp_path, model="claude-opus-5-5", job="classify"))
+    code = run_locally(params(tmp_path, model="claude-opus-5-5", job="classify"), process_tickets)
 
     assert code == EXIT_FAILED
     assert "every ticket sent failed (20 of 20: truncated: 20)" in capsys.readouterr().err

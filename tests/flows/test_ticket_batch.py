@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.app.settings import BatchParameters
 from aibatch.engine import policy
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, summary_belongs_to, write_tickets
@@ -31,7 +31,7 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
     )  # fmt: skip
     use_simulator(server)
     texts = write_tickets(tmp_path / "tickets.csv", 1_000, long_ids=5)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=100, max_concurrency=24,
     )  # fmt: skip
@@ -86,7 +86,7 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
     server = start_simulator()
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 120)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", chunk_size=50, chunk_slots=2,
     )  # fmt: skip
@@ -152,7 +152,7 @@ def test_a_shared_rate_limit_on_the_server_paces_the_run(
     server = start_simulator(latency_ms=20)  # no limit at the API: alone, ~100/s
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 120)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", chunk_size=60, shared_rpm=600,
     )  # fmt: skip

@@ -13,8 +13,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from aibatch.app.settings import BatchParameters
 from aibatch.jobs.spec import load_job_file
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets
@@ -48,12 +48,12 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     use_simulator(server)
     output = tmp_path / "out"
     for job in ("summarize", "classify"):
-        asyncio.run(process_tickets(BatchParameters(
+        asyncio.run(process_tickets(RunParameters(
             input_path=str(tmp_path / "tickets.csv"), output_dir=str(output), job=job,
             chunk_size=100,
         )))  # fmt: skip
     write_invoices(tmp_path / "invoices.jsonl", 50)  # a json job: typed fields
-    asyncio.run(process_tickets(BatchParameters(
+    asyncio.run(process_tickets(RunParameters(
         input_path=str(tmp_path / "invoices.jsonl"), output_dir=str(output),
         job_definition=load_job_file(ROOT / "jobs" / "invoice-extract.toml"),
     )))  # fmt: skip

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from aibatch.app.local import EXIT_BAD_INPUT, run_locally
-from aibatch.app.settings import BatchParameters
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, read_everywhere
@@ -74,9 +74,9 @@ def test_bad_input_is_refused_before_any_call_and_nothing_is_written(
     path.write_bytes(content.encode() if isinstance(content, str) else content)
     output = tmp_path / "out"
     use_simulator(simulator)
-    params = BatchParameters(input_path=str(path), output_dir=str(output))
+    params = RunParameters(input_path=str(path), output_dir=str(output))
 
-    assert run_locally(params) == EXIT_BAD_INPUT
+    assert run_locally(params, process_tickets) == EXIT_BAD_INPUT
 
     message = capsys.readouterr().err
     assert f"error: {path}" in message
@@ -120,7 +120,7 @@ def test_odd_ids_round_trip_and_an_over_long_ticket_fails_alone(
     frame.to_parquet(tmp_path / "tickets.parquet")
     server = start_simulator(context_window=2_000)
     use_simulator(server)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.parquet"), output_dir=str(tmp_path / "out"),
         chunk_size=50,
     )  # fmt: skip

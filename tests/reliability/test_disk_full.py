@@ -13,10 +13,11 @@ import pyarrow.dataset as ds
 import pytest
 
 from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
-from aibatch.app.settings import BatchParameters
 from aibatch.engine import policy
 from aibatch.output import store
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability
@@ -98,7 +99,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
 ) -> None:
     texts = write_tickets(tmp_path / "tickets.csv", 300)
     output = tmp_path / "out"
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(output), chunk_size=100,
         max_concurrency=IN_FLIGHT,
     )  # fmt: skip
@@ -109,7 +110,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     monkeypatch.setattr(policy, "COMMIT_EVERY_ROWS", 50)
     with monkeypatch.context() as disk:
         FILL_DISK[where](disk)
-        assert run_locally(params) == EXIT_STOPPED
+        assert run_locally(params, process_tickets) == EXIT_STOPPED
 
     told = "\n".join(said)
     assert "No space left on device" in told and "Free space" in told, told
@@ -128,7 +129,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     # Answers not published are in the journal; only those in flight at the stop are lost.
     assert answered - IN_FLIGHT <= len(set(published) | journaled) <= answered
 
-    assert run_locally(params) == EXIT_OK  # space again
+    assert run_locally(params, process_tickets) == EXIT_OK  # space again
     final = read_everywhere(job_dataset(output))
     assert sorted(final) == sorted(texts)
     assert server.stats()["prompts_paid_repeated"] <= IN_FLIGHT

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.app.settings import BatchParameters
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from aibatch.simulator.config import StormWindow
 from flows.ticket_batch import process_tickets
@@ -56,7 +56,7 @@ def test_every_fault_profile_runs_to_completion_losing_nothing(
         latency_ms=20, latency_sigma=0.3, context_window=2_000, seed=6, **PROFILES[profile]
     )
     use_simulator(server)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=100, request_timeout_s=TIMEOUT_S,
     )  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.app.settings import BatchParameters
 from aibatch.jobs.spec import JobSpec
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, write_tickets
@@ -50,7 +50,7 @@ def test_injected_instructions_never_produce_a_label_outside_the_set(
     frame.to_csv(tmp_path / "tickets.csv", index=False)
     server = start_simulator(obey_injection=True)
     use_simulator(server)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", labels=LABELS, chunk_size=50,
     )  # fmt: skip

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
-from aibatch.app.settings import BatchParameters
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability
@@ -44,14 +45,14 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
 ) -> None:
     setting, message = STOPS[cause]
     texts = write_tickets(tmp_path / "tickets.csv", 400)
-    params = BatchParameters(
+    params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=100, max_concurrency=IN_FLIGHT,
     )  # fmt: skip
     server = start_simulator(latency_ms=10, **{setting: 120})
     use_simulator(server)
 
-    assert run_locally(params) == EXIT_STOPPED
+    assert run_locally(params, process_tickets) == EXIT_STOPPED
     assert any(message in line for line in said), said
     stats = server.stats()
     refused = stats["requests_total"] - stats["by_status"]["200"]
@@ -63,7 +64,7 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
     ), "a stop is not the tickets' failure"
 
     server.configure(**{setting: None})  # the key is replaced, the cap raised
-    assert run_locally(params) == EXIT_OK
+    assert run_locally(params, process_tickets) == EXIT_OK
     results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert set(results["id"]) == set(texts) and results["id"].is_unique
     assert server.stats()["prompts_paid_repeated"] == 0

@@ -22,9 +22,12 @@ from aibatch.engine.processor import RunStats
 
 @contextlib.asynccontextmanager
 async def progress_bar(
-    stats: RunStats, description: str, console: Console | None = None
+    stats: RunStats, description: str, show: bool = True, console: Console | None = None
 ) -> AsyncIterator[None]:
-    """Redraw from `stats` a few times a second until the block ends."""
+    """Redraw from `stats` a few times a second until the block ends (if `show`)."""
+    if not show:
+        yield
+        return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -19,7 +19,7 @@ from aibatch.jobs.spec import (
 )
 
 
-class BatchParameters(BaseModel):
+class RunParameters(BaseModel):
     """What to process, how, and where the results go."""
 
     input_path: str = Field(
@@ -195,19 +195,19 @@ class BatchParameters(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _batch_mode_unsharded(self) -> BatchParameters:
+    def _batch_mode_unsharded(self) -> RunParameters:
         if self.mode == "batch" and self.shards > 1:
             raise ValueError("mode batch sends one set of batches: it takes no shards")
         return self
 
     @model_validator(mode="after")
-    def _one_job(self) -> BatchParameters:
+    def _one_job(self) -> RunParameters:
         if self.job_definition is not None and self.job_file is not None:
             raise ValueError("job_definition and job_file are two ways of giving a job: give one")
         return self
 
     @model_validator(mode="after")
-    def _one_trial(self) -> BatchParameters:
+    def _one_trial(self) -> RunParameters:
         if self.limit is not None and self.sample is not None:
             raise ValueError("limit and sample are two ways of choosing rows: give one")
         return self

@@ -1,0 +1,205 @@
+"""A run built from its parameters, and its outcome read: the plain half of the flow.
+
+`open_run` takes the output's lock, folds in what a crashed run journaled, works out what is
+left to send, and builds only the engine the mode uses (a `TicketProcessor` for realtime, a
+`BatchRunner` for Message Batches); leaving it publishes what was answered and closes the
+client. `raise_for_chunk_outcomes` turns what the chunks returned into the run's verdict.
+The flow (flows/ticket_batch.py) calls these and does the orchestrating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aibatch.cost.budget import Budget, WorstCase
+from aibatch.cost.pricing import PriceBook
+from aibatch.engine import policy
+from aibatch.engine.backend import AnthropicBackend
+from aibatch.engine.batches import BatchLedger, BatchRunner
+from aibatch.engine.pacer import MAX_CONCURRENCY, Pacer, RequestAllowance
+from aibatch.engine.processor import (
+    ChunkIncomplete,
+    Committer,
+    RunStats,
+    RunStopped,
+    TicketProcessor,
+    new_run_id,
+)
+from aibatch.jobs.spec import JobSpec
+from aibatch.output.store import ResultStore
+from aibatch.run.parameters import RunParameters
+from aibatch.sources.loader import Tickets, trial_rows
+
+Pair = tuple[str, str]  # (ticket id, prompt)
+
+
+class Logger(Protocol):
+    """The part of a logger a run uses (Prefect's run logger, or the standard library's)."""
+
+    def info(self, msg: str, *args: Any) -> None: ...
+
+
+def prices_for(params: RunParameters, spec: JobSpec) -> PriceBook:
+    """The price table; with a budget, the model must have a price (else fail now)."""
+    prices = PriceBook.load(params.prices_path)
+    if params.budget_usd is not None:
+        WorstCase(prices, spec.model).check_price()
+    return prices
+
+
+@dataclass
+class Run:
+    """One run over one output: what is left to send and the pieces that send it."""
+
+    params: RunParameters
+    spec: JobSpec
+    prices: PriceBook
+    store: ResultStore
+    committer: Committer
+    ledger: BatchLedger
+    backend: AnthropicBackend
+    run_id: str
+    pairs: list[Pair]
+    done: set[str]
+    budget: Budget | None
+    recovered: int
+    already_done: int
+    held_back: int  # a trial's other rows
+    stats: RunStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = RunStats(total=len(self.pairs))
+
+    def chunks(self) -> list[list[Pair]]:
+        size = self.params.chunk_size
+        return [self.pairs[i : i + size] for i in range(0, len(self.pairs), size)]
+
+    def processor(self, shared: RequestAllowance | None) -> TicketProcessor:
+        params = self.params
+        return TicketProcessor(
+            self.backend, self.spec, self.committer, self.run_id,
+            max_concurrency=params.fixed_concurrency, max_attempts=params.max_attempts,
+            stats=self.stats, pacer=Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm),
+            shared=shared, prices=self.prices, budget=self.budget,
+        )  # fmt: skip
+
+    def batch_runner(self) -> BatchRunner:
+        params = self.params
+        return BatchRunner(
+            self.backend, self.spec, self.committer, self.ledger, self.run_id, self.stats,
+            self.prices, self.budget, max_requests=params.batch_max_requests,
+            poll_first_s=min(policy.BATCH_POLL_FIRST_S, params.batch_poll_max_s),
+            poll_max_s=params.batch_poll_max_s,
+        )  # fmt: skip
+
+    def summary(self, extra: dict[str, int] | None = None) -> dict[str, Any]:
+        spec = self.spec
+        return {"run_id": self.run_id, "job": spec.job, "model": spec.model,
+                "mode": self.params.mode, "prompt_version": spec.prompt_version,
+                **self.stats.summary(), "already_done": self.already_done,
+                "held_back": self.held_back, "recovered": self.recovered,
+                "files_published": self.committer.files_published, **(extra or {})}  # fmt: skip
+
+    def raise_if_all_failed(self) -> None:
+        if (message := self.stats.all_failed(self.store.failures_dir)) is not None:
+            raise RuntimeError(message)
+
+
+@contextlib.asynccontextmanager
+async def open_run(
+    params: RunParameters,
+    spec: JobSpec,
+    prices: PriceBook,
+    tickets: Tickets,
+    prompts: Sequence[str],
+    api_key: str,
+    logger: Logger,
+) -> AsyncIterator[Run]:
+    """Lock the output, work out what is left, and yield the run; on leaving, publish what
+    was answered and close the client (also on failure: nothing answered is lost)."""
+    store = ResultStore(params.output_dir, spec.job, shard=params.shard)
+    with store.locked():
+        run_id = new_run_id()
+        frame = tickets.frame
+        answer = spec.output.columns
+        committer = Committer.open(store, run_id, tickets.carried(answer.schema.names), answer)
+        store.record_definition(spec.definition.model_dump(mode="json", by_alias=True))
+        recovered = committer.fold_in()
+        if recovered:
+            logger.info("Recovered %d results journaled by an interrupted run", recovered)
+        done = store.settled_ids(spec.model, spec.prompt_version)
+        is_done = frame["id"].isin(done)
+        already_done = int(is_done.sum())
+        pending = trial_rows(frame[~is_done], params.limit, params.sample)
+        logger.info(
+            "%d tickets in %s; %d already done for %s/%s/%s; %d to process",
+            len(frame), params.input_name, already_done, spec.job, spec.model,
+            spec.prompt_version, len(pending),
+        )  # fmt: skip
+        ledger = BatchLedger(store.state_dir / "batches")
+        if params.mode == "realtime":
+            _refuse_open_batches(ledger, spec)
+        prompt_of = dict(zip(frame["id"].tolist(), prompts, strict=True))
+        backend = AnthropicBackend(
+            api_key=api_key,
+            max_connections=params.fixed_concurrency or MAX_CONCURRENCY,
+            timeout_s=params.request_timeout_s,
+        )
+        run = Run(
+            params, spec, prices, store, committer, ledger, backend, run_id,
+            pairs=[(i, prompt_of[i]) for i in pending["id"].tolist()], done=set(done),
+            budget=_budget(params, store, spec, logger), recovered=recovered,
+            already_done=already_done, held_back=len(frame) - already_done - len(pending),
+        )  # fmt: skip
+        try:
+            yield run
+        finally:
+            await committer.commit()
+            committer.close()
+            await backend.aclose()
+
+
+def _refuse_open_batches(ledger: BatchLedger, spec: JobSpec) -> None:
+    open_batches = [s.batch_id or s.key for s in ledger.open_for(spec)]
+    if open_batches:  # their tickets are being answered (and billed) by the API already
+        raise RunStopped(
+            f"{len(open_batches)} Message Batch(es) of an earlier batch-mode run are still "
+            f"open for this job and model ({', '.join(open_batches)}): run with --mode "
+            "batch to collect them; sending their tickets again would pay twice"
+        )
+
+
+def _budget(
+    params: RunParameters, store: ResultStore, spec: JobSpec, logger: Logger
+) -> Budget | None:
+    if params.budget_usd is None:
+        return None
+    spent = store.spent_usd(spec.model, spec.prompt_version)
+    logger.info(
+        "Budget: $%.4f of $%g already spent on this job in %s", spent, params.budget_usd,
+        params.output_dir,
+    )  # fmt: skip
+    return Budget(params.budget_usd, spent)
+
+
+def raise_for_chunk_outcomes(outcomes: Sequence[object]) -> None:
+    """The run's verdict from what its chunks returned: a signal goes on as itself (all
+    answered is published by then), a stop or failed chunks as an error saying so."""
+    interrupted = [o for o in outcomes if isinstance(o, BaseException)
+                   and not isinstance(o, Exception | asyncio.CancelledError)]  # fmt: skip
+    if interrupted:  # SIGTERM, Ctrl-C
+        raise interrupted[0]
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    stopped = [e for e in errors if isinstance(e, RunStopped)]
+    if stopped:
+        raise RunStopped(f"run stopped: {stopped[0]}. Everything finished before the stop is saved")
+    if errors:
+        unfinished = sum(e.unfinished for e in errors if isinstance(e, ChunkIncomplete))
+        raise RuntimeError(
+            f"{len(errors)} chunk(s) failed after retries ({unfinished} tickets unfinished; "
+            f"first error: {errors[0]}); everything done is saved, re-run to continue"
+        )
