@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
+from pydantic import ValidationError
 
 from aibatch.engine import policy
 from aibatch.jobs.spec import JOBS
@@ -20,6 +21,44 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """aibatch: summarise or classify thousands of tickets with Claude."""
+
+
+# `aibatch run`'s options (by parameter name) and the RunParameters field each sets: the one
+# place they meet, so an error about a field names the option the user typed.
+RUN_OPTIONS: dict[str, str] = {
+    "input_path": "input_path", "job": "job", "model": "model", "output": "output_dir",
+    "job_file": "job_definition", "labels": "labels", "limit": "limit", "sample": "sample",
+    "effort": "effort", "models": "models_path", "chunk_size": "chunk_size",
+    "chunk_slots": "chunk_slots", "id_column": "id_column", "text_column": "text_column",
+    "progress": "show_progress", "rpm": "rpm", "itpm": "itpm", "otpm": "otpm",
+    "shared_rpm": "shared_rpm", "shards": "shards", "timeout": "request_timeout_s",
+    "mode": "mode", "budget_usd": "budget_usd", "prices": "prices_path",
+    "instructions": "instructions_path", "batch_size": "batch_max_requests",
+    "batch_poll_max": "batch_poll_max_s", "batch_resubmits": "batch_resubmits",
+    "max_concurrency": "max_concurrency",
+}  # fmt: skip
+
+
+def option_name(parameter: str) -> str:
+    """How the user typed the option behind a parameter of `aibatch run`."""
+    return parameter.upper() if parameter == "input_path" else "--" + parameter.replace("_", "-")
+
+
+def run_option_errors(error: ValidationError) -> str:
+    """The errors of RunParameters, each under the option that set the field (an error about
+    several fields at once stands alone)."""
+    option_of = {field: option_name(name) for name, field in RUN_OPTIONS.items()}
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        loc = [str(part) for part in problem["loc"]]
+        if not loc:
+            problems.append(message)
+            continue
+        where = option_of.get(loc[0], loc[0])
+        inside = f" ({'.'.join(loc[1:])})" if len(loc) > 1 else ""
+        problems.append(f"{where}{inside}: {message}")
+    return "; ".join(problems)
 
 
 def _int(text: str) -> int | str:
@@ -187,41 +226,25 @@ def run(
     """
     import os
 
-    from pydantic import ValidationError
-
     from aibatch.app.local import EXIT_BAD_INPUT, dry_run_locally, run_locally, say
     from aibatch.run.parameters import RunParameters
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    definition = _job_file_or_exit(job_file)
-    options: dict[str, object] = {
-        "input_path": input_path, "job": job, "model": model, "output_dir": output,
-        "job_definition": definition, "limit": limit, "sample": sample,
-        "effort": effort, "models_path": models,
-        "chunk_size": chunk_size, "chunk_slots": chunk_slots,
-        "id_column": id_column, "text_column": text_column, "show_progress": progress,
-        "rpm": rpm, "itpm": itpm, "otpm": otpm, "shared_rpm": shared_rpm, "shards": shards,
-        "request_timeout_s": timeout, "mode": mode, "budget_usd": budget_usd,
-        "prices_path": prices, "instructions_path": instructions,
-        "batch_max_requests": batch_size,
-        "batch_poll_max_s": batch_poll_max, "batch_resubmits": batch_resubmits,
-        "max_concurrency": max_concurrency if max_concurrency == "auto" else _int(max_concurrency),
-    }  # fmt: skip
+    given = dict(locals())  # every option as typed, by its parameter name
+    given["job_file"] = _job_file_or_exit(job_file)  # the file's definition
+    given["labels"] = [label.strip() for label in labels.split(",")] if labels else None
+    if max_concurrency != "auto":
+        given["max_concurrency"] = _int(max_concurrency)
     if shards > 1 and not os.environ.get("PREFECT_API_URL"):
         say("error: --shards needs a Prefect server with aibatch deployed: set PREFECT_API_URL")
         raise typer.Exit(EXIT_BAD_INPUT)
-    if labels is not None:
-        options["labels"] = [label.strip() for label in labels.split(",")]
+    options = {field: given[name] for name, field in RUN_OPTIONS.items()}
     try:
         params = RunParameters.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            for e in exc.errors()
-        )
-        say(f"error: {problems}")
+        say(f"error: {run_option_errors(exc)}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if dry_run:
         raise typer.Exit(dry_run_locally(params))
