@@ -152,6 +152,7 @@ class Counters:
     count_tokens_requests: int = 0
     batches_created: int = 0
     batch_requests: int = 0
+    batch_polls: int = 0  # GETs of one batch: how a client waits for it
     refusals: int = 0
     paid_prompts: set[bytes] = field(default_factory=set)
     repeated_prompts: int = 0
@@ -194,6 +195,7 @@ class Counters:
             "count_tokens_requests": self.count_tokens_requests,
             "batches_created": self.batches_created,
             "batch_requests": self.batch_requests,
+            "batch_polls": self.batch_polls,
             "refusals": self.refusals,
             "prompts_paid_distinct": len(self.paid_prompts),
             "prompts_paid_repeated": self.repeated_prompts,

@@ -97,6 +97,7 @@ class SimulatorApp:
             base_url = f"http://{request.host}"
             if action == "" and method == "GET":
                 batch = self.api.get_batch(batch_id)
+                self.api.counters.batch_polls += 1
                 return _json(self.api.batch_view(batch, base_url))
             if action == "" and method == "DELETE":
                 return _json(self.api.delete_batch(batch_id))

@@ -116,7 +116,9 @@ def test_sigterm_while_polling_cancels_the_batches_and_a_rerun_finishes_them(
             assert wait_for(
                 lambda: [e["state"] for e in ledger(output)] == ["submitted"] * 4, 120, 0.2
             )
-            wait_for(lambda: False, 3)  # into the polling
+            polls = sim.stats()["batch_polls"]
+            # Into the polling: every batch asked after at least once more.
+            assert wait_for(lambda: sim.stats()["batch_polls"] >= polls + 4, 60, 0.2)
         finally:
             run.send_signal(signal.SIGTERM)
             stderr = finish(run, 60)

@@ -204,7 +204,8 @@ def test_sigterm_stops_the_run_at_once_and_publishes_every_answer(
         )  # fmt: skip
         try:
             assert wait_for(lambda: staging_busy(output) or journaled_since(output, set()), 240)
-            time.sleep(2)
+            # Well into the run (a few commits behind it), yet far from its end.
+            assert wait_for(lambda: sim.stats()["by_status"].get("200", 0) >= 300, 120, 0.05)
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=60)
         finally:
