@@ -28,11 +28,12 @@ import anthropic
 import orjson
 
 from aibatch.cost.budget import Budget, WorstCase
-from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
 from aibatch.engine.backend import BatchesBackend, BatchOutcome, BatchStatus
 from aibatch.engine.pacer import InputEstimator
-from aibatch.engine.processor import Committer, RunStats, failed_record, ok_record
+from aibatch.engine.processor import Committer, RunStats
+from aibatch.engine.recorder import Recorder
 from aibatch.jobs.outputs import InvalidModelOutput
 from aibatch.jobs.spec import JobSpec
 from aibatch.output import crashpoints
@@ -172,6 +173,7 @@ class BatchRunner:
         self.poll_max_s = poll_max_s
         self.sleep = sleep
         self.worst_case = WorstCase(prices, spec.model, batch=True)
+        self.recorder = Recorder(spec, run_id, committer, stats, prices, "batch")
         self.estimator = InputEstimator()
         self.rng = random.Random()
         self.statuses: dict[str, BatchStatus] = {}  # batch id -> last poll
@@ -343,40 +345,30 @@ class BatchRunner:
         if ticket_id in finished:
             return 0.0  # collected before a crash: published, and counted in what was spent
         if outcome.kind == "succeeded" and outcome.message is not None:
-            usage = outcome.message.usage
-            cost = self.prices.cost_usd(self.spec.model, Usage.of(usage), batch=True)
-            self.stats.add_cost(cost)
-            max_tokens = self.spec.max_tokens(submission.grown)
+            cost = self.recorder.bill(outcome.message.usage)
             try:
-                result = self.spec.parse(outcome.message, max_tokens)
+                result = self.spec.parse(outcome.message, self.spec.max_tokens(submission.grown))
             except InvalidModelOutput as error:
                 decision = policy.decide(error, 0, self.rng, submission.grown)
                 if decision.action is policy.Action.GROW:
                     self.stats.truncated_retries += 1
                     report.to_grow.append(ticket_id)  # paid for, and asked again larger
                     return cost or 0.0
-                record = failed_record(
-                    self.spec, self.run_id, ticket_id, decision.error_type, None,
-                    decision.message, attempts, cost, decision.stop_reason,
+                self.recorder.failed(
+                    ticket_id, decision.error_type, None, decision.message, attempts, cost,
+                    decision.stop_reason,
                 )  # fmt: skip
-                self.stats.count_failed(cost, decision.error_type)
                 report.failed += 1
             else:
-                record = ok_record(
-                    self.spec, self.run_id, ticket_id, result, usage, attempts, cost, "batch",
-                    None,
-                )  # fmt: skip
-                self.stats.count_ok(usage)
+                self.recorder.ok(ticket_id, result, outcome.message.usage, attempts, cost)
                 report.succeeded += 1
-            self.committer.record(record)
             finished.add(ticket_id)
             return cost or 0.0
         if outcome.kind == "errored" and outcome.error_type in policy.BATCH_PERMANENT_ERRORS:
-            self.committer.record(failed_record(
-                self.spec, self.run_id, ticket_id, outcome.error_type or "errored", None,
-                outcome.error_message or "", attempts, 0.0,
-            ))  # fmt: skip
-            self.stats.count_failed(None, outcome.error_type or "errored")
+            error_type = outcome.error_type or "errored"
+            self.recorder.failed(
+                ticket_id, error_type, None, outcome.error_message or "", attempts, 0.0
+            )
             finished.add(ticket_id)
             report.failed += 1
         elif outcome.kind in ("errored", "expired"):

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from aibatch.cost.budget import Budget, BudgetExhausted, WorstCase
-from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
 from aibatch.engine.backend import MessagesBackend
 from aibatch.engine.inflight import InFlightLimiter
@@ -37,6 +37,7 @@ from aibatch.engine.pacer import (
     StormGate,
 )
 from aibatch.engine.policy import Action, Cause
+from aibatch.engine.recorder import Recorder
 from aibatch.jobs.outputs import InvalidModelOutput
 from aibatch.jobs.spec import JobSpec
 from aibatch.output import crashpoints
@@ -193,50 +194,6 @@ class RunStats:
             "latency_p95_ms": percentile(0.95),
             "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
         }
-
-
-def ok_record(
-    spec: JobSpec,
-    run_id: str,
-    ticket_id: str,
-    result: str,
-    usage: Any,
-    attempts: int,
-    cost: float | None,
-    mode: str,
-    latency_ms: float | None,
-) -> dict[str, Any]:
-    """The journal record of an answer: one row of results."""
-    return {
-        "kind": "ok", "id": ticket_id, "job": spec.job, "result": result, "model": spec.model,
-        "prompt_version": spec.prompt_version, "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
-        "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
-        "attempts": attempts, "latency_ms": latency_ms, "cost_usd": cost, "mode": mode,
-        "run_id": run_id, "completed_at": datetime.now(UTC).isoformat(),
-    }  # fmt: skip
-
-
-def failed_record(
-    spec: JobSpec,
-    run_id: str,
-    ticket_id: str,
-    error_type: str,
-    status_code: int | None,
-    message: str,
-    attempts: int,
-    cost: float | None,
-    stop_reason: str | None = None,
-) -> dict[str, Any]:
-    """The journal record of a permanent failure: one row of failures."""
-    return {
-        "kind": "failed", "id": ticket_id, "job": spec.job, "model": spec.model,
-        "prompt_version": spec.prompt_version, "error_type": error_type,
-        "status_code": status_code, "message": message[:2000], "attempts": attempts,
-        "cost_usd": cost, "stop_reason": stop_reason, "run_id": run_id,
-        "failed_at": datetime.now(UTC).isoformat(),
-    }  # fmt: skip
 
 
 class Committer:
@@ -446,6 +403,7 @@ class TicketProcessor:
         self.prices = prices or PriceBook.load()
         self.budget = budget
         self.worst_case = WorstCase(self.prices, spec.model)
+        self.recorder = Recorder(spec, run_id, committer, self.stats, self.prices, "realtime")
         self.concurrency = ConcurrencyController(fixed=max_concurrency)
         self.slots = InFlightLimiter(lambda: self.concurrency.current)
         self.loop_lag = LoopLagProbe()
@@ -589,16 +547,18 @@ class TicketProcessor:
                 return ticket.decide(error, self.rng), started
             else:
                 self._learn(reply, reservation, ticket.raw_tokens, started)
-                cost = self._bill(reply.message.usage)
+                cost = self.recorder.bill(reply.message.usage)
                 ticket.bill(cost)
                 try:
                     result = self.spec.parse(reply.message, ticket.params["max_tokens"])
                 except InvalidModelOutput as error:  # refused, cut short, or off-shape
                     return ticket.decide(error, self.rng), started
+                latency_ms = (time.monotonic() - started) * 1000
+                usage = reply.message.usage
                 answered = ticket.attempt + 1
-                if self._record_ok(
-                    ticket.id, result, reply.message, answered, started, ticket.billed
-                ):
+                if self._settled(ticket.id, lambda: self.recorder.ok(
+                    ticket.id, result, usage, answered, ticket.billed, latency_ms
+                )):  # fmt: skip
                     return "ok"
                 return "unfinished"  # answered but not journaled: the run stops
             finally:
@@ -648,7 +608,10 @@ class TicketProcessor:
             self.stop(decision.message)
             return "unfinished"
         if decision.action is Action.FAIL_TICKET:
-            journaled = self._record_failed(ticket.id, decision, ticket.attempt + 1, ticket.billed)
+            journaled = self._settled(ticket.id, lambda: self.recorder.failed(
+                ticket.id, decision.error_type, decision.status_code, decision.message,
+                ticket.attempt + 1, ticket.billed, decision.stop_reason,
+            ))  # fmt: skip
             return "failed" if journaled else "unfinished"
         ticket.attempt += 1
         if decision.action is Action.GROW:
@@ -672,12 +635,6 @@ class TicketProcessor:
             return None
         return worst
 
-    def _bill(self, usage: Any) -> float | None:
-        """Count what an answer cost in the run's totals; None if the price is unknown."""
-        cost = self.prices.cost_usd(self.spec.model, Usage.of(usage))
-        self.stats.add_cost(cost)
-        return cost
-
     def _learn(
         self, reply: Any, reservation: Reservation, raw_tokens: float, sent_at: float
     ) -> None:
@@ -700,52 +657,17 @@ class TicketProcessor:
         )
         self.slots.wake()
 
+    def _settled(self, ticket_id: str, record: Callable[[], None]) -> bool:
+        """Journal a ticket's outcome; if the output cannot take it, stop the run (False)."""
+        try:
+            record()
+        except OutputUnwritable as error:
+            self.stop(str(error))
+            return False
+        self.finished.add(ticket_id)
+        return True
+
     def _count_error(self, decision: policy.Decision) -> None:
         name = _COUNTER_OF_CAUSE.get(decision.cause)
         if name is not None:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
-
-    def _journal(self, record: dict[str, Any]) -> bool:
-        """Journal an outcome; if the output cannot take it, stop the run (False)."""
-        try:
-            self.committer.record(record)
-        except OutputUnwritable as error:
-            self.stop(str(error))
-            return False
-        return True
-
-    def _record_ok(
-        self,
-        ticket_id: str,
-        result: str,
-        message: Any,
-        attempts: int,
-        started: float,
-        cost: float | None,
-    ) -> bool:
-        """Journal an answer; `cost` is what every billed answer for this ticket cost."""
-        usage = message.usage
-        latency_ms = (time.monotonic() - started) * 1000
-        record = ok_record(
-            self.spec, self.run_id, ticket_id, result, usage, attempts, cost, "realtime",
-            round(latency_ms, 3),
-        )  # fmt: skip
-        if not self._journal(record):
-            return False
-        self.finished.add(ticket_id)
-        self.stats.count_ok(usage)
-        self.stats.latencies_ms.append(latency_ms)
-        return True
-
-    def _record_failed(
-        self, ticket_id: str, decision: policy.Decision, attempts: int, cost: float | None
-    ) -> bool:
-        record = failed_record(
-            self.spec, self.run_id, ticket_id, decision.error_type, decision.status_code,
-            decision.message, attempts, cost, decision.stop_reason,
-        )  # fmt: skip
-        if not self._journal(record):
-            return False
-        self.finished.add(ticket_id)
-        self.stats.count_failed(cost, decision.error_type)
-        return True
