@@ -225,7 +225,7 @@ async def aibatch_engine(
 
             async def sample_limit() -> None:
                 while True:
-                    limits.append((time.time(), processor.concurrency.current))
+                    limits.append((time.time(), processor.admission.concurrency.current))
                     await asyncio.sleep(0.05)
 
             sampler = asyncio.create_task(sample_limit())
@@ -245,9 +245,9 @@ async def aibatch_engine(
                 attempts = finished["attempts"].tolist()
                 latencies_s.extend(ms / 1000 for ms in stats.latencies_ms)
             extra = {"settled_concurrency": settled(limits, done_at), "attempts": attempts,
-                     "storms": processor.gate.storms,
-                     "learned_rpm": processor.pacer.requests.limit_per_min
-                     if processor.pacer.requests else None}  # fmt: skip
+                     "storms": processor.admission.gate.storms,
+                     "learned_rpm": processor.admission.pacer.requests.limit_per_min
+                     if processor.admission.pacer.requests else None}  # fmt: skip
             return stats.ok, extra
 
 

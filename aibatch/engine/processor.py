@@ -11,7 +11,6 @@ import random
 import statistics
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -25,16 +24,11 @@ import pyarrow as pa
 from aibatch.cost.budget import Budget, BudgetExhausted, WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
+from aibatch.engine.admission import Admission
 from aibatch.engine.backend import MessagesBackend
-from aibatch.engine.inflight import InFlightLimiter
-from aibatch.engine.looplag import LoopLagProbe
 from aibatch.engine.pacer import (
-    ConcurrencyController,
-    InputEstimator,
     Pacer,
     RequestAllowance,
-    Reservation,
-    StormGate,
 )
 from aibatch.engine.policy import Action, Cause
 from aibatch.engine.recorder import Recorder
@@ -398,24 +392,12 @@ class TicketProcessor:
         self.stats = stats or RunStats()
         self.rng = rng or random.Random()
         self.sleep = sleep
-        self.pacer = pacer or Pacer()
-        self.shared = shared
         self.prices = prices or PriceBook.load()
-        self.budget = budget
-        self.worst_case = WorstCase(self.prices, spec.model)
+        self.admission = Admission(
+            pacer or Pacer(), max_concurrency, WorstCase(self.prices, spec.model), shared,
+            budget, sleep,
+        )  # fmt: skip
         self.recorder = Recorder(spec, run_id, committer, self.stats, self.prices, "realtime")
-        self.concurrency = ConcurrencyController(fixed=max_concurrency)
-        self.slots = InFlightLimiter(lambda: self.concurrency.current)
-        self.loop_lag = LoopLagProbe()
-        self.estimator = InputEstimator()
-        # The share of a prompt that the input-token limit counts: cache reads are free, so
-        # with a warm cache a request takes only its uncached part from the ITPM bucket.
-        self.itpm_share = 1.0
-        self._pace_lock = asyncio.Lock()
-        self.http_in_flight = 0
-        self.recent_ok: deque[float] = deque(maxlen=2000)
-        self.first_send: float | None = None
-        self.gate = StormGate()  # closed to everyone only while 429s are all that comes back
         self.finished: set[str] = set()
         self.stop_reason: str | None = None
         self.last_error = ""
@@ -451,42 +433,6 @@ class TicketProcessor:
             raise ChunkIncomplete(report.unfinished, self.last_error, self.max_attempts)
         return report
 
-    async def _through_gate(self) -> bool:
-        """Wait until the gate lets this request go; whether it goes as a storm's probe."""
-        while (wait := self.gate.wait_s()) > 0:
-            await self.sleep(wait)
-        return self.gate.enter()
-
-    async def _pace(self, input_estimate: float, probe: bool) -> Reservation | None:
-        """Wait for the send rate to have room; None if the storm gate closed meanwhile
-        (the request then waits at the gate again, without its slot)."""
-        if self.shared is not None:
-            await self.shared.take()  # the part of the rate other processes leave us
-        # One waiter at a time, so a freed bucket is not raced for by every coroutine.
-        async with self._pace_lock:
-            while (wait := self.pacer.wait_s(input_estimate)) > 0:
-                await self.sleep(wait)
-            if not probe and self.gate.wait_s() > 0:
-                return None
-            return self.pacer.reserve(input_estimate)
-
-    def recent_rate(self, window_s: float = 2.0) -> float:
-        """Answers per second over the last `window_s`, or since the first send, if that
-        is sooner: a run a second old has not had two seconds to answer in. (A pause of
-        ours counts: over a limit's window, what got through is what the server admits.)"""
-        if self.first_send is None:
-            return 0.0
-        now = time.monotonic()
-        span = min(window_s, now - self.first_send)
-        if span <= 0:
-            return 0.0
-        return sum(1 for t in self.recent_ok if t >= now - span) / span
-
-    def target_rate(self) -> float | None:
-        if self.pacer.requests is not None:
-            return self.pacer.requests.rate_per_s
-        return self.pacer.aimd_rate
-
     async def _process_then_commit(
         self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None
     ) -> str:
@@ -502,7 +448,7 @@ class TicketProcessor:
         """Attempt one ticket until it is answered, failed for good, or the run stops:
         "ok", "failed" or "unfinished"."""
         params = self.spec.request(text)
-        ticket = TicketAttempts(ticket_id, text, params, self.estimator.raw(params))
+        ticket = TicketAttempts(ticket_id, text, params, self.admission.estimator.raw(params))
         while True:
             outcome = await self._attempt(ticket, chunk_slots)
             if outcome is None:  # a storm began while this one queued: not now
@@ -521,32 +467,31 @@ class TicketProcessor:
     ) -> str | tuple[policy.Decision, float] | None:
         """One send, holding a slot: "ok" or "unfinished" when that settles the ticket, else
         the error's decision and when the request went; None if it never went."""
-        probe = await self._through_gate()
-        if chunk_slots is not None:
-            await chunk_slots.acquire()
-        await self.slots.acquire()
-        try:
+        admission = self.admission
+        async with admission.slot(chunk_slots) as probe:
             if self.stop_reason is not None:
                 return "unfinished"
-            input_estimate = self.estimator.estimate(ticket.raw_tokens)
-            held = await self._reserve_budget(input_estimate, ticket.params["max_tokens"])
-            if held is None:
+            input_estimate = admission.estimator.estimate(ticket.raw_tokens)
+            try:
+                held = await admission.hold_budget(input_estimate, ticket.params["max_tokens"])
+            except BudgetExhausted as error:
+                self.stop(str(error))
                 return "unfinished"
-            reservation = await self._pace(input_estimate * self.itpm_share, probe)
+            reservation = await admission.pace(input_estimate, probe)
             if reservation is None:
-                if self.budget is not None:
-                    await self.budget.settle(held, 0.0)
+                await admission.settle_budget(held, 0.0)
                 return None
             started = time.monotonic()
-            self._sending(started)
+            admission.sending(started)
+            self.stats.http_requests += 1
             cost: float | None = 0.0
             try:
                 reply = await self.backend.create(ticket.params)
             except (anthropic.AnthropicError, InvalidModelOutput) as error:
-                self.pacer.release(reservation)
+                admission.pacer.release(reservation)
                 return ticket.decide(error, self.rng), started
             else:
-                self._learn(reply, reservation, ticket.raw_tokens, started)
+                admission.learn(reply, reservation, ticket.raw_tokens, started)
                 cost = self.recorder.bill(reply.message.usage)
                 ticket.bill(cost)
                 try:
@@ -562,28 +507,9 @@ class TicketProcessor:
                     return "ok"
                 return "unfinished"  # answered but not journaled: the run stops
             finally:
-                self._answered()
-                if self.budget is not None:
-                    # An error is not billed; a timeout might be, unknowably (see README).
-                    await self.budget.settle(held, cost or 0.0)
-        finally:
-            self.slots.release()
-            if chunk_slots is not None:
-                chunk_slots.release()
-            if probe:
-                self.gate.leave()
-
-    def _sending(self, started: float) -> None:
-        if self.first_send is None:
-            self.first_send = started
-        self.stats.http_requests += 1
-        self.http_in_flight += 1
-        self.loop_lag.start()
-
-    def _answered(self) -> None:
-        self.http_in_flight -= 1
-        if not self.http_in_flight:
-            self.loop_lag.stop()
+                admission.answered()
+                # An error is not billed; a timeout might be, unknowably (see README).
+                await admission.settle_budget(held, cost or 0.0)
 
     def _after_error(
         self, ticket: TicketAttempts, decision: policy.Decision, sent_at: float
@@ -592,18 +518,7 @@ class TicketProcessor:
         None to try again after `decision.delay_s`."""
         self._count_error(decision)
         self.last_error = f"{decision.error_type}: {decision.message}"
-        if decision.cause is Cause.RATE_LIMITED:
-            # The send rate's business (in a storm the rate is not what is wrong), and
-            # the gate's; fewer in flight would not send less per second.
-            self.gate.on_rate_limited(decision.delay_s)
-            if not self.gate.in_storm:
-                pause_s = self.pacer.on_rate_limited(
-                    self.recent_rate(), sent_at, self.concurrency.latency_recent_s
-                )
-                if pause_s:
-                    self.gate.pause(pause_s)
-        elif decision.congestion:
-            self.concurrency.on_congestion()
+        self.admission.on_error(decision, sent_at)
         if decision.action is Action.STOP_RUN:
             self.stop(decision.message)
             return "unfinished"
@@ -622,40 +537,6 @@ class TicketProcessor:
             return "unfinished"
         self.stats.retries += 1
         return None
-
-    async def _reserve_budget(self, input_estimate: float, max_tokens: int) -> float | None:
-        """Hold this request's worst case under the budget; None if the cap is reached."""
-        if self.budget is None:
-            return 0.0
-        worst = self.worst_case.cost_usd(input_estimate, max_tokens)
-        try:
-            await self.budget.reserve(worst)
-        except BudgetExhausted as error:
-            self.stop(str(error))
-            return None
-        return worst
-
-    def _learn(
-        self, reply: Any, reservation: Reservation, raw_tokens: float, sent_at: float
-    ) -> None:
-        """Feed an answer to the pacer, the estimator and the concurrency controller."""
-        latency_s = time.monotonic() - sent_at
-        usage = reply.message.usage
-        counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
-        prompt_tokens = counted + (usage.cache_read_input_tokens or 0)
-        self.estimator.learn(raw_tokens, prompt_tokens)
-        if prompt_tokens > 0:
-            self.itpm_share = 0.8 * self.itpm_share + 0.2 * (counted / prompt_tokens)
-        self.pacer.observe_headers(reply.headers)
-        # The API counts uncached input and cache writes against ITPM, not cache reads.
-        self.pacer.settle(reservation, counted, usage.output_tokens)
-        self.pacer.on_success(sent_at)
-        self.gate.on_answer()
-        self.recent_ok.append(time.monotonic())
-        self.concurrency.on_success(
-            latency_s, self.http_in_flight, self.target_rate(), self.loop_lag.lag_s
-        )
-        self.slots.wake()
 
     def _settled(self, ticket_id: str, record: Callable[[], None]) -> bool:
         """Journal a ticket's outcome; if the output cannot take it, stop the run (False)."""

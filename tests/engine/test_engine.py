@@ -144,7 +144,7 @@ def test_in_a_429_storm_everyone_waits_out_retry_after_and_one_probe_goes(
     h.run(tickets(30))
     results = h.results()
     assert len(results) == 30
-    assert h.processor.gate.storms >= 1
+    assert h.processor.admission.gate.storms >= 1
     # The storm costs a handful of requests, not one per ticket per second: the first
     # wave, a few paced tries before it is evident, then one probe per retry-after.
     assert server.stats()["by_status"]["429"] <= 15
@@ -158,7 +158,7 @@ def test_limits_learned_from_headers_keep_429s_away(
     h = harness(server, max_concurrency=None)  # auto
     h.run(tickets(120))
     assert len(h.results()) == 120
-    assert h.processor.pacer.requests is not None  # learned, never told
+    assert h.processor.admission.pacer.requests is not None  # learned, never told
     assert server.stats()["by_status"].get("429", 0) <= 2
 
 

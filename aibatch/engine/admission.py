@@ -1,0 +1,176 @@
+"""Who may send now, and what each answer teaches: the admission half of the processor.
+
+Per request: wait at the storm gate, take an in-flight slot (its size fixed or `auto`), hold
+the request's worst case under the budget, take a request from the allowance shared with
+other processes (if any), wait for the pacer's buckets. Each answer or error then feeds the
+pacer, the concurrency controller and the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aibatch.cost.budget import Budget, WorstCase
+from aibatch.engine import policy
+from aibatch.engine.inflight import InFlightLimiter
+from aibatch.engine.looplag import LoopLagProbe
+from aibatch.engine.pacer import (
+    ConcurrencyController,
+    InputEstimator,
+    Pacer,
+    RequestAllowance,
+    Reservation,
+    StormGate,
+)
+from aibatch.engine.policy import Cause
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Admission:
+    """The gate, the in-flight slots, the shared allowance, the budget and the pacer of one
+    run, shared by every chunk."""
+
+    def __init__(
+        self,
+        pacer: Pacer,
+        max_concurrency: int | None,
+        worst_case: WorstCase,
+        shared: RequestAllowance | None = None,
+        budget: Budget | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.pacer = pacer
+        self.worst_case = worst_case
+        self.shared = shared
+        self.budget = budget
+        self.sleep = sleep
+        self.concurrency = ConcurrencyController(fixed=max_concurrency)
+        self.slots = InFlightLimiter(lambda: self.concurrency.current)
+        self.gate = StormGate()  # closed to everyone only while 429s are all that comes back
+        self.loop_lag = LoopLagProbe()
+        self.estimator = InputEstimator()
+        # The share of a prompt that the input-token limit counts: cache reads are free, so
+        # with a warm cache a request takes only its uncached part from the ITPM bucket.
+        self.itpm_share = 1.0
+        self._pace_lock = asyncio.Lock()
+        self.http_in_flight = 0
+        self.recent_ok: deque[float] = deque(maxlen=2000)
+        self.first_send: float | None = None
+
+    # -- letting a request go -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def slot(self, chunk_slots: asyncio.Semaphore | None) -> AsyncIterator[bool]:
+        """Through the gate and into an in-flight slot (and the chunk's own, if capped);
+        yields whether this request is a storm's probe."""
+        while (wait := self.gate.wait_s()) > 0:
+            await self.sleep(wait)
+        probe = self.gate.enter()
+        if chunk_slots is not None:
+            await chunk_slots.acquire()
+        await self.slots.acquire()
+        try:
+            yield probe
+        finally:
+            self.slots.release()
+            if chunk_slots is not None:
+                chunk_slots.release()
+            if probe:
+                self.gate.leave()
+
+    async def hold_budget(self, input_estimate: float, max_tokens: int) -> float:
+        """Hold this request's worst case under the budget (raises BudgetExhausted)."""
+        if self.budget is None:
+            return 0.0
+        worst = self.worst_case.cost_usd(input_estimate, max_tokens)
+        await self.budget.reserve(worst)
+        return worst
+
+    async def settle_budget(self, held: float, cost: float) -> None:
+        if self.budget is not None:
+            await self.budget.settle(held, cost)
+
+    async def pace(self, input_estimate: float, probe: bool) -> Reservation | None:
+        """Wait for the send rate to have room; None if the storm gate closed meanwhile
+        (the request then waits at the gate again, without its slot)."""
+        if self.shared is not None:
+            await self.shared.take()  # the part of the rate other processes leave us
+        # One waiter at a time, so a freed bucket is not raced for by every coroutine.
+        async with self._pace_lock:
+            while (wait := self.pacer.wait_s(input_estimate * self.itpm_share)) > 0:
+                await self.sleep(wait)
+            if not probe and self.gate.wait_s() > 0:
+                return None
+            return self.pacer.reserve(input_estimate * self.itpm_share)
+
+    def sending(self, started: float) -> None:
+        if self.first_send is None:
+            self.first_send = started
+        self.http_in_flight += 1
+        self.loop_lag.start()
+
+    def answered(self) -> None:
+        self.http_in_flight -= 1
+        if not self.http_in_flight:
+            self.loop_lag.stop()
+
+    # -- learning -------------------------------------------------------------------------
+
+    def learn(
+        self, reply: Any, reservation: Reservation, raw_tokens: float, sent_at: float
+    ) -> None:
+        """Feed an answer to the pacer, the estimator, the gate and the concurrency."""
+        latency_s = time.monotonic() - sent_at
+        usage = reply.message.usage
+        counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
+        prompt_tokens = counted + (usage.cache_read_input_tokens or 0)
+        self.estimator.learn(raw_tokens, prompt_tokens)
+        if prompt_tokens > 0:
+            self.itpm_share = 0.8 * self.itpm_share + 0.2 * (counted / prompt_tokens)
+        self.pacer.observe_headers(reply.headers)
+        # The API counts uncached input and cache writes against ITPM, not cache reads.
+        self.pacer.settle(reservation, counted, usage.output_tokens)
+        self.pacer.on_success(sent_at)
+        self.gate.on_answer()
+        self.recent_ok.append(time.monotonic())
+        self.concurrency.on_success(
+            latency_s, self.http_in_flight, self.target_rate(), self.loop_lag.lag_s
+        )
+        self.slots.wake()
+
+    def on_error(self, decision: policy.Decision, sent_at: float) -> None:
+        """A 429 is the send rate's business (in a storm the rate is not what is wrong) and
+        the gate's: fewer in flight would not send less per second. A 529 cuts concurrency."""
+        if decision.cause is Cause.RATE_LIMITED:
+            self.gate.on_rate_limited(decision.delay_s)
+            if not self.gate.in_storm:
+                pause_s = self.pacer.on_rate_limited(
+                    self.recent_rate(), sent_at, self.concurrency.latency_recent_s
+                )
+                if pause_s:
+                    self.gate.pause(pause_s)
+        elif decision.congestion:
+            self.concurrency.on_congestion()
+
+    def recent_rate(self, window_s: float = 2.0) -> float:
+        """Answers per second over the last `window_s`, or since the first send, if that
+        is sooner: a run a second old has not had two seconds to answer in. (A pause of
+        ours counts: over a limit's window, what got through is what the server admits.)"""
+        if self.first_send is None:
+            return 0.0
+        now = time.monotonic()
+        span = min(window_s, now - self.first_send)
+        if span <= 0:
+            return 0.0
+        return sum(1 for t in self.recent_ok if t >= now - span) / span
+
+    def target_rate(self) -> float | None:
+        if self.pacer.requests is not None:
+            return self.pacer.requests.rate_per_s
+        return self.pacer.aimd_rate
