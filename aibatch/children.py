@@ -1,9 +1,10 @@
-"""Stopping the child processes aibatch starts (the simulator, a Prefect server)."""
+"""Starting and stopping what aibatch runs beside itself (the simulator, a Prefect server)."""
 
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 
 def stop_child(process: subprocess.Popen[Any], grace_s: float) -> None:
@@ -14,3 +15,24 @@ def stop_child(process: subprocess.Popen[Any], grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class StartedInWith:
+    """`with thing:` starts it and stops it, whatever happens inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aibatch.cost.budget import Budget, WorstCase
@@ -32,25 +33,20 @@ from aibatch.engine.policy import Cause
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass(eq=False)  # one per run: compared by identity
 class Admission:
     """The gate, the in-flight slots, the shared allowance, the budget and the pacer of one
     run, shared by every chunk."""
 
-    def __init__(
-        self,
-        pacer: Pacer,
-        max_concurrency: int | None,
-        worst_case: WorstCase,
-        shared: RequestAllowance | None = None,
-        budget: Budget | None = None,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.pacer = pacer
-        self.worst_case = worst_case
-        self.shared = shared
-        self.budget = budget
-        self.sleep = sleep
-        self.concurrency = ConcurrencyController(fixed=max_concurrency)
+    pacer: Pacer
+    max_concurrency: int | None  # None: auto
+    worst_case: WorstCase
+    shared: RequestAllowance | None = None
+    budget: Budget | None = None
+    sleep: Sleep = asyncio.sleep
+
+    def __post_init__(self) -> None:
+        self.concurrency = ConcurrencyController(fixed=self.max_concurrency)
         self.slots = InFlightLimiter(lambda: self.concurrency.current)
         self.gate = StormGate()  # closed to everyone only while 429s are all that comes back
         self.loop_lag = LoopLagProbe()

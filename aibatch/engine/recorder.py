@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,71 +15,19 @@ if TYPE_CHECKING:  # the processor builds a Recorder: only the types come from t
 Mode = Literal["realtime", "batch"]
 
 
-def ok_record(
-    spec: JobSpec,
-    run_id: str,
-    ticket_id: str,
-    result: str,
-    usage: Any,
-    attempts: int,
-    cost: float | None,
-    mode: str,
-    latency_ms: float | None,
-) -> dict[str, Any]:
-    """The journal record of an answer: one row of results."""
-    return {
-        "kind": "ok", "id": ticket_id, "job": spec.job, "result": result, "model": spec.model,
-        "prompt_version": spec.prompt_version, "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
-        "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
-        "attempts": attempts, "latency_ms": latency_ms, "cost_usd": cost, "mode": mode,
-        "run_id": run_id, "completed_at": datetime.now(UTC).isoformat(),
-    }  # fmt: skip
-
-
-def failed_record(
-    spec: JobSpec,
-    run_id: str,
-    ticket_id: str,
-    error_type: str,
-    status_code: int | None,
-    message: str,
-    attempts: int,
-    cost: float | None,
-    stop_reason: str | None = None,
-) -> dict[str, Any]:
-    """The journal record of a permanent failure: one row of failures."""
-    return {
-        "kind": "failed", "id": ticket_id, "job": spec.job, "model": spec.model,
-        "prompt_version": spec.prompt_version, "error_type": error_type,
-        "status_code": status_code, "message": message[:2000], "attempts": attempts,
-        "cost_usd": cost, "stop_reason": stop_reason, "run_id": run_id,
-        "failed_at": datetime.now(UTC).isoformat(),
-    }  # fmt: skip
-
-
+@dataclass(eq=False)  # one per run: compared by identity
 class Recorder:
     """Bills answers, journals outcomes and counts them in the run's stats.
 
     A journal that cannot take a record raises (`OutputUnwritable`): the caller stops.
     """
 
-    def __init__(
-        self,
-        spec: JobSpec,
-        run_id: str,
-        committer: Committer,
-        stats: RunStats,
-        prices: PriceBook,
-        mode: Mode,
-    ) -> None:
-        self.spec = spec
-        self.run_id = run_id
-        self.committer = committer
-        self.stats = stats
-        self.prices = prices
-        self.mode = mode
+    spec: JobSpec
+    run_id: str
+    committer: Committer
+    stats: RunStats
+    prices: PriceBook
+    mode: Mode
 
     def bill(self, usage: Any) -> float | None:
         """What an answer cost (None if the price is unknown), counted in the run's total."""
@@ -96,11 +45,18 @@ class Recorder:
         latency_ms: float | None = None,
     ) -> None:
         """Journal an answer; `cost` is what every billed answer for this ticket cost."""
-        latency = round(latency_ms, 3) if latency_ms is not None else None
-        self.committer.record(
-            ok_record(self.spec, self.run_id, ticket_id, result, usage, attempts, cost,
-                      self.mode, latency)
-        )  # fmt: skip
+        spec = self.spec
+        self.committer.record({
+            "kind": "ok", "id": ticket_id, "job": spec.job, "result": result,
+            "model": spec.model, "prompt_version": spec.prompt_version,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
+            "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
+            "attempts": attempts,
+            "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
+            "cost_usd": cost, "mode": self.mode, "run_id": self.run_id,
+            "completed_at": datetime.now(UTC).isoformat(),
+        })  # fmt: skip
         self.stats.count_ok(usage)
         if latency_ms is not None:
             self.stats.latencies_ms.append(latency_ms)
@@ -116,8 +72,12 @@ class Recorder:
         stop_reason: str | None = None,
     ) -> None:
         """Journal a permanent failure."""
-        self.committer.record(
-            failed_record(self.spec, self.run_id, ticket_id, error_type, status_code, message,
-                          attempts, cost, stop_reason)
-        )  # fmt: skip
+        spec = self.spec
+        self.committer.record({
+            "kind": "failed", "id": ticket_id, "job": spec.job, "model": spec.model,
+            "prompt_version": spec.prompt_version, "error_type": error_type,
+            "status_code": status_code, "message": message[:2000], "attempts": attempts,
+            "cost_usd": cost, "stop_reason": stop_reason, "run_id": self.run_id,
+            "failed_at": datetime.now(UTC).isoformat(),
+        })  # fmt: skip
         self.stats.count_failed(cost, error_type)

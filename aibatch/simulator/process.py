@@ -12,16 +12,15 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from aibatch.children import stop_child
+from aibatch.children import StartedInWith, stop_child
 from aibatch.simulator.config import SimulatorConfig
 
 _URL = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
-class SimulatorProcess:
+class SimulatorProcess(StartedInWith):
     """`aibatch simulate-api` on a free port, stopped (and waited for) on exit."""
 
     def __init__(self, config: SimulatorConfig | None = None, start_timeout_s: float = 30) -> None:
@@ -93,14 +92,3 @@ class SimulatorProcess:
         stop_child(process, grace_s=10)
         if process.stdout is not None:
             process.stdout.close()
-
-    def __enter__(self) -> SimulatorProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -12,11 +12,11 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import orjson
 
+from aibatch.children import StartedInWith
 from aibatch.simulator.api import APIErrorReply, SimulatedAPI, invalid
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.http import Reply, Request, Response, start_server
@@ -238,7 +238,7 @@ def serve_forever(
         run_event_loop(main())
 
 
-class SimulatorServer:
+class SimulatorServer(StartedInWith):
     """The simulator on a free loopback port, in a background thread; stop() cleans up.
 
     >>> with SimulatorServer(SimulatorConfig(rpm=600)) as sim:
@@ -307,14 +307,3 @@ class SimulatorServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         self._loop = None
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

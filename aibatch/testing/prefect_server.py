@@ -15,9 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from aibatch.children import stop_child
+from aibatch.children import StartedInWith, stop_child
 
 
 def free_port() -> int:
@@ -27,7 +26,7 @@ def free_port() -> int:
         return port
 
 
-class PrefectServerProcess:
+class PrefectServerProcess(StartedInWith):
     """A Prefect server on a free loopback port; `env` is what a client process needs."""
 
     def __init__(self, home: Path, start_timeout_s: float = 240, log: Path | None = None) -> None:
@@ -93,14 +92,3 @@ class PrefectServerProcess:
         if process is None:
             return
         stop_child(process, grace_s=30)
-
-    def __enter__(self) -> PrefectServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
