@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -345,54 +345,71 @@ def setup(
         typer.echo(line)
 
 
+def _simulator_default(field: str) -> Any:
+    """An option of `simulate-api` defaults to the simulator's own setting."""
+    return SimulatorConfig.model_fields[field].default
+
+
 @app.command("simulate-api")
 def simulate_api(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
     rpm: Annotated[
         int | None, typer.Option(help="Requests per minute (default unlimited).")
-    ] = None,
-    itpm: Annotated[int | None, typer.Option(help="Input tokens per minute.")] = None,
-    otpm: Annotated[int | None, typer.Option(help="Output tokens per minute.")] = None,
+    ] = _simulator_default("rpm"),
+    itpm: Annotated[int | None, typer.Option(help="Input tokens per minute.")] = _simulator_default(
+        "itpm"
+    ),
+    otpm: Annotated[
+        int | None, typer.Option(help="Output tokens per minute.")
+    ] = _simulator_default("otpm"),
     burst_seconds: Annotated[
         float, typer.Option(help="Window a minute's limit is enforced over, e.g. 2 for 1/30 of it.")
-    ] = 60.0,
+    ] = _simulator_default("burst_seconds"),
     window: Annotated[
         Literal["bucket", "sliding"],
         typer.Option(help="Requests limit as a refilling 'bucket' or a 'sliding' window."),
-    ] = "bucket",
+    ] = _simulator_default("window"),
     no_ratelimit_headers: Annotated[
         bool, typer.Option(help="Do not send anthropic-ratelimit-* headers (as some proxies).")
     ] = False,
     no_retry_after: Annotated[bool, typer.Option(help="Send 429s without retry-after.")] = False,
-    latency_ms: Annotated[float, typer.Option(help="Median latency of a message, ms.")] = 0.0,
+    latency_ms: Annotated[
+        float, typer.Option(help="Median latency of a message, ms.")
+    ] = _simulator_default("latency_ms"),
     latency_sigma: Annotated[
         float, typer.Option(help="Lognormal spread of latency (0 = always the median).")
-    ] = 0.0,
+    ] = _simulator_default("latency_sigma"),
     ms_per_output_token: Annotated[
         float, typer.Option(help="Extra latency per output token.")
-    ] = 0.0,
-    p529: Annotated[float, typer.Option(help="Probability of 529 overloaded_error.")] = 0.0,
+    ] = _simulator_default("ms_per_output_token"),
+    p529: Annotated[
+        float, typer.Option(help="Probability of 529 overloaded_error.")
+    ] = _simulator_default("p529"),
     first_529s: Annotated[
         int, typer.Option(help="Answer the first N messages with 529 overloaded_error.")
-    ] = 0,
-    p500: Annotated[float, typer.Option(help="Probability of 500 api_error.")] = 0.0,
+    ] = _simulator_default("first_529s"),
+    p500: Annotated[float, typer.Option(help="Probability of 500 api_error.")] = _simulator_default(
+        "p500"
+    ),
     p_drop: Annotated[
         float, typer.Option(help="Probability of closing the connection unanswered.")
-    ] = 0.0,
+    ] = _simulator_default("p_drop"),
     p_slow: Annotated[
         float, typer.Option(help="Probability of answering after --slow-seconds.")
-    ] = 0.0,
-    slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
+    ] = _simulator_default("p_slow"),
+    slow_seconds: Annotated[
+        float, typer.Option(help="Delay of a slow answer.")
+    ] = _simulator_default("slow_seconds"),
     storm: Annotated[
         list[str] | None,
         typer.Option(help="START:DURATION seconds after start in which every message is a 429."),
     ] = None,
     spend_cap_after: Annotated[
         int | None, typer.Option(help="Answer the spend-cap 429 after this many successes.")
-    ] = None,
+    ] = _simulator_default("spend_cap_after"),
     revoke_key_after: Annotated[
         int | None, typer.Option(help="Refuse the key (401) after this many successes.")
-    ] = None,
+    ] = _simulator_default("revoke_key_after"),
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -400,30 +417,36 @@ def simulate_api(
             help="Require this key (x-api-key or Bearer); default accepts any.",
             show_default=False,
         ),
-    ] = None,
+    ] = _simulator_default("api_key"),
     context_window: Annotated[
         int | None,
         typer.Option(help="Prompt + max_tokens limit, tokens (default: each model's own)."),
-    ] = None,
+    ] = _simulator_default("context_window"),
     cache_min_tokens: Annotated[
         int | None,
         typer.Option(help="Shortest cacheable prompt prefix (default: each model's own)."),
-    ] = None,
+    ] = _simulator_default("cache_min_tokens"),
     thinking_scale: Annotated[
         float, typer.Option(help="Multiply thinking tokens (e.g. 100 forces long thinking).")
-    ] = 1.0,
+    ] = _simulator_default("thinking_scale"),
     p_refusal: Annotated[
         float, typer.Option(help="Share of tickets refused (stop_reason refusal), by ticket.")
-    ] = 0.0,
+    ] = _simulator_default("p_refusal"),
     obey_injection: Annotated[
         bool, typer.Option(help="Let instructions inside tickets steer answers (for tests).")
-    ] = False,
+    ] = _simulator_default("obey_injection"),
     batch_processing_seconds: Annotated[
         float, typer.Option(help="How long a Message Batch takes to end.")
-    ] = 2.0,
-    batch_p_errored: Annotated[float, typer.Option(help="Share of batch requests errored.")] = 0.0,
-    batch_p_expired: Annotated[float, typer.Option(help="Share of batch requests expired.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed for faults and latency.")] = 0,
+    ] = _simulator_default("batch_processing_seconds"),
+    batch_p_errored: Annotated[
+        float, typer.Option(help="Share of batch requests errored.")
+    ] = _simulator_default("batch_p_errored"),
+    batch_p_expired: Annotated[
+        float, typer.Option(help="Share of batch requests expired.")
+    ] = _simulator_default("batch_p_expired"),
+    seed: Annotated[int, typer.Option(help="Seed for faults and latency.")] = _simulator_default(
+        "seed"
+    ),
     config_json: Annotated[
         str | None, typer.Option(hidden=True, help="A whole SimulatorConfig as JSON.")
     ] = None,
@@ -435,36 +458,13 @@ def simulate_api(
         config = SimulatorConfig.model_validate_json(config_json)
     else:
         try:
+            given = dict(locals())  # every option as typed, by its parameter name
+            fields = {name: given[name] for name in SimulatorConfig.model_fields if name in given}
             config = SimulatorConfig(
-                rpm=rpm,
-                itpm=itpm,
-                otpm=otpm,
-                burst_seconds=burst_seconds,
-                window=window,
+                **fields,
                 send_ratelimit_headers=not no_ratelimit_headers,
                 send_retry_after=not no_retry_after,
-                latency_ms=latency_ms,
-                latency_sigma=latency_sigma,
-                ms_per_output_token=ms_per_output_token,
-                p529=p529,
-                first_529s=first_529s,
-                p500=p500,
-                p_drop=p_drop,
-                p_slow=p_slow,
-                slow_seconds=slow_seconds,
                 storms=[StormWindow.parse(s) for s in storm or []],
-                spend_cap_after=spend_cap_after,
-                revoke_key_after=revoke_key_after,
-                api_key=api_key,
-                context_window=context_window,
-                cache_min_tokens=cache_min_tokens,
-                thinking_scale=thinking_scale,
-                p_refusal=p_refusal,
-                obey_injection=obey_injection,
-                batch_processing_seconds=batch_processing_seconds,
-                batch_p_errored=batch_p_errored,
-                batch_p_expired=batch_p_expired,
-                seed=seed,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc

@@ -105,3 +105,24 @@ def test_simulator_process_runs_a_whole_config_and_stops() -> None:
         import os
 
         os.kill(pid, 0)
+
+
+def test_every_setting_of_the_simulator_is_an_option_with_the_simulators_default() -> None:
+    import typer.main
+
+    from aibatch.app.cli import app
+
+    command = typer.main.get_command(app).commands["simulate-api"]  # type: ignore[attr-defined]
+    options = {param.name: param for param in command.params}
+    # Set in tests only, or not a setting a user would turn from the command line.
+    internal = {"max_body_bytes", "cache_ttl_seconds"}
+    # Spelled as the user thinks of them: a switch to turn a default off, a repeatable window.
+    spelled = {"send_ratelimit_headers": "no_ratelimit_headers",
+               "send_retry_after": "no_retry_after", "storms": "storm"}  # fmt: skip
+    for name, field in SimulatorConfig.model_fields.items():
+        if name in internal:
+            continue
+        option = options[spelled.get(name, name)]
+        if name in spelled:
+            continue
+        assert option.default == field.default, name
