@@ -24,8 +24,8 @@ from aibatch.engine.batches import (
     tickets_in,
 )
 from aibatch.engine.processor import RunStopped
-from flows.run_all import run_all
-from tasks.batches import collect_batch, poll_batch, recover_batch, submit_batch
+from aibatch.flows.run_all import run_all
+from aibatch.tasks.batches import collect_batch, poll_batch, recover_batch, submit_batch
 
 
 @dataclass

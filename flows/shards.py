@@ -28,7 +28,7 @@ from aibatch.jobs.spec import JobSpec
 from aibatch.output.store import ResultStore
 from aibatch.run.parameters import RunParameters
 from aibatch.sources.loader import Tickets, trial_rows
-from tasks.report import artifact_key, publish_summary
+from aibatch.tasks.report import artifact_key, publish_summary
 
 
 def write_shard_inputs(

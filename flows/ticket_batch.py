@@ -19,23 +19,23 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from aibatch.flows.batch_mode import BatchModeReport, run_batch_mode
+from aibatch.flows.run_all import run_all
+from aibatch.flows.shards import fan_out
 from aibatch.run.builder import open_run, prices_for, raise_for_chunk_outcomes
 from aibatch.run.parameters import RunParameters
 from aibatch.run.progress import progress_bar
-from flows.batch_mode import BatchModeReport, run_batch_mode
-from flows.run_all import run_all
-from flows.shards import fan_out
-from tasks.chunks import process_chunk
-from tasks.limits import prepare_limits
-from tasks.load import load_rows_task
-from tasks.report import (
+from aibatch.tasks.chunks import process_chunk
+from aibatch.tasks.limits import prepare_limits
+from aibatch.tasks.load import load_rows_task
+from aibatch.tasks.report import (
     artifact_key,
     publish_batches,
     publish_summary,
     start_progress,
     update_progress,
 )
-from tasks.secrets import require_api_key
+from aibatch.tasks.secrets import require_api_key
 
 
 def _run_name() -> str:

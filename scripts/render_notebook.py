@@ -41,11 +41,11 @@ def execute(output: Path, input_path: Path, figures: Path, executed: Path | None
 def rehearse(output: Path, input_path: Path) -> None:
     """Summarise and classify `input_path` into `output` on a faulty simulator."""
     from aibatch.app.local import EXIT_OK, run_locally
+    from aibatch.flows.ticket_batch import process_tickets
     from aibatch.run.parameters import RunParameters
     from aibatch.simulator import SimulatorConfig
     from aibatch.simulator.config import StormWindow
     from aibatch.simulator.process import SimulatorProcess
-    from flows.ticket_batch import process_tickets
 
     config = SimulatorConfig(
         rpm=9_000, burst_seconds=2, latency_ms=250, latency_sigma=0.4, p529=0.02, p500=0.01,

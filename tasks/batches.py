@@ -11,7 +11,7 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from aibatch.engine.backend import BatchStatus
 from aibatch.engine.batches import BatchGone, BatchRequest, BatchRunner, CollectReport, Submission
-from tasks.chunks import retry_unless_stopped
+from aibatch.tasks.chunks import retry_unless_stopped
 
 
 def retry_unless_stopped_or_gone(

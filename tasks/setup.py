@@ -15,7 +15,7 @@ from prefect.workers.process import ProcessWorker
 from pydantic import SecretStr
 
 from aibatch.engine import policy
-from tasks.limits import ensure_concurrency_limit, ensure_shared_rate_limit
+from aibatch.tasks.limits import ensure_concurrency_limit, ensure_shared_rate_limit
 
 
 @dataclass

@@ -248,7 +248,7 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if dry_run:
         raise typer.Exit(dry_run_locally(params))
-    from flows.ticket_batch import process_tickets  # Prefect loads in seconds: only to run
+    from aibatch.flows.ticket_batch import process_tickets  # Prefect loads in seconds: only to run
 
     raise typer.Exit(run_locally(params, process_tickets))
 
@@ -334,7 +334,7 @@ def setup(
         key = os.environ.get("ANTHROPIC_API_KEY") or typer.prompt(
             "Anthropic API key", hide_input=True
         )
-    from tasks.setup import setup_server
+    from aibatch.tasks.setup import setup_server
 
     try:
         report = asyncio.run(setup_server(work_pool, chunk_slots, shared_rpm, in_flight, key))

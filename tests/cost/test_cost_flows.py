@@ -13,10 +13,10 @@ import pytest
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine.batches import BatchLedger, Submission, custom_id_for
 from aibatch.engine.processor import RunStopped
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import assert_stopped_within_one_request, summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from aibatch.app.cli import app
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import load_job_file
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]

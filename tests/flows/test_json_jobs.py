@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from aibatch.app.cli import app
 from aibatch.engine.processor import RunStopped
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.output import crashpoints
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.simulator.process import SimulatorProcess
-from flows.ticket_batch import process_tickets
 from tests.helpers import (
     ROOT,
     assert_stopped_within_one_request,

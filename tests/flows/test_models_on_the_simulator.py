@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from aibatch.app.local import EXIT_FAILED, run_locally
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import DEFAULT_LABELS
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from aibatch.engine import policy
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]

@@ -13,10 +13,10 @@ import nbformat
 import pandas as pd
 import pytest
 
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import load_job_file
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets
 
 ARTIFACTS = ROOT / "ci-artifacts" / "notebook"

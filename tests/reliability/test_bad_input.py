@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from aibatch.app.local import EXIT_BAD_INPUT, run_locally
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, read_everywhere
 
 pytestmark = pytest.mark.reliability

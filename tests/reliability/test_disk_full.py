@@ -14,10 +14,10 @@ import pytest
 
 from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
 from aibatch.engine import policy
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.output import store
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability

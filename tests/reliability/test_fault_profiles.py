@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from aibatch.simulator.config import StormWindow
-from flows.ticket_batch import process_tickets
 from tests.helpers import (
     job_dataset,
     read_everywhere,

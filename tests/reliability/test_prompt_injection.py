@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
-from flows.ticket_batch import process_tickets
 from tests.helpers import job_dataset, write_tickets
 
 pytestmark = pytest.mark.reliability
