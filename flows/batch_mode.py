@@ -20,6 +20,7 @@ from aibatch.engine.batches import (
     BatchRunner,
     CollectReport,
     Submission,
+    next_round,
     texts_of,
     tickets_in,
 )
@@ -61,10 +62,49 @@ async def run_batch_mode(
     budget: Budget | None,
     show_progress: Callable[[], Awaitable[None]],
 ) -> BatchModeReport:
-    logger = get_run_logger()
     report = BatchModeReport()
-    everything = runner.ledger.load()
-    claimed = {s.batch_id for s in everything if s.batch_id is not None}
+    claimed = {s.batch_id for s in runner.ledger.load() if s.batch_id is not None}
+    resumed = await _resume(runner, claimed, budget)
+    report.batches_resumed = len(resumed)
+    covered = tickets_in(resumed)
+    try:
+        active = resumed + await _submit(
+            runner, [(i, t) for i, t in pending if i not in covered], 0, claimed, report
+        )
+        while active:
+            collected = await _wait_and_collect(runner, active, finished, show_progress)
+            again, unfinished = next_round(collected, resubmits)
+            report.unfinished += unfinished
+            active = []
+            for (round_, grown), ids in again.items():
+                get_run_logger().info(
+                    "Submitting %d errored, expired, cancelled or cut-short requests again",
+                    len(ids),
+                )
+                report.resubmitted += len(ids)
+                active += await _submit(
+                    runner, texts_of(ids, texts), round_, claimed, report, grown
+                )
+            if runner.left_out:
+                # Batches settle below their worst case: what they did not use may carry
+                # some of the tickets the budget kept out (the plan says if none fits).
+                left, runner.left_out = runner.left_out, []
+                active += await _submit(runner, left, 0, claimed, report)
+    except Exception:
+        raise  # the batches run on at the API: a re-run polls and collects them
+    except BaseException:
+        await _cancel_open(runner)
+        raise
+    report.budget_note = runner.budget_note
+    return report
+
+
+async def _resume(
+    runner: BatchRunner, claimed: set[str], budget: Budget | None
+) -> list[Submission]:
+    """The batches an earlier run of this job left at the API: recovered if it died while
+    submitting, polled and collected (not paid again), their worst case held in the budget."""
+    logger = get_run_logger()
     resumed: list[Submission] = []
     for submission in runner.ledger.open_for(runner.spec):
         if submission.state == "submitting":
@@ -74,64 +114,22 @@ async def run_batch_mode(
             resumed.append(submission)
             if budget is not None:
                 budget.hold(submission.reserved_usd)
-    report.batches_resumed = len(resumed)
     if resumed:
         logger.info(
             "Resuming %d batch(es) an earlier run submitted (%s): polling, not paying again",
             len(resumed), ", ".join(str(s.batch_id) for s in resumed),
         )  # fmt: skip
-    covered = tickets_in(resumed)
-    try:
-        active = resumed + await _submit(
-            runner, [(i, t) for i, t in pending if i not in covered], 0, claimed, report
-        )
-        while active:
-            collected = await _wait_and_collect(runner, active, finished, show_progress)
-            again: dict[tuple[int, int], list[str]] = {}  # (round, grown) -> ticket ids
-            for submission, outcome in collected:
-                report.unfinished += outcome.gone
-                key = (submission.round, submission.grown)
-                # Cancelled requests were never processed (nor billed): they keep their round.
-                again.setdefault(key, []).extend(outcome.canceled)
-                # Cut short: asked again with more room (policy bounds how often).
-                again.setdefault((submission.round, submission.grown + 1), []).extend(
-                    outcome.to_grow
-                )
-                if submission.round < resubmits:
-                    again.setdefault((submission.round + 1, submission.grown), []).extend(
-                        outcome.to_resubmit
-                    )
-                else:
-                    report.unfinished += len(outcome.to_resubmit)
-            active = []
-            for (round_, grown), ids in sorted(again.items()):
-                if ids:
-                    logger.info(
-                        "Submitting %d errored, expired, cancelled or cut-short requests again",
-                        len(ids),
-                    )
-                    report.resubmitted += len(ids)
-                    active += await _submit(
-                        runner, texts_of(ids, texts), round_, claimed, report, grown
-                    )
-            if runner.left_out:
-                # Batches settle below their worst case: what they did not use may carry
-                # some of the tickets the budget kept out (the plan says if none fits).
-                left, runner.left_out = runner.left_out, []
-                active += await _submit(runner, left, 0, claimed, report)
-    except Exception:
-        raise  # the batches run on at the API: a re-run polls and collects them
-    except BaseException:
-        # Cancelled or interrupted: batches still running would be paid for with nobody
-        # to collect them until a re-run; cancel them (a re-run collects what they
-        # answered before the cancel, and submits the rest again).
-        open_now = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitted"]
-        cancelled = await runner.cancel_open(open_now)
-        if cancelled:
-            logger.warning("Cancelled batch(es) %s", ", ".join(cancelled))
-        raise
-    report.budget_note = runner.budget_note
-    return report
+    return resumed
+
+
+async def _cancel_open(runner: BatchRunner) -> None:
+    """Cancelled or interrupted: batches still running would be paid for with nobody to
+    collect them until a re-run; cancel them (a re-run collects what they answered before
+    the cancel, and submits the rest again)."""
+    open_now = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitted"]
+    cancelled = await runner.cancel_open(open_now)
+    if cancelled:
+        get_run_logger().warning("Cancelled batch(es) %s", ", ".join(cancelled))
 
 
 async def _submit(

@@ -395,6 +395,28 @@ class BatchRunner:
         return cancelled
 
 
+def next_round(
+    collected: Iterable[tuple[Submission, CollectReport]], resubmits: int
+) -> tuple[dict[tuple[int, int], list[str]], int]:
+    """What to submit again after a round of collections, grouped by (round, grown), and how
+    many tickets are left unfinished (in a batch the API no longer has, or errored and
+    expired after `resubmits` resubmissions)."""
+    again: dict[tuple[int, int], list[str]] = {}
+    unfinished = 0
+    for submission, outcome in collected:
+        unfinished += outcome.gone
+        round_, grown = submission.round, submission.grown
+        # Cancelled requests were never processed (nor billed): they keep their round.
+        again.setdefault((round_, grown), []).extend(outcome.canceled)
+        # Cut short: asked again with more room (policy bounds how often).
+        again.setdefault((round_, grown + 1), []).extend(outcome.to_grow)
+        if round_ < resubmits:
+            again.setdefault((round_ + 1, grown), []).extend(outcome.to_resubmit)
+        else:
+            unfinished += len(outcome.to_resubmit)
+    return {key: ids for key, ids in sorted(again.items()) if ids}, unfinished
+
+
 def tickets_in(submissions: Iterable[Submission]) -> set[str]:
     return {t for s in submissions for t in s.custom_ids.values()}
 
