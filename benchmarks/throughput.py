@@ -47,7 +47,6 @@ import flow_scenarios
 import pandas as pd
 
 from aibatch.engine.backend import AnthropicBackend
-from aibatch.engine.pacer import Pacer
 from aibatch.engine.processor import ChunkIncomplete, Committer, RunStats, TicketProcessor
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.store import ResultStore
@@ -216,9 +215,9 @@ async def aibatch_engine(
             committer = Committer.open(store, "bench", carried)
             backend = AnthropicBackend(api_key="bench", base_url=base_url)
             stats = RunStats(total=len(tickets))
-            processor = TicketProcessor(
-                backend, SPEC, committer, "bench", max_concurrency=concurrency,
-                max_attempts=50, stats=stats, pacer=Pacer(),
+            processor = TicketProcessor.with_defaults(
+                backend, SPEC, committer, "bench", stats=stats, max_concurrency=concurrency,
+                max_attempts=50,
             )  # fmt: skip
             chunk = 200
             limits: list[tuple[float, int]] = []  # (time, concurrency limit) every 50 ms

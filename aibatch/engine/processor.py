@@ -21,15 +21,12 @@ import anthropic
 import pandas as pd
 import pyarrow as pa
 
-from aibatch.cost.budget import Budget, BudgetExhausted, WorstCase
+from aibatch.cost.budget import BudgetExhausted, WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
 from aibatch.engine.admission import Admission
 from aibatch.engine.backend import MessagesBackend
-from aibatch.engine.pacer import (
-    Pacer,
-    RequestAllowance,
-)
+from aibatch.engine.pacer import Pacer
 from aibatch.engine.policy import Action, Cause
 from aibatch.engine.recorder import Recorder
 from aibatch.jobs.outputs import InvalidModelOutput
@@ -361,46 +358,59 @@ class TicketAttempts:
 
 
 class TicketProcessor:
-    """Sends tickets; shared by every chunk of a run (one client, one pacer, one in-flight cap).
+    """Sends tickets; shared by every chunk of a run (one client, one admission, one recorder).
 
-    Per request: wait at the shared 429 gate, take an in-flight slot (its size fixed or
-    `auto`), take a request from the budget shared with other processes (if any), wait for
-    the pacer's buckets, send. Waiting after an error never holds a slot.
+    Per request: the `Admission` lets it go (wait at the shared 429 gate, take an in-flight
+    slot, hold the budget, take a request from the allowance shared with other processes,
+    wait for the pacer's buckets), then send; the `Recorder` bills and journals what comes
+    back. Waiting after an error never holds a slot.
     """
 
     def __init__(
         self,
         backend: MessagesBackend,
         spec: JobSpec,
-        committer: Committer,
-        run_id: str,
-        max_concurrency: int | None = policy.DEFAULT_MAX_CONCURRENCY,
+        admission: Admission,
+        recorder: Recorder,
+        *,
         max_attempts: int = policy.MAX_ATTEMPTS,
-        stats: RunStats | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
-        pacer: Pacer | None = None,
-        shared: RequestAllowance | None = None,
-        prices: PriceBook | None = None,
-        budget: Budget | None = None,
     ) -> None:
         self.backend = backend
         self.spec = spec
-        self.committer = committer
-        self.run_id = run_id
+        self.admission = admission
+        self.recorder = recorder
+        self.committer = recorder.committer
+        self.stats = recorder.stats
         self.max_attempts = max_attempts
-        self.stats = stats or RunStats()
         self.rng = rng or random.Random()
-        self.sleep = sleep
-        self.prices = prices or PriceBook.load()
-        self.admission = Admission(
-            pacer or Pacer(), max_concurrency, WorstCase(self.prices, spec.model), shared,
-            budget, sleep,
-        )  # fmt: skip
-        self.recorder = Recorder(spec, run_id, committer, self.stats, self.prices, "realtime")
+        self.sleep = sleep  # the wait between attempts (the admission has its own)
         self.finished: set[str] = set()
         self.stop_reason: str | None = None
         self.last_error = ""
+
+    @classmethod
+    def with_defaults(
+        cls,
+        backend: MessagesBackend,
+        spec: JobSpec,
+        committer: Committer,
+        run_id: str,
+        *,
+        stats: RunStats | None = None,
+        max_concurrency: int | None = policy.DEFAULT_MAX_CONCURRENCY,
+        max_attempts: int = policy.MAX_ATTEMPTS,
+        pacer: Pacer | None = None,
+    ) -> TicketProcessor:
+        """The engine on its own, as the tests and the benchmark run it: list prices, no
+        budget, no allowance shared with other processes, and (unless given one) a pacer
+        that learns its limits."""
+        prices = PriceBook.load()
+        worst_case = WorstCase(prices, spec.model)
+        admission = Admission(pacer or Pacer(), max_concurrency, worst_case)
+        recorder = Recorder(spec, run_id, committer, stats or RunStats(), prices, "realtime")
+        return cls(backend, spec, admission, recorder, max_attempts=max_attempts)
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.jobs.spec import JobSpec
 
-if TYPE_CHECKING:  # the processor builds a Recorder: only the types come from there
+if TYPE_CHECKING:  # the processor imports this module: only the types come from there
     from aibatch.engine.processor import Committer, RunStats
 
 Mode = Literal["realtime", "batch"]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from aibatch.cost.budget import Budget, WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
+from aibatch.engine.admission import Admission
 from aibatch.engine.backend import AnthropicBackend
 from aibatch.engine.batches import BatchLedger, BatchRunner
 from aibatch.engine.pacer import MAX_CONCURRENCY, Pacer, RequestAllowance
@@ -29,6 +30,7 @@ from aibatch.engine.processor import (
     TicketProcessor,
     new_run_id,
 )
+from aibatch.engine.recorder import Recorder
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.store import ResultStore
 from aibatch.run.parameters import RunParameters
@@ -79,13 +81,14 @@ class Run:
         return [self.pairs[i : i + size] for i in range(0, len(self.pairs), size)]
 
     def processor(self, shared: RequestAllowance | None) -> TicketProcessor:
-        params = self.params
+        params, spec = self.params, self.spec
+        pacer = Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm)
+        worst_case = WorstCase(self.prices, spec.model)
+        admission = Admission(pacer, params.fixed_concurrency, worst_case, shared, self.budget)
+        recorder = Recorder(spec, self.run_id, self.committer, self.stats, self.prices, "realtime")
         return TicketProcessor(
-            self.backend, self.spec, self.committer, self.run_id,
-            max_concurrency=params.fixed_concurrency, max_attempts=params.max_attempts,
-            stats=self.stats, pacer=Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm),
-            shared=shared, prices=self.prices, budget=self.budget,
-        )  # fmt: skip
+            self.backend, spec, admission, recorder, max_attempts=params.max_attempts
+        )
 
     def batch_runner(self) -> BatchRunner:
         params = self.params

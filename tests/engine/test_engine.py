@@ -51,7 +51,7 @@ class Harness:
         self.committer = Committer.open(self.store, self.run_id, carried)
         self.backend = AnthropicBackend(api_key="test-key", base_url=server.base_url)
         self.stats = RunStats()
-        self.processor = TicketProcessor(
+        self.processor = TicketProcessor.with_defaults(
             self.backend, SUMMARY, self.committer, self.run_id, stats=self.stats,
             **processor_options,  # type: ignore[arg-type]
         )  # fmt: skip
@@ -209,7 +209,7 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
     with store.locked():
         committer = Committer.open(store, "crashed", carried)
         backend = AnthropicBackend(api_key="k", base_url=server.base_url)
-        processor = TicketProcessor(backend, SUMMARY, committer, "crashed")
+        processor = TicketProcessor.with_defaults(backend, SUMMARY, committer, "crashed")
 
         async def answer_without_commit() -> None:
             await asyncio.gather(*(processor._process(i, t) for i, t in tickets(5)))
@@ -295,7 +295,7 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
     with shard.locked():
         committer = Committer.open(shard, "shard-run", carried)
         backend = AnthropicBackend(api_key="k", base_url=server.base_url)
-        processor = TicketProcessor(backend, SUMMARY, committer, "shard-run")
+        processor = TicketProcessor.with_defaults(backend, SUMMARY, committer, "shard-run")
 
         async def answer_without_commit() -> None:
             await asyncio.gather(*(processor._process(i, t) for i, t in tickets(3)))
