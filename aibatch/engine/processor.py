@@ -369,7 +369,6 @@ class TicketProcessor:
     def __init__(
         self,
         backend: MessagesBackend,
-        spec: JobSpec,
         admission: Admission,
         recorder: Recorder,
         *,
@@ -378,7 +377,7 @@ class TicketProcessor:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.backend = backend
-        self.spec = spec
+        self.spec = recorder.spec  # one job for the requests and their records
         self.admission = admission
         self.recorder = recorder
         self.committer = recorder.committer
@@ -410,7 +409,7 @@ class TicketProcessor:
         worst_case = WorstCase(prices, spec.model)
         admission = Admission(pacer or Pacer(), max_concurrency, worst_case)
         recorder = Recorder(spec, run_id, committer, stats or RunStats(), prices, "realtime")
-        return cls(backend, spec, admission, recorder, max_attempts=max_attempts)
+        return cls(backend, admission, recorder, max_attempts=max_attempts)
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:

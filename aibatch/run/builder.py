@@ -86,9 +86,7 @@ class Run:
         worst_case = WorstCase(self.prices, spec.model)
         admission = Admission(pacer, params.fixed_concurrency, worst_case, shared, self.budget)
         recorder = Recorder(spec, self.run_id, self.committer, self.stats, self.prices, "realtime")
-        return TicketProcessor(
-            self.backend, spec, admission, recorder, max_attempts=params.max_attempts
-        )
+        return TicketProcessor(self.backend, admission, recorder, max_attempts=params.max_attempts)
 
     def batch_runner(self) -> BatchRunner:
         params = self.params
