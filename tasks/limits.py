@@ -65,6 +65,36 @@ async def ensure_chunk_limit(slots: int | None) -> int:
     return limit.limit
 
 
+async def release_orphaned_chunk_slots() -> int:
+    """Free the chunk slots that no live task run holds; return how many were freed.
+
+    A chunk task run holds its slot under a lease it renews. Killed with kill -9, it stops
+    renewing, but only the server's repossessor service gives the slot back, and Prefect's
+    local server (every `aibatch run` without PREFECT_API_URL, and the test harness) does
+    not run that service; a restarted server also forgets its leases. Such slots stay
+    taken in the database for good, and the next run would wait for them forever.
+
+    A slot without a live lease can never be released, so the count of live holders is
+    the true count. Prefect has no call for "slots without a lease", so this compares the
+    two. A chunk that takes a slot between the two reads is not counted as a holder; its
+    slot is freed early, so one chunk too many may run until a later run sets it right.
+    """
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+            holders = await client.read_concurrency_limit_by_tag(policy.CHUNK_LIMIT_TAG)
+        except ObjectNotFound:
+            return 0
+        orphaned = limit.active_slots - len(holders.active_slots)
+        if orphaned <= 0:
+            return 0
+        await client.update_global_concurrency_limit(
+            policy.CHUNK_LIMIT_NAME,
+            GlobalConcurrencyLimitUpdate(active_slots=len(holders.active_slots)),
+        )
+    return orphaned
+
+
 def rate_limit_shape(requests_per_min: int) -> tuple[int, float]:
     """(slots, decay per second) of a Prefect rate limit granting `requests_per_min`."""
     decay = requests_per_min / 60 * policy.SLOTS_PER_REQUEST
@@ -144,6 +174,11 @@ class RunLimits:
 async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
     """Set or read the chunk-slot, shared-rate and in-flight limits for this run."""
     chunk_slots = await ensure_chunk_limit(params.chunk_slots)
+    if orphaned := await release_orphaned_chunk_slots():
+        logger.warning(
+            "Freed %d slot(s) of %r that no live chunk held (left by a run that was killed,"
+            " or by a server restart)", orphaned, policy.CHUNK_LIMIT_NAME,
+        )  # fmt: skip
     shared_limit: GlobalConcurrencyLimitResponse | None
     if params.shared_rpm is not None:
         shared_limit = await ensure_shared_rate_limit(params.shared_rpm)

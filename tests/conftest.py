@@ -3,6 +3,7 @@ Prefect server for the flow tests, and the `--long` switch of the reliability su
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -82,6 +83,23 @@ def prefect_api() -> Iterator[str]:
         url = PREFECT_API_URL.value()
         assert url, "the Prefect test harness did not set an API URL"
         yield url
+
+
+@pytest.fixture
+def release_leaked_slots(prefect_api: str) -> Iterator[None]:
+    """Runs killed with kill -9 keep their chunk slots under leases that nothing revokes on
+    the harness's server (it runs no repossessor), so later tests on it would wait for them:
+    drop the limit after the test (the next run creates it again)."""
+    yield
+    from prefect.client.orchestration import get_client
+
+    from aibatch.engine import policy
+
+    async def drop() -> None:
+        async with get_client() as client:
+            await client.delete_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+
+    asyncio.run(drop())
 
 
 @pytest.fixture

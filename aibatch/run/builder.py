@@ -44,6 +44,8 @@ class Logger(Protocol):
 
     def info(self, msg: str, *args: Any) -> None: ...
 
+    def warning(self, msg: str, *args: Any) -> None: ...
+
 
 def prices_for(params: RunParameters, spec: JobSpec) -> PriceBook:
     """The price table; with a budget, the model must have a price (else fail now)."""

@@ -89,6 +89,7 @@ def test_a_json_job_under_a_budget_stops_within_one_request_and_resumes(
 
 
 @pytest.mark.reliability
+@pytest.mark.usefixtures("release_leaked_slots")
 def test_kill_9_on_a_json_job_then_resume_loses_nothing(prefect_api: str, tmp_path: Path) -> None:
     truth = write_invoices(tmp_path / "invoices.jsonl", 400)
     output = tmp_path / "out"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,47 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
     again = asyncio.run(process_tickets(params))
     assert again["already_done"] == 120 and again["tickets"] == 0
     assert server.stats()["requests_total"] == before
+
+
+def test_chunk_slots_no_live_run_holds_are_freed_so_the_next_run_does_not_wait_forever(
+    prefect_api: str, start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    """A run killed with kill -9 on Prefect's local server (or any server restarted since)
+    leaves its chunk slots taken in the database with no lease that could ever give them
+    back: every slot of the limit, here. The next run must free them and complete."""
+    from prefect.client.orchestration import get_client
+
+    async def leak_every_slot() -> None:
+        async with get_client() as client:
+            await client.upsert_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME, 2)
+            # Taken without a lease, as the database holds them once the leases are lost.
+            await client.increment_concurrency_slots(
+                [policy.CHUNK_LIMIT_NAME], slots=2, mode="concurrency"
+            )
+
+    async def active_slots() -> int:
+        async with get_client() as client:
+            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+            return limit.active_slots
+
+    asyncio.run(leak_every_slot())
+    assert asyncio.run(active_slots()) == 2
+    server = start_simulator()
+    texts = write_tickets(tmp_path / "tickets.csv", 120)
+    env = {**os.environ, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": server.base_url,
+           "PREFECT_API_URL": prefect_api}  # fmt: skip
+    # In a child process: a run waiting for slots ignores cancellation, so only a kill on
+    # timeout turns "waits forever" into a failure.
+    result = subprocess.run(
+        [sys.executable, "-m", "aibatch", "run", str(tmp_path / "tickets.csv"), "--job",
+         "classify", "--output", str(tmp_path / "out"), "--chunk-size", "50",
+         "--chunk-slots", "2", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Freed 2 slot(s) of 'tag:aibatch-chunks' that no live chunk held" in result.stderr
+    assert set(pd.read_parquet(job_dataset(tmp_path / "out"))["id"]) == set(texts)
+    assert asyncio.run(active_slots()) == 0  # and the run gave back what it took
 
 
 @pytest.fixture

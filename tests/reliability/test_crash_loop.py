@@ -7,14 +7,12 @@ CI runs 10 kills; `--long` runs 50 (README, "Reliability suite").
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -87,22 +85,6 @@ def check_invariants(output: Path, ticket_ids: set[str], long_ids: set[str]) -> 
     return len(ids) + len(failures)
 
 
-@pytest.fixture
-def release_leaked_slots(prefect_api: str) -> Iterator[None]:
-    """Killed runs keep their chunk slots until the leases expire; later tests on this
-    server must not wait for that, so the limit is dropped (the next run recreates it)."""
-    yield
-    from prefect.client.orchestration import get_client
-
-    from aibatch.engine import policy
-
-    async def drop() -> None:
-        async with get_client() as client:
-            await client.delete_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
-
-    asyncio.run(drop())
-
-
 @pytest.mark.timeout(3600)
 @pytest.mark.usefixtures("release_leaked_slots")
 def test_kill_9_again_and_again_loses_nothing_and_pays_little_twice(
@@ -127,8 +109,8 @@ def test_kill_9_again_and_again_loses_nothing_and_pays_little_twice(
             sys.executable, "-m", "aibatch", "run", str(tmp_path / "tickets.csv"),
             "--output", str(output), "--chunk-size", "100",
             "--max-concurrency", str(MAX_CONCURRENCY), "--no-progress",
-            # A killed run keeps its chunk slots until their Prefect leases expire (60 s);
-            # enough slots that the next run need not wait for that.
+            # A killed run's chunk slots stay held until their leases expire (60 s), and
+            # only then can the next run free them: enough slots that it need not wait.
             "--chunk-slots", "100",
         ]  # fmt: skip
         rows_checked = 0
