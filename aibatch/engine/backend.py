@@ -101,8 +101,9 @@ class AnthropicBackend:
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key:
             raise MissingAPIKey("no API key: set ANTHROPIC_API_KEY")
-        # A bare httpx2 client would cap us at 100 connections / 20 keep-alive; size the
-        # pool for the concurrency we run at.
+        # The SDK's aiohttp transport: httpx2's own pool scans every connection per request,
+        # which made the client CPU-bound above ~100 in flight (benchmarks/, P2). Sized for
+        # the concurrency we run at (a bare client caps at 100 connections).
         limits = httpx2.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
@@ -111,7 +112,7 @@ class AnthropicBackend:
             base_url=base_url,  # None: the SDK reads ANTHROPIC_BASE_URL, else the real API
             max_retries=0,
             timeout=timeout_s,
-            http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s),
+            http_client=anthropic.DefaultAioHttpClient(limits=limits, timeout=timeout_s),
         )
 
     async def create(self, params: dict[str, Any]) -> Reply:
