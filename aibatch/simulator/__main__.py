@@ -16,9 +16,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m aibatch.simulator")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--config-json", default="{}", help="a whole SimulatorConfig as JSON")
+    parser.add_argument(
+        "--until-stdin-closes", action="store_true", help="exit when the parent's pipe closes"
+    )
     args = parser.parse_args()
     config = SimulatorConfig.model_validate_json(args.config_json)
-    serve_forever(config, args.port, lambda url: print(f"listening on {url}", flush=True))
+    serve_forever(
+        config, args.port, lambda url: print(f"listening on {url}", flush=True),
+        until_stdin_closes=args.until_stdin_closes,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

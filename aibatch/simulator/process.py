@@ -44,9 +44,12 @@ class SimulatorProcess(StartedInWith):
             "0",
             "--config-json",
             self.config.model_dump_json(),
+            "--until-stdin-closes",
         ]
+        # The child exits when its stdin closes: when this process ends, however it ends,
+        # so a kill -9 of `aibatch run` leaves no simulator behind. Nothing is ever written.
         self._process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=None, text=True, stdin=subprocess.DEVNULL
+            command, stdout=subprocess.PIPE, stderr=None, text=True, stdin=subprocess.PIPE
         )
         assert self._process.stdout is not None
         # The child prints its address once it listens; until then nothing else is written.
@@ -90,5 +93,6 @@ class SimulatorProcess(StartedInWith):
         if process is None:
             return
         stop_child(process, grace_s=10)
-        if process.stdout is not None:
-            process.stdout.close()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()

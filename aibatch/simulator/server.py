@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -223,16 +224,24 @@ def run_event_loop(main: Any) -> None:
 
 
 def serve_forever(
-    config: SimulatorConfig, port: int, announce: Callable[[str], None] = print
+    config: SimulatorConfig,
+    port: int,
+    announce: Callable[[str], None] = print,
+    until_stdin_closes: bool = False,
 ) -> None:
-    """Run the simulator in this process until interrupted."""
+    """Run the simulator in this process until interrupted, or, with `until_stdin_closes`,
+    until standard input reaches its end: the parent that holds the pipe's other end has
+    exited, even by kill -9, which lets no parent stop its children."""
 
     async def main() -> None:
         sock = bind_loopback(port)
         server = await _start(SimulatorApp(config), sock)
         announce(f"http://{LOOPBACK}:{sock.getsockname()[1]}")
         async with server:
-            await server.serve_forever()
+            if until_stdin_closes:
+                await asyncio.to_thread(sys.stdin.buffer.read)  # returns at end of input
+            else:
+                await server.serve_forever()
 
     with contextlib.suppress(KeyboardInterrupt):
         run_event_loop(main())

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -126,3 +127,43 @@ def test_every_setting_of_the_simulator_is_an_option_with_the_simulators_default
         if name in spelled:
             continue
         assert option.default == field.default, name
+
+
+def test_the_simulator_of_a_process_killed_with_kill_9_exits_too() -> None:
+    """`aibatch run` without a key starts a simulator; a kill -9 of the run must not leave
+    it listening."""
+    import os
+    import signal
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_OF_A_SIMULATOR], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    simulator_pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(simulator_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = _alive(simulator_pid)
+    if alive:  # don't leave it behind whatever the verdict
+        os.kill(simulator_pid, signal.SIGKILL)
+    assert not alive
+
+
+PARENT_OF_A_SIMULATOR = """
+import time
+from aibatch.simulator.process import SimulatorProcess
+sim = SimulatorProcess().start()
+print(sim.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie awaiting its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
