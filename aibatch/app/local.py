@@ -20,6 +20,7 @@ from typing import Any
 
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
+from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
 from aibatch.run.parameters import RunParameters
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
@@ -162,6 +163,7 @@ def run_locally(
     # process exits with a message and a status instead of dying silently.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
+    in_loop = SIGTERM_IN_EVENT_LOOP.set(True)  # asyncio.run's task starts from this context
     try:
         with api_backend(simulator):
             try:
@@ -186,6 +188,7 @@ def run_locally(
         )
         return 128 + number  # as a shell reports death by that signal
     finally:
+        SIGTERM_IN_EVENT_LOOP.reset(in_loop)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     held_back = summary.get("held_back") or 0
