@@ -373,6 +373,20 @@ def simulate_api(
         bool, typer.Option(help="Do not send anthropic-ratelimit-* headers (as some proxies).")
     ] = False,
     no_retry_after: Annotated[bool, typer.Option(help="Send 429s without retry-after.")] = False,
+    ratelimit_header_set: Annotated[
+        Literal["full", "tokens"],
+        typer.Option(
+            help="Rate-limit headers sent: 'full', or only the combined 'tokens' ones (a gateway)."
+        ),
+    ] = _simulator_default("ratelimit_header_set"),
+    other_client_rpm: Annotated[
+        int | None,
+        typer.Option(help="Requests per minute another client of the same key takes."),
+    ] = _simulator_default("other_client_rpm"),
+    other_client_itpm: Annotated[
+        int | None,
+        typer.Option(help="Input tokens per minute another client of the same key takes."),
+    ] = _simulator_default("other_client_itpm"),
     latency_ms: Annotated[
         float, typer.Option(help="Median latency of a message, ms.")
     ] = _simulator_default("latency_ms"),
@@ -391,6 +405,13 @@ def simulate_api(
     p500: Annotated[float, typer.Option(help="Probability of 500 api_error.")] = _simulator_default(
         "p500"
     ),
+    p503: Annotated[
+        float, typer.Option(help="Probability of 503 Service Unavailable.")
+    ] = _simulator_default("p503"),
+    overload_retry_after_s: Annotated[
+        float | None,
+        typer.Option(help="Send retry-after and retry-after-ms (this many seconds) on 529/503."),
+    ] = _simulator_default("overload_retry_after_s"),
     p_drop: Annotated[
         float, typer.Option(help="Probability of closing the connection unanswered.")
     ] = _simulator_default("p_drop"),
@@ -404,6 +425,19 @@ def simulate_api(
         list[str] | None,
         typer.Option(help="START:DURATION seconds after start in which every message is a 429."),
     ] = None,
+    outage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="START:DURATION seconds after start in which every message is an overload."
+        ),
+    ] = None,
+    outage_status: Annotated[
+        int, typer.Option(help="Status of the answers during an outage: 529 or 503.")
+    ] = _simulator_default("outage_status"),
+    send_should_retry: Annotated[
+        bool,
+        typer.Option(help="x-should-retry on every error (true: 408/409/429/5xx, false: 4xx)."),
+    ] = _simulator_default("send_should_retry"),
     spend_cap_after: Annotated[
         int | None, typer.Option(help="Answer the spend-cap 429 after this many successes.")
     ] = _simulator_default("spend_cap_after"),
@@ -452,6 +486,7 @@ def simulate_api(
     ] = None,
 ) -> None:
     """Start the Messages API simulator on 127.0.0.1 (the default backend with no API key)."""
+    from aibatch.simulator.config import OutageWindow
     from aibatch.simulator.server import serve_forever
 
     if config_json is not None:
@@ -465,6 +500,7 @@ def simulate_api(
                 send_ratelimit_headers=not no_ratelimit_headers,
                 send_retry_after=not no_retry_after,
                 storms=[StormWindow.parse(s) for s in storm or []],
+                outages=[OutageWindow.parse(s) for s in outage or []],
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc

@@ -77,6 +77,8 @@ NO_PREFILL_WITH_THINKING = (
     "must end with a user message."
 )
 
+TOKENS_HEADERS = "anthropic-ratelimit-tokens-"
+
 Outcome = Literal["ok", "error", "drop", "slow"]
 
 
@@ -158,8 +160,19 @@ class Counters:
     repeated_prompts: int = 0
     ok_per_second: dict[int, int] = field(default_factory=dict)
     rate_limited_per_second: dict[int, int] = field(default_factory=dict)
+    outage_answers: int = 0
+    # Wall-clock times, so a benchmark can measure a client's rate from the server's side.
+    first_message_at: float | None = None
+    last_answer_at: float | None = None
+
+    def message_arrived(self) -> None:
+        self.requests_total += 1
+        if self.first_message_at is None:
+            self.first_message_at = time.time()
 
     def count_status(self, status: int) -> None:
+        """One message answered with `status`."""
+        self.last_answer_at = time.time()
         key = str(status)
         self.by_status[key] = self.by_status.get(key, 0) + 1
         second = int(time.monotonic() - self.started)
@@ -203,6 +216,9 @@ class Counters:
             "rate_limited_per_second": {
                 str(k): v for k, v in sorted(self.rate_limited_per_second.items())
             },
+            "outage_answers": self.outage_answers,
+            "first_message_at": self.first_message_at,
+            "last_answer_at": self.last_answer_at,
         }
 
 
@@ -238,7 +254,9 @@ class SimulatedAPI:
 
     def _new_limiter(self) -> RateLimiter:
         c = self.config
-        return RateLimiter(c.rpm, c.itpm, c.otpm, c.burst_seconds, window=c.window)
+        limiter = RateLimiter(c.rpm, c.itpm, c.otpm, c.burst_seconds, window=c.window)
+        limiter.set_other_client(c.other_client_rpm, c.other_client_itpm)
+        return limiter
 
     def reconfigure(self, changes: dict[str, Any]) -> None:
         """Apply changes while running. A limit that changes keeps what its bucket holds
@@ -251,12 +269,34 @@ class SimulatedAPI:
             and not self.limiter.set_limits(c.rpm, c.itpm, c.otpm)
         ):
             self.limiter = self._new_limiter()
+        self.limiter.set_other_client(c.other_client_rpm, c.other_client_itpm)
 
     def _retry_after(self, seconds: float) -> dict[str, str]:
         """The API's `retry-after`: whole seconds, rounded up, at least 1 (or none)."""
         if not self.config.send_retry_after:
             return {}
         return {"retry-after": str(max(1, math.ceil(seconds)))}
+
+    def overloaded(self, status: int) -> APIErrorReply:
+        """A 529 overloaded_error or a 503, with `retry-after` and the SDK's more precise
+        `retry-after-ms` when `overload_retry_after_s` is set."""
+        seconds = self.config.overload_retry_after_s
+        headers: dict[str, str] = {}
+        if seconds is not None:
+            headers = {
+                "retry-after": str(max(1, math.ceil(seconds))),
+                "retry-after-ms": str(math.ceil(seconds * 1000)),
+            }
+        if status == 503:
+            return APIErrorReply(503, "api_error", "Service Unavailable", headers=headers)
+        return APIErrorReply(529, "overloaded_error", "Overloaded", headers=headers)
+
+    def should_retry(self, status: int) -> str | None:
+        """The `x-should-retry` the SDK obeys over its own rules: on every error with
+        `send_should_retry`, else only on 500 and 529 as the simulator always did."""
+        if not self.config.send_should_retry:
+            return "true" if status in (500, 529) else None
+        return "true" if status in (408, 409, 429) or status >= 500 else "false"
 
     def reset_counters(self) -> None:
         self.counters = Counters()
@@ -281,9 +321,13 @@ class SimulatedAPI:
         raise APIErrorReply(401, "authentication_error", message)
 
     def ratelimit_headers(self) -> dict[str, str]:
-        if not self.config.send_ratelimit_headers:
+        c = self.config
+        if not c.send_ratelimit_headers:
             return {}
-        return self.limiter.headers()
+        headers = self.limiter.headers()
+        if c.ratelimit_header_set == "tokens":  # a gateway passes only the combined view
+            return {k: v for k, v in headers.items() if k.startswith(TOKENS_HEADERS)}
+        return headers
 
     # -- validation ----------------------------------------------------------------------
 
@@ -749,6 +793,13 @@ class SimulatedAPI:
 
     # -- the realtime path -------------------------------------------------------------------
 
+    def check_outage(self) -> None:
+        """In an outage window every message is an overload, before its body is even read."""
+        c = self.config
+        if c.outages and c.outage_active(time.monotonic() - self.counters.started):
+            self.counters.outage_answers += 1
+            raise self.overloaded(c.outage_status)
+
     def decide(self, body: dict[str, Any]) -> tuple[Outcome, Answer | None, float]:
         """Decide one validated message request: its outcome, answer and latency in seconds.
 
@@ -756,41 +807,9 @@ class SimulatedAPI:
         raised as an error reply carrying `retry-after`.
         """
         c = self.config
-        if c.spend_cap_after is not None and self.counters.by_status.get("200", 0) >= (
-            c.spend_cap_after
-        ):
-            raise APIErrorReply(
-                429,
-                "rate_limit_error",
-                "You have reached your specified workspace API usage limits.",
-                details={"error_code": "enforced_spend_limit_reached"},
-            )
-        if c.revoke_key_after is not None and self.counters.by_status.get("200", 0) >= (
-            c.revoke_key_after
-        ):
-            raise APIErrorReply(401, "authentication_error", "invalid x-api-key")
-        elapsed = time.monotonic() - self.counters.started
-        if c.storm_active(elapsed):
-            remaining = min(
-                w.start_s + w.duration_s - elapsed
-                for w in c.storms
-                if w.start_s <= elapsed < w.start_s + w.duration_s
-            )
-            raise APIErrorReply(
-                429,
-                "rate_limit_error",
-                "Number of requests has exceeded your rate limit (storm).",
-                headers=self._retry_after(min(remaining, 5.0)),
-            )
-        if self.counters.requests_total <= c.first_529s:  # a burst of overload at the start
-            raise APIErrorReply(529, "overloaded_error", "Overloaded")
-        draw = self.rng.random()
-        if draw < c.p529:
-            raise APIErrorReply(529, "overloaded_error", "Overloaded")
-        draw -= c.p529
-        if draw < c.p500:
-            raise APIErrorReply(500, "api_error", "Internal server error")
-        draw -= c.p500
+        self._refuse_for_the_account()
+        self._refuse_in_a_storm()
+        draw = self._draw_fault()
         if draw < c.p_drop:
             return "drop", None, self._latency(0)
         cost = self.measure(body)
@@ -810,6 +829,47 @@ class SimulatedAPI:
         if draw < c.p_slow:
             return "slow", answer, latency + c.slow_seconds
         return "ok", answer, latency
+
+    def _refuse_for_the_account(self) -> None:
+        """The spend cap and a revoked key, counted in successful messages."""
+        c = self.config
+        ok = self.counters.by_status.get("200", 0)
+        if c.spend_cap_after is not None and ok >= c.spend_cap_after:
+            raise APIErrorReply(
+                429,
+                "rate_limit_error",
+                "You have reached your specified workspace API usage limits.",
+                details={"error_code": "enforced_spend_limit_reached"},
+            )
+        if c.revoke_key_after is not None and ok >= c.revoke_key_after:
+            raise APIErrorReply(401, "authentication_error", "invalid x-api-key")
+
+    def _refuse_in_a_storm(self) -> None:
+        left = self.config.storm_left(time.monotonic() - self.counters.started)
+        if left is not None:
+            raise APIErrorReply(
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit (storm).",
+                headers=self._retry_after(min(left, 5.0)),
+            )
+
+    def _draw_fault(self) -> float:
+        """Raise an injected 529, 500 or 503; else return what is left of the draw for the
+        later faults (drop, slow). The order keeps a seed's sequence as it was before 503s."""
+        c = self.config
+        if self.counters.requests_total <= c.first_529s:  # a burst of overload at the start
+            raise self.overloaded(529)
+        draw = self.rng.random()
+        if draw < c.p529:
+            raise self.overloaded(529)
+        draw -= c.p529
+        if draw < c.p500:
+            raise APIErrorReply(500, "api_error", "Internal server error")
+        draw -= c.p500
+        if draw < c.p503:
+            raise self.overloaded(503)
+        return draw - c.p503
 
     def _latency(self, output_tokens: int) -> float:
         c = self.config

@@ -10,6 +10,11 @@ the limit against a window must send smoothly, not in bursts.
 Requests and input tokens are taken when a request is admitted; output tokens are
 taken when the answer is produced and may push the bucket into debt, which blocks new
 requests until it refills (the API counts output as it is generated, not `max_tokens`).
+
+The limits belong to the key, not to a connection: every client of one simulator shares
+them, and `set_other_client` adds a colleague on the same key who steadily takes requests
+and input tokens, as far as the limits let it (it is rate limited too, and does not queue
+what it could not send). It is worked out lazily, whenever a limit is consulted.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Bucket:
     clock: Clock = time.monotonic
     level: float = field(init=False)
     updated: float = field(init=False)
+    other_per_minute: float = 0.0  # another client of the key, taking from this bucket
 
     def __post_init__(self) -> None:
         self.level = self.capacity
@@ -50,12 +56,36 @@ class Bucket:
 
     def refill(self) -> float:
         now = self.clock()
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate_per_second)
+        elapsed = now - self.updated
         self.updated = now
+        if self.other_per_minute:
+            self.level = self._refill_shared(self.level, elapsed)
+        else:
+            self.level = min(self.capacity, self.level + elapsed * self.rate_per_second)
         return self.level
 
+    def _refill_shared(self, level: float, elapsed: float) -> float:
+        """The level `elapsed` seconds on while another client takes its share whenever
+        there is some: a debt is repaid at the full rate first, then the bucket moves at
+        the rate minus the other's, between empty and full."""
+        rate = self.rate_per_second
+        if level < 0:
+            repaying = min(elapsed, -level / rate)
+            level += repaying * rate
+            elapsed -= repaying
+        if elapsed <= 0:
+            return level
+        net = rate - self.other_per_minute / 60.0
+        return min(self.capacity, max(0.0, level + elapsed * net))
+
+    def set_other(self, per_minute: float) -> None:
+        """Another client takes `per_minute` from now on (0: none)."""
+        self.refill()  # what it took so far, at the old rate
+        self.other_per_minute = per_minute
+
     def seconds_until(self, amount: float) -> float:
-        """How long until `amount` could be taken (0 if it can be now)."""
+        """How long until `amount` could be taken (0 if it can be now), at the bucket's
+        own rate: like the API, it cannot foresee what another client will take first."""
         missing = min(amount, self.capacity) - self.refill()
         return max(0.0, missing / self.rate_per_second)
 
@@ -82,6 +112,9 @@ class SlidingWindow:
     burst_seconds: float
     clock: Clock = time.monotonic
     admitted: deque[float] = field(default_factory=deque)
+    other_per_minute: float = 0.0  # another client of the key, sending into this window
+    other_since: float = 0.0
+    other_owed: float = 0.0  # a part of the other's next request, carried over
 
     @property
     def capacity(self) -> float:
@@ -93,10 +126,32 @@ class SlidingWindow:
 
     def refill(self) -> float:
         """Room left in the window now."""
-        horizon = self.clock() - self.burst_seconds
+        now = self.clock()
+        horizon = now - self.burst_seconds
         while self.admitted and self.admitted[0] <= horizon:
             self.admitted.popleft()
+        if self.other_per_minute:
+            self._let_other_send(now)
         return self.capacity - len(self.admitted)
+
+    def _let_other_send(self, now: float) -> None:
+        """Admit the other client's requests since it was last seen, spread over that
+        span (only those still inside the window matter), as far as there is room."""
+        start = max(self.other_since, now - self.burst_seconds)
+        self.other_since = now
+        owed = self.other_owed + max(0.0, now - start) * self.other_per_minute / 60.0
+        count = min(int(owed), max(0, int(self.capacity) - len(self.admitted)))
+        self.other_owed = min(1.0, owed - count)  # what found no room is not queued
+        floor = self.admitted[-1] if self.admitted else start
+        step = (now - start) / count if count else 0.0
+        self.admitted.extend(max(floor, start + (i + 1) * step) for i in range(count))
+
+    def set_other(self, per_minute: float) -> None:
+        """Another client sends `per_minute` requests from now on (0: none)."""
+        self.refill()
+        self.other_per_minute = per_minute
+        self.other_since = self.clock()
+        self.other_owed = 0.0
 
     def seconds_until(self, amount: float) -> float:
         if self.refill() >= min(amount, self.capacity):
@@ -106,9 +161,8 @@ class SlidingWindow:
         return max(0.0, self.admitted[leaving - 1] + self.burst_seconds - self.clock())
 
     def take(self, amount: float) -> None:
-        now = self.clock()
-        self.refill()
-        self.admitted.extend([now] * int(amount))
+        self.refill()  # first: the other client's requests, if any, come before ours
+        self.admitted.extend([self.clock()] * int(amount))
 
     def seconds_until_full(self) -> float:
         if not self.admitted:
@@ -153,6 +207,13 @@ class RateLimiter:
             self.requests = Bucket(rpm, burst_seconds, clock)
         self.input_tokens = Bucket(itpm, burst_seconds, clock) if itpm else None
         self.output_tokens = Bucket(otpm, burst_seconds, clock) if otpm else None
+
+    def set_other_client(self, rpm: int | None, itpm: int | None) -> None:
+        """Another client of the key sends `rpm` requests and `itpm` input tokens a minute
+        from now on (None: none); a rate that does not change goes on undisturbed."""
+        for limit, per_minute in ((self.requests, rpm), (self.input_tokens, itpm)):
+            if limit is not None and limit.other_per_minute != (per_minute or 0):
+                limit.set_other(per_minute or 0)
 
     def admit(self, input_tokens: int) -> Admission:
         """Take one request and its input tokens, or say how long to wait for them."""

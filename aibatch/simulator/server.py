@@ -77,8 +77,9 @@ class SimulatorApp:
 
     def _error(self, error: APIErrorReply, request_id: str) -> Response:
         headers = {**self.api.ratelimit_headers(), **error.headers, "request-id": request_id}
-        if error.status in (500, 529):
-            headers["x-should-retry"] = "true"
+        should_retry = self.api.should_retry(error.status)
+        if should_retry is not None:
+            headers["x-should-retry"] = should_retry
         return _json(error.body(request_id), error.status, headers)
 
     def route(self, request: Request, path: str) -> Reply:
@@ -118,8 +119,9 @@ class SimulatorApp:
     def messages(self, request: Request) -> Reply:
         api = self.api
         counters = api.counters
-        counters.requests_total += 1
+        counters.message_arrived()
         try:
+            api.check_outage()
             body = api.validate(self._body(request))
             outcome, answer, latency = api.decide(body)
         except APIErrorReply as error:

@@ -45,6 +45,23 @@ def cli_simulator() -> Iterator[tuple[str, subprocess.Popen[str]]]:
             "--no-ratelimit-headers",
             "--seed",
             "7",
+            "--ratelimit-header-set",
+            "tokens",
+            "--other-client-rpm",
+            "30",
+            "--other-client-itpm",
+            "1000",
+            "--p503",
+            "0.05",
+            "--overload-retry-after-s",
+            "2.5",
+            "--outage",
+            "100:5",
+            "--outage",
+            "200:1e9",
+            "--outage-status",
+            "503",
+            "--send-should-retry",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -70,6 +87,14 @@ def test_options_reach_the_running_simulator(
     assert config["p529"] == 0.25 and config["p500"] == 0.1 and config["seed"] == 7
     assert config["send_ratelimit_headers"] is False
     assert config["storms"] == [{"start_s": 0.0, "duration_s": 60.0}]
+    assert config["ratelimit_header_set"] == "tokens"
+    assert config["other_client_rpm"] == 30 and config["other_client_itpm"] == 1_000
+    assert config["p503"] == 0.05 and config["overload_retry_after_s"] == 2.5
+    assert config["outages"] == [
+        {"start_s": 100.0, "duration_s": 5.0},
+        {"start_s": 200.0, "duration_s": 1e9},  # an outage that never ends
+    ]
+    assert config["outage_status"] == 503 and config["send_should_retry"] is True
     assert "api_key" not in config
 
     client = anthropic.Anthropic(base_url=base_url, api_key="k", max_retries=0)
@@ -79,7 +104,18 @@ def test_options_reach_the_running_simulator(
         )
 
 
-@pytest.mark.parametrize("bad", [["--p529", "2"], ["--storm", "later"], ["--rpm", "0"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--p529", "2"],
+        ["--storm", "later"],
+        ["--rpm", "0"],
+        ["--outage", "soon"],
+        ["--outage-status", "500"],
+        ["--ratelimit-header-set", "some"],
+        ["--other-client-rpm", "0"],
+    ],
+)
 def test_bad_options_exit_non_zero_with_a_message(bad: list[str]) -> None:
     result = subprocess.run(
         [*COMMAND, "--port", "0", *bad], capture_output=True, text=True, timeout=60
@@ -119,7 +155,8 @@ def test_every_setting_of_the_simulator_is_an_option_with_the_simulators_default
     internal = {"max_body_bytes", "cache_ttl_seconds"}
     # Spelled as the user thinks of them: a switch to turn a default off, a repeatable window.
     spelled = {"send_ratelimit_headers": "no_ratelimit_headers",
-               "send_retry_after": "no_retry_after", "storms": "storm"}  # fmt: skip
+               "send_retry_after": "no_retry_after", "storms": "storm",
+               "outages": "outage"}  # fmt: skip
     for name, field in SimulatorConfig.model_fields.items():
         if name in internal:
             continue

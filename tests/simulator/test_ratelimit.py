@@ -99,3 +99,55 @@ def test_a_limit_changed_while_running_keeps_what_its_bucket_holds() -> None:
     clock.now += 0.2
     assert limiter.admit(0).admitted  # refilling at 5/s now: one after 0.2 s
     assert not limiter.set_limits(rpm=300, itpm=1_000, otpm=None)  # a new limit: rebuild
+
+
+def test_another_client_of_the_key_lowers_what_remains_at_its_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=600, itpm=60_000, otpm=None, burst_seconds=60, clock=clock)
+    limiter.set_other_client(rpm=120, itpm=30_000)  # 2 requests and 500 tokens a second
+    for _ in range(100):
+        assert limiter.admit(300).admitted  # 100 requests, 30,000 tokens
+    clock.now += 10
+    headers = limiter.headers()
+    # alone, 10 s at 10/s would have refilled the 100; the colleague took 20 of them
+    assert headers["anthropic-ratelimit-requests-remaining"] == "580"
+    # 30,000 + 10 s x (1,000 - 500) per second, where alone it would be 40,000
+    assert headers["anthropic-ratelimit-input-tokens-remaining"] == "35000"
+
+
+def test_a_greedy_other_client_takes_only_what_there_is_and_starves_ours() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=60, itpm=None, otpm=None, burst_seconds=60, clock=clock)
+    limiter.set_other_client(rpm=120, itpm=None)  # twice the limit, refilled at 1/s
+    clock.now += 20
+    assert limiter.headers()["anthropic-ratelimit-requests-remaining"] == "40"
+    clock.now += 600
+    assert limiter.requests is not None and limiter.requests.refill() == 0  # never in debt
+    refused = limiter.admit(0)
+    assert not refused.admitted and refused.limited_by == "requests"
+    limiter.set_other_client(rpm=None, itpm=None)  # the colleague stops
+    clock.now += 1
+    assert limiter.admit(0).admitted
+
+
+def test_another_client_repays_no_debt_of_ours_and_a_same_rate_keeps_its_pace() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=None, itpm=60_000, otpm=None, burst_seconds=1, clock=clock)
+    limiter.set_other_client(rpm=None, itpm=30_000)
+    assert limiter.admit(3_000).admitted  # 2,000 tokens of debt on a 1,000 bucket
+    clock.now += 2  # repaid at the full 1,000/s; only then does the colleague take
+    limiter.set_other_client(rpm=None, itpm=30_000)  # unchanged: nothing restarts
+    clock.now += 1
+    assert limiter.input_tokens is not None and limiter.input_tokens.refill() == 500
+
+
+def test_another_client_sends_into_a_sliding_window_too() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=600, itpm=None, otpm=None, burst_seconds=2, clock=clock,
+                          window="sliding")  # fmt: skip
+    limiter.set_other_client(rpm=300, itpm=None)  # 5 a second
+    clock.now += 1
+    admitted = 0
+    while limiter.admit(0).admitted:
+        admitted += 1
+    assert admitted == 15  # the window holds 20; the colleague sent 5 in the last second
