@@ -14,6 +14,7 @@ Run it directly (`python flows/ticket_batch.py`), through `aibatch run`, or as a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -78,15 +79,21 @@ async def process_tickets(params: RunParameters | None = None) -> dict[str, Any]
                     params.batch_resubmits, run.budget, show_progress,
                 )  # fmt: skip
             else:
-                processor, chunks = run.processor(limits.shared), run.chunks()
+                processor, chunks = run.processor(limits.shared), run.chunks(limits.chunk_slots)
+                # No more chunk task runs than slots at once: one that finds the limit full
+                # sleeps the server's Retry-After (seconds, growing with the queue) while
+                # the engine runs dry; in order, so the next one is ready as one ends.
+                lanes = asyncio.Semaphore(limits.chunk_slots)
 
                 async def run_chunk(index: int, chunk: list[tuple[str, str]]) -> dict[str, int]:
-                    try:
-                        return await process_chunk(
-                            processor, chunk, index, len(chunks), params.input_name, limits.width
-                        )
-                    finally:
-                        await show_progress()
+                    async with lanes:
+                        try:
+                            return await process_chunk(
+                                processor, chunk, index, len(chunks), params.input_name,
+                                limits.width,
+                            )  # fmt: skip
+                        finally:
+                            await show_progress()
 
                 runs = [run_chunk(i + 1, chunk) for i, chunk in enumerate(chunks)]
                 outcomes = await run_all(runs, processor.stop)

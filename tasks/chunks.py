@@ -1,4 +1,4 @@
-"""One Prefect task run per chunk of tickets (never per ticket)."""
+"""One Prefect task run per chunk of rows (never per row)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from prefect import Task, task
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.asyncio import concurrency
+from prefect.runtime import task_run as this_task_run
 
 from aibatch.engine import policy
-from aibatch.engine.processor import RunStopped, TicketProcessor
+from aibatch.engine.processor import ChunkIncomplete, RunStopped, TicketProcessor
 
 
 def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a failed chunk, unless the run was stopped (bad key, spend cap)."""
-    return not isinstance(state.data, RunStopped)
+    """Retry a failed chunk, unless the run was stopped (bad key, spend cap, outage) or its
+    unfinished rows have used every attempt (a retry would send nothing)."""
+    error = state.data
+    if isinstance(error, ChunkIncomplete):
+        return error.retryable > 0
+    return not isinstance(error, RunStopped)
 
 
 @task(
@@ -36,14 +41,18 @@ async def process_chunk(
     source: str,
     width: int | None = None,
 ) -> dict[str, int]:
-    """Send a chunk's unfinished tickets; fail (and be retried) if any stay unfinished.
+    """Send a chunk's unfinished rows; fail (and be retried) if any stay unfinished.
 
+    Each run of the chunk may spend a row's attempts only up to its share of the row's one
+    budget (`policy.attempt_cap`): Prefect's retries never multiply them.
     With `width`, the chunk first takes that many slots of the in-flight limit shared by
     every run and worker, holds them while it runs and sends no more than that at once.
     """
+    chunk_run = max(0, this_task_run.run_count - 1)  # 1 on the first run
+    retries = policy.CHUNK_RETRIES
     if width is None:
-        report = await processor.process_chunk(tickets)
+        report = await processor.process_chunk(tickets, None, chunk_run, retries)
     else:
         async with concurrency(policy.IN_FLIGHT_LIMIT_NAME, occupy=width, strict=True):
-            report = await processor.process_chunk(tickets, width)
+            report = await processor.process_chunk(tickets, width, chunk_run, retries)
     return report.as_dict()

@@ -35,7 +35,8 @@ RUN_OPTIONS: dict[str, str] = {
     "mode": "mode", "budget_usd": "budget_usd", "prices": "prices_path",
     "instructions": "instructions_path", "batch_size": "batch_max_requests",
     "batch_poll_max": "batch_poll_max_s", "batch_resubmits": "batch_resubmits",
-    "max_concurrency": "max_concurrency",
+    "max_concurrency": "max_concurrency", "max_attempts": "max_attempts",
+    "outage_deadline": "outage_deadline_s",
 }  # fmt: skip
 
 
@@ -135,14 +136,18 @@ def run(
     output: Annotated[str, typer.Option(help="Output directory (results/, failures/).")] = (
         "data/output"
     ),
-    chunk_size: Annotated[int, typer.Option(help="Tickets per Prefect task run (50-500).")] = (
-        policy.DEFAULT_CHUNK_SIZE
-    ),
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Rows per Prefect task run (50-500); default: the pending rows spread over "
+            "the chunk slots."
+        ),
+    ] = None,
     max_concurrency: Annotated[
         str,
         typer.Option(
             help="Requests in flight at once across all chunks: a number, or auto (start "
-            "low, grow while answers are fast and clean, back off on 429/529)."
+            "low, grow while answers are fast and clean, back off on 529s)."
         ),
     ] = "auto",
     rpm: Annotated[
@@ -179,6 +184,20 @@ def run(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for one answer before retrying it.")
     ] = policy.REQUEST_TIMEOUT_S,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            help="Requests at most for one row, across every retry (the engine's and the "
+            "chunk's Prefect retries share them)."
+        ),
+    ] = policy.MAX_ATTEMPTS,
+    outage_deadline: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of nothing but overload, server or connection errors (one probe "
+            "at a time meanwhile) before the run stops with exit 3."
+        ),
+    ] = policy.OUTAGE_DEADLINE_S,
     mode: Annotated[
         str,
         typer.Option(

@@ -1,9 +1,9 @@
 """Who may send now, and what each answer teaches: the admission half of the processor.
 
-Per request: wait at the storm gate, take an in-flight slot (its size fixed or `auto`), hold
-the request's worst case under the budget, take a request from the allowance shared with
-other processes (if any), wait for the pacer's buckets. Each answer or error then feeds the
-pacer, the concurrency controller and the gate.
+Per request: wait at the storm and outage gates, take an in-flight slot (its size fixed or
+`auto`), hold the request's worst case under the budget, take a request from the allowance
+shared with other processes (if any), wait for the pacer's buckets. Each answer or error
+then feeds the pacer, the concurrency controller and the gates.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aibatch.engine.looplag import LoopLagProbe
 from aibatch.engine.pacer import (
     ConcurrencyController,
     InputEstimator,
+    OutageGate,
     Pacer,
     RequestAllowance,
     Reservation,
@@ -31,6 +32,14 @@ from aibatch.engine.pacer import (
 from aibatch.engine.policy import Cause
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# What ends an outage's wait: any of these means the API is serving again.
+_OUTAGE_CAUSES = frozenset({Cause.OVERLOADED, Cause.SERVER, Cause.CONNECTION})
+
+
+class APIUnavailable(Exception):
+    """The API answered nothing but overload, server or connection errors for the whole
+    outage deadline: the run stops, with what was answered saved."""
 
 
 @dataclass(eq=False)  # one per run: compared by identity
@@ -44,11 +53,14 @@ class Admission:
     shared: RequestAllowance | None = None
     budget: Budget | None = None
     sleep: Sleep = asyncio.sleep
+    outage_deadline_s: float = policy.OUTAGE_DEADLINE_S
 
     def __post_init__(self) -> None:
         self.concurrency = ConcurrencyController(fixed=self.max_concurrency)
         self.slots = InFlightLimiter(lambda: self.concurrency.current)
         self.gate = StormGate()  # closed to everyone only while 429s are all that comes back
+        self.outage = OutageGate(self.outage_deadline_s)  # ... or only overload and failures
+        self.last_failure = ""
         self.loop_lag = LoopLagProbe()
         self.estimator = InputEstimator()
         # The share of a prompt that the input-token limit counts: cache reads are free, so
@@ -63,22 +75,38 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def slot(self, chunk_slots: asyncio.Semaphore | None) -> AsyncIterator[bool]:
-        """Through the gate and into an in-flight slot (and the chunk's own, if capped);
-        yields whether this request is a storm's probe."""
-        while (wait := self.gate.wait_s()) > 0:
-            await self.sleep(wait)
-        probe = self.gate.enter()
+        """Through the gates and into an in-flight slot (and the chunk's own, if capped);
+        yields whether this request is a storm's or an outage's probe. Raises
+        APIUnavailable once an outage has outlasted its deadline."""
+        while (wait := self.gate_wait_s()) > 0:
+            await self.sleep(min(wait, max(0.05, self.outage_left_s())))
+        storm_probe, outage_probe = self.gate.enter(), self.outage.enter()
         if chunk_slots is not None:
             await chunk_slots.acquire()
         await self.slots.acquire()
         try:
-            yield probe
+            yield storm_probe or outage_probe
         finally:
             self.slots.release()
             if chunk_slots is not None:
                 chunk_slots.release()
-            if probe:
+            if storm_probe:
                 self.gate.leave()
+            if outage_probe:
+                self.outage.leave()
+
+    def gate_wait_s(self) -> float:
+        """How long the gates hold the next send (0: it may go now)."""
+        if self.outage.expired:
+            raise APIUnavailable(
+                f"the API answered nothing but overload, server or connection errors for "
+                f"{self.outage.down_for_s:.0f} s ({self.outage.probes} probe(s); last: "
+                f"{self.last_failure}), the outage deadline: stopped"
+            )
+        return max(self.gate.wait_s(), self.outage.wait_s())
+
+    def outage_left_s(self) -> float:
+        return self.outage.deadline_s - self.outage.down_for_s
 
     async def hold_budget(self, input_estimate: float, max_tokens: int) -> float:
         """Hold this request's worst case under the budget (raises BudgetExhausted)."""
@@ -101,7 +129,7 @@ class Admission:
         async with self._pace_lock:
             while (wait := self.pacer.wait_s(input_estimate * self.itpm_share)) > 0:
                 await self.sleep(wait)
-            if not probe and self.gate.wait_s() > 0:
+            if not probe and (self.gate.wait_s() > 0 or self.outage.wait_s() > 0):
                 return None
             return self.pacer.reserve(input_estimate * self.itpm_share)
 
@@ -134,6 +162,7 @@ class Admission:
         self.pacer.settle(reservation, counted, usage.output_tokens)
         self.pacer.on_success(sent_at)
         self.gate.on_answer()
+        self.outage.on_answer(sent_at)
         self.recent_ok.append(time.monotonic())
         self.concurrency.on_success(
             latency_s, self.http_in_flight, self.target_rate(), self.loop_lag.lag_s
@@ -142,7 +171,15 @@ class Admission:
 
     def on_error(self, decision: policy.Decision, sent_at: float) -> None:
         """A 429 is the send rate's business (in a storm the rate is not what is wrong) and
-        the gate's: fewer in flight would not send less per second. A 529 cuts concurrency."""
+        the gate's: fewer in flight would not send less per second. A 529 cuts concurrency.
+        Overload, server and connection errors are the outage gate's evidence; any other
+        error is an answer (the API is up)."""
+        if decision.cause in _OUTAGE_CAUSES:
+            self.last_failure = f"{decision.error_type}: {decision.message}"
+            asked = decision.delay_s if decision.action is policy.Action.RETRY_AFTER else None
+            self.outage.on_failure(sent_at, asked)
+        else:
+            self.outage.on_answer(sent_at)
         if decision.cause is Cause.RATE_LIMITED:
             self.gate.on_rate_limited(decision.delay_s)
             if not self.gate.in_storm:
@@ -167,6 +204,8 @@ class Admission:
         return sum(1 for t in self.recent_ok if t >= now - span) / span
 
     def target_rate(self) -> float | None:
+        rates = [self.pacer.aimd_rate]
         if self.pacer.requests is not None:
-            return self.pacer.requests.rate_per_s
-        return self.pacer.aimd_rate
+            rates.append(self.pacer.requests.rate_per_s)
+        known = [r for r in rates if r is not None]
+        return min(known) if known else None

@@ -1,20 +1,25 @@
 """Client-side pacing: run at the API's limit without tripping it, untold.
 
 `Pacer` holds one token bucket per limit (requests, input tokens, output tokens per
-minute), shared by every call of a run. It learns the limits from the
-`anthropic-ratelimit-*-limit` headers of the first responses (explicit limits override),
-reserves input tokens from an estimate and output tokens from the sizes actually seen, and
-settles the difference when each response arrives. Buckets hold one second's worth, so the
-send rate stays smooth enough for limits the API enforces over short windows.
+minute, or the combined `tokens` limit when a gateway states only that), shared by every
+call of a run. It learns the limits from the `anthropic-ratelimit-*-limit` headers of the
+first responses (explicit limits override), reserves input tokens from an estimate and
+output tokens from the sizes actually seen, and settles the difference when each response
+arrives. Buckets hold one second's worth, so the send rate stays smooth enough for limits
+the API enforces over short windows.
 
-With no rate-limit headers at all (some proxies strip them), `Pacer` finds a send rate
-from 429s instead: just under the rate that drew one, then probing past it.
+A stated limit is the key's, not this run's: other runs and other clients of the key spend
+from it too. So a 429 always teaches a send rate below it (just under the rate that drew
+one, then probing past it), stated limits or none, and `remaining` keeps the probe from
+pushing while the server's bucket is (nearly) empty: runs sharing a key settle to shares
+of it, with no coordination between them.
 
 `ConcurrencyController` decides how many requests may be in flight (`auto`): it starts low
 (the API has acceleration limits), grows while answers come back fast and clean, backs off
 multiplicatively on 529s and recovers.
 
-`StormGate` closes every new send only while the API answers nothing but 429s.
+`StormGate` closes every new send only while the API answers nothing but 429s;
+`OutageGate` while it answers nothing but overload, server or connection errors.
 
 All are plain objects on an injectable clock, so they are tested without a network.
 """
@@ -27,6 +32,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+
+from aibatch.engine import policy
 
 Clock = Callable[[], float]
 
@@ -59,12 +66,21 @@ AIMD_SAME_LIMIT = 0.05
 # milliseconds, a clean answer only after the model's latency.) Everyone pauses this long:
 # the API's retry-after comes in whole seconds, at least one.
 AIMD_PAUSE_S = 1.0
-# Concurrency.
-START_CONCURRENCY = 4
-SLOW_START_GROWTH = 1.0  # per answer while slow-starting: doubles every round trip
+# `remaining` below this many seconds of our own send rate: the server's bucket is about
+# empty, shared or not, so the found rate holds instead of probing past it.
+SERVER_LOW_S = 0.5
+# Concurrency. The API has acceleration limits, so it starts low, but it triples every
+# round trip while answers come back fast and clean: 8, 24, 72, 216 in three round trips.
+START_CONCURRENCY = 8
+SLOW_START_GROWTH = 2.0  # per answer while slow-starting: triples every round trip
 MAX_CONCURRENCY = 512
 BACKOFF_FACTOR = 0.7
-CONGESTION_AVOIDANCE_GROWTH = 0.05  # after slow start: growth per answer, i.e. 5% per round trip
+# After slow start: growth per answer, i.e. 5% per round trip at first, doubling every
+# CONGESTION_AVOIDANCE_DOUBLING_RTTS clean round trips up to the cap, like the rate's probe
+# (a lag spike that ended slow start early must not leave minutes of +5% steps).
+CONGESTION_AVOIDANCE_GROWTH = 0.05
+CONGESTION_AVOIDANCE_MAX_GROWTH = 0.4
+CONGESTION_AVOIDANCE_DOUBLING_RTTS = 4.0
 LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue: stop growing
 # Our own event loop running callbacks late means the client is short of CPU: more in flight
 # would only queue here, so stop growing. Each answer then waits about that lag before its
@@ -160,12 +176,18 @@ class Pacer:
         self.requests = TokenBucket(rpm, clock) if rpm else None
         self.input_tokens = TokenBucket(itpm, clock) if itpm else None
         self.output_tokens = TokenBucket(otpm, clock) if otpm else None
+        # The combined `anthropic-ratelimit-tokens-*` limit, when it is the only token limit
+        # stated: it may be the input or the output limit, so input + output count against it.
+        self.tokens: TokenBucket | None = None
         self.output_estimate: float | None = None  # mean output tokens seen, per request
+        self.input_mean = 0.0  # mean input tokens counted against the limits, per request
         self.headers_seen = False
-        # With no headers and no given limits, a request rate found from 429s.
+        self.server_low = False  # the last answer's `remaining`: the server's bucket ~empty
+        # A request rate found from 429s, below any stated limit (None: no 429 yet).
         self.aimd_rate: float | None = None
         self.aimd_probe_per_s = AIMD_PROBE_PER_S
         self.aimd_last_cut = -math.inf
+        self.aimd_quiet_since = -math.inf  # the probe speeds up from here: a cut or a hold
         self.aimd_last_step_back: float | None = None  # the rate a probe last stepped back from
         self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
         self.aimd_pauses = 0
@@ -175,7 +197,8 @@ class Pacer:
 
     @property
     def limits_known(self) -> bool:
-        return any(b is not None for b in (self.requests, self.input_tokens, self.output_tokens))
+        buckets = (self.requests, self.input_tokens, self.output_tokens, self.tokens)
+        return any(b is not None for b in buckets)
 
     # -- reserving ---------------------------------------------------------------------------
 
@@ -189,7 +212,9 @@ class Pacer:
             waits.append(self.input_tokens.wait_s(input_estimate))
         if self.output_tokens is not None:
             waits.append(self.output_tokens.wait_s(output_estimate))
-        if self.aimd_rate is not None and self.requests is None:
+        if self.tokens is not None:
+            waits.append(self.tokens.wait_s(input_estimate + output_estimate))
+        if self.aimd_rate is not None:
             waits.append(self._aimd_bucket().wait_s(1))
         return max(waits)
 
@@ -198,12 +223,14 @@ class Pacer:
         self._sent.append(self.clock())
         if self.requests is not None:
             self.requests.take(1)
-        elif self.aimd_rate is not None:
+        if self.aimd_rate is not None:
             self._aimd_bucket().take(1)
         if self.input_tokens is not None:
             self.input_tokens.take(input_estimate)
         if self.output_tokens is not None:
             self.output_tokens.take(output_estimate)
+        if self.tokens is not None:
+            self.tokens.take(input_estimate + output_estimate)
         return Reservation(input_estimate, output_estimate)
 
     def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int) -> None:
@@ -212,10 +239,13 @@ class Pacer:
             self._adjust(self.input_tokens, input_tokens - reservation.input_tokens)
         if self.output_tokens is not None:
             self._adjust(self.output_tokens, output_tokens - reservation.output_tokens)
+        if self.tokens is not None:
+            used = input_tokens + output_tokens
+            self._adjust(self.tokens, used - reservation.input_tokens - reservation.output_tokens)
         seen = float(output_tokens)
-        self.output_estimate = (
-            seen if self.output_estimate is None else 0.9 * self.output_estimate + 0.1 * seen
-        )
+        first = self.output_estimate is None
+        self.output_estimate = seen if first else 0.9 * (self.output_estimate or 0.0) + 0.1 * seen
+        self.input_mean = input_tokens if first else 0.9 * self.input_mean + 0.1 * input_tokens
 
     def release(self, reservation: Reservation) -> None:
         """A request that was never answered (an error): return its token reservations."""
@@ -223,6 +253,8 @@ class Pacer:
             self.input_tokens.give_back(reservation.input_tokens)
         if self.output_tokens is not None:
             self.output_tokens.give_back(reservation.output_tokens)
+        if self.tokens is not None:
+            self.tokens.give_back(reservation.input_tokens + reservation.output_tokens)
 
     @staticmethod
     def _adjust(bucket: TokenBucket, extra: float) -> None:
@@ -235,31 +267,54 @@ class Pacer:
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Learn limits from `anthropic-ratelimit-*` headers; given limits always win."""
-        learned = {
-            "requests": _header_int(headers, "anthropic-ratelimit-requests-limit"),
-            "input": _header_int(headers, "anthropic-ratelimit-input-tokens-limit"),
-            "output": _header_int(headers, "anthropic-ratelimit-output-tokens-limit"),
-        }
+        learned = {name: _header_int(headers, f"anthropic-ratelimit-{name}-limit")
+                   for name in _HEADER_OF}  # fmt: skip
         if any(v is not None for v in learned.values()):
             self.headers_seen = True
+        if learned["input-tokens"] is not None or learned["output-tokens"] is not None:
+            learned["tokens"] = None  # the specific limits say more than the combined one
+            self.tokens = None
+        elif self.fixed["input"] or self.fixed["output"]:
+            learned["tokens"] = None
         for name, limit in learned.items():
-            if limit is None or self.fixed[name]:
+            if limit is None or self.fixed.get(_FIXED_OF[name]):
                 continue
-            current = getattr(self, _BUCKETS[name])
+            attribute = _HEADER_OF[name]
+            current: TokenBucket | None = getattr(self, attribute)
             if current is None:
                 # Start empty: the requests that taught us the limit already used it.
-                setattr(self, _BUCKETS[name], TokenBucket(limit, self.clock, full=False))
+                setattr(self, attribute, TokenBucket(limit, self.clock, full=False))
             elif current.limit_per_min != limit:
+                if name == "requests" and self.aimd_rate is not None:
+                    # The key's limit moved (a new tier): our found share moves with it.
+                    self._set_aimd_rate(self.aimd_rate * limit / current.limit_per_min)
                 current.set_limit(limit)
-        # Keep in step with what the server says is left: other clients of the same key
-        # spend from it too. Ours never holds more than the server has (token counts come
-        # rounded down to thousands, so allow for the rounding).
-        for name, slack in (("requests", 0), ("input-tokens", 999), ("output-tokens", 999)):
+        self._follow_remaining(headers)
+
+    def _follow_remaining(self, headers: Mapping[str, str]) -> None:
+        """Keep in step with what the server says is left: other clients of the same key
+        spend from it too. Ours never holds more than the server has (token counts come
+        rounded down to thousands, so allow for the rounding)."""
+        low = False
+        for name, attribute in _HEADER_OF.items():
             remaining = _header_int(headers, f"anthropic-ratelimit-{name}-remaining")
-            bucket = getattr(self, _BUCKETS[name.removesuffix("-tokens")])
-            if remaining is not None and bucket is not None:
-                bucket.refill()
-                bucket.level = min(bucket.level, float(remaining + slack))
+            bucket: TokenBucket | None = getattr(self, attribute)
+            if remaining is None or bucket is None:
+                continue
+            slack = 0 if name == "requests" else 999
+            bucket.refill()
+            bucket.level = min(bucket.level, float(remaining + slack))
+            # What we send in SERVER_LOW_S, of this limit (requests, or tokens at our mean).
+            per_request = self._per_request(name)
+            if remaining + slack < max(1.0, SERVER_LOW_S * self.send_rate() * per_request):
+                low = True
+        self.server_low = low
+
+    def _per_request(self, limit: str) -> float:
+        """What one of our requests takes from `limit`, on average so far."""
+        output = self.output_estimate or 0.0
+        per = {"requests": 1.0, "input-tokens": self.input_mean, "output-tokens": output}
+        return max(1.0, per.get(limit, self.input_mean + output))
 
     # -- a send rate found from 429s, for when no limit is known --------------------------
 
@@ -272,25 +327,27 @@ class Pacer:
     def on_rate_limited(
         self, observed_rps: float, sent_at: float | None = None, round_trip_s: float = 0.0
     ) -> float:
-        """A 429 with no limit known, for a request sent at `sent_at`: send at just under
-        the limit it shows. Returns how long every send should pause (0: none).
+        """A 429 for a request sent at `sent_at`: send at just under the limit it shows,
+        whatever limit was stated (the key's other clients spend from it too). Returns how
+        long every send should pause (0: none).
 
         Probing past a rate that went through clean, the limit lies just below the rate
         that drew the 429: most of what was sent still got through (`observed_rps`,
         requests answered per second lately), so the rate steps back by AIMD_MARGIN only;
         if it stepped back from about this rate before, the limit is still there and the
-        probe slows. When far less got through (the limit fell: another client of the key),
-        what got through is the limit as near as the client can see it. Nothing answered
-        lately: the rate is cut by AIMD_CUT. A 429 for a request sent before the last cut
-        says nothing about the rate since (as TCP cuts once per window): it is ignored.
-        Cuts for `round_trip_s` with no clean answer since pause every send.
+        probe slows. When far less got through (the limit fell, or another client of the
+        key took its share), what got through is the limit as near as the client can see
+        it. Nothing answered lately: the rate is cut by AIMD_CUT. A 429 for a request sent
+        before the last cut says nothing about the rate since (as TCP cuts once per
+        window): it is ignored. Cuts for `round_trip_s` with no clean answer since pause
+        every send.
         """
-        if self.limits_known:
-            return 0.0
         if sent_at is not None and sent_at <= self.aimd_last_cut:
             return 0.0
         now = self.clock()
         allowed = self.aimd_rate
+        if allowed is None and self.requests is not None:
+            allowed = self.requests.rate_per_s  # a stated limit: what we were allowed
         if allowed is not None and observed_rps >= AIMD_THROUGH * allowed:
             rate = AIMD_MARGIN * allowed
             last = self.aimd_last_step_back
@@ -307,9 +364,8 @@ class Pacer:
                 rate = AIMD_START_RPS
             self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
             self.aimd_last_step_back = None
-        self.aimd_rate = max(0.2, rate)
-        self.aimd_last_cut = self.aimd_last_change = now
-        self._aimd_bucket().set_limit(self.aimd_rate * 60)
+        self._set_aimd_rate(rate)
+        self.aimd_last_cut = self.aimd_last_change = self.aimd_quiet_since = now
         if self.aimd_unanswered_since is None:
             self.aimd_unanswered_since = now
             return 0.0
@@ -319,22 +375,27 @@ class Pacer:
         self.aimd_pauses += 1
         return AIMD_PAUSE_S
 
+    def _set_aimd_rate(self, rate: float) -> None:
+        self.aimd_rate = max(0.2, rate)
+        self._aimd_bucket().set_limit(self.aimd_rate * 60)
+
     def send_rate(self, window_s: float = 2.0) -> float:
         """Requests let through per second, lately."""
         cutoff = self.clock() - window_s
         return sum(1 for t in reversed(self._sent) if t >= cutoff) / window_s
 
     def probe_growth_per_s(self) -> float:
-        """How fast the rate grows now: slowly just after a 429, doubling every
+        """How fast the rate grows now: slowly just after a 429 (or a hold), doubling every
         AIMD_PROBE_DOUBLING_S without one."""
-        quiet = self.clock() - self.aimd_last_cut
+        quiet = self.clock() - self.aimd_quiet_since
         growth = self.aimd_probe_per_s * 2 ** (quiet / AIMD_PROBE_DOUBLING_S)
         return min(AIMD_PROBE_MAX_PER_S, growth)
 
     def on_success(self, sent_at: float | None = None) -> None:
         """A clean answer (for a request sent at `sent_at`): probe past the rate, faster
-        the longer it has been clean."""
-        if self.aimd_rate is None or self.limits_known:
+        the longer it has been clean; hold while the server says its bucket is about empty
+        (we are at the key's limit, with or without company)."""
+        if self.aimd_rate is None:
             return
         if sent_at is None or sent_at > self.aimd_last_cut:
             self.aimd_unanswered_since = None
@@ -343,16 +404,27 @@ class Pacer:
         if elapsed < 0.1:
             return
         self.aimd_last_change = now
+        if self.server_low:
+            self.aimd_quiet_since = now  # the probe starts slowly again once there is room
+            return
         if self.send_rate() < AIMD_IN_USE * self.aimd_rate:
             # Not sending at this rate (fewer tickets left, or concurrency holds us): clean
             # answers say nothing about a higher one, so do not raise it (as TCP does not
             # grow a window the application leaves unused).
             return
-        self.aimd_rate *= (1 + self.probe_growth_per_s()) ** elapsed
-        self._aimd_bucket().set_limit(self.aimd_rate * 60)
+        rate = self.aimd_rate * (1 + self.probe_growth_per_s()) ** elapsed
+        if self.requests is not None and rate >= self.requests.rate_per_s:
+            # Back at the stated limit: nobody else takes a share now; the limit governs.
+            self.aimd_rate = self._aimd = None
+            return
+        self._set_aimd_rate(rate)
 
 
-_BUCKETS = {"requests": "requests", "input": "input_tokens", "output": "output_tokens"}
+_HEADER_OF = {"requests": "requests", "input-tokens": "input_tokens",
+              "output-tokens": "output_tokens", "tokens": "tokens"}  # fmt: skip
+# The given limit (`--rpm`, `--itpm`, `--otpm`) that overrides each header's.
+_FIXED_OF = {"requests": "requests", "input-tokens": "input", "output-tokens": "output",
+             "tokens": "tokens"}  # fmt: skip
 
 
 class ConcurrencyController:
@@ -374,6 +446,7 @@ class ConcurrencyController:
         self.latency_floor_s = math.inf
         self.latency_recent_s = 0.0
         self.lagging_since: float | None = None
+        self.clean_since = clock()  # the growth after slow start speeds up from here
 
     @property
     def current(self) -> int:
@@ -403,6 +476,7 @@ class ConcurrencyController:
             # and a lag twice the bound then sheds a tenth per round trip: slow start may
             # have doubled well past the point where the client saturated.
             now = self.clock()
+            self.clean_since = now
             if self.lagging_since is None:
                 self.lagging_since = now
             elif now - self.lagging_since >= self.latency_recent_s:
@@ -421,6 +495,7 @@ class ConcurrencyController:
         if queueing:
             # Answers slow down as we add load: more in flight would only queue.
             self.slow_start = False
+            self.clean_since = self.clock()
             return
         ceiling = float(self.maximum)
         if target_rate is not None and self.latency_recent_s > 0:
@@ -429,10 +504,18 @@ class ConcurrencyController:
         if self.slow_start:
             self.limit = min(ceiling, self.limit + SLOW_START_GROWTH)
         else:
-            # +5% per round trip (at least +1): reaches a new operating point in seconds
-            # where +1 per round trip would need minutes at high concurrency.
-            step = max(1.0 / self.limit, CONGESTION_AVOIDANCE_GROWTH)
+            # +5% per round trip (at least +1), faster the longer it stays clean: reaches a
+            # new operating point in seconds where +1 per round trip would need minutes.
+            step = max(1.0 / self.limit, self.growth_per_round_trip())
             self.limit = min(ceiling, self.limit + step)
+
+    def growth_per_round_trip(self) -> float:
+        round_trip = self.latency_recent_s or 0.2
+        clean_rtts = (self.clock() - self.clean_since) / round_trip
+        growth = CONGESTION_AVOIDANCE_GROWTH * 2 ** (
+            clean_rtts / CONGESTION_AVOIDANCE_DOUBLING_RTTS
+        )
+        return min(CONGESTION_AVOIDANCE_MAX_GROWTH, growth)
 
     def on_congestion(self) -> None:
         """A 529 (the API overloaded): back off multiplicatively, once per round trip at most.
@@ -443,7 +526,7 @@ class ConcurrencyController:
         round_trip = self.latency_recent_s or 0.2
         if now - self.last_backoff < round_trip:
             return
-        self.last_backoff = now
+        self.last_backoff = self.clean_since = now
         self.slow_start = False
         self.limit = max(1.0, self.limit * BACKOFF_FACTOR)
 
@@ -515,6 +598,101 @@ class StormGate:
             self.probe_out = True
             return True
         return False
+
+    def leave(self) -> None:
+        self.probe_out = False
+
+
+class OutageGate:
+    """Closed to every send but one probe while the API answers nothing but overload,
+    server or connection errors (an outage: 529s to everyone, for minutes).
+
+    Retrying each row on its own schedule would multiply the requests into an API that is
+    already down (attempts × rows); here one request probes at a time, after a wait that
+    grows (or the server's `retry-after`, if longer), and the first answer opens the gate
+    for all. The evidence is `evident_errors` such errors in a row, for requests sent after
+    the first of them: answers to requests sent before it say nothing about now. Still
+    down after `deadline_s`: `expired`, and the run stops.
+    """
+
+    def __init__(
+        self,
+        deadline_s: float = policy.OUTAGE_DEADLINE_S,
+        evident_errors: int = policy.OUTAGE_EVIDENT_ERRORS,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.deadline_s = deadline_s
+        self.evident_errors = evident_errors
+        self.clock = clock
+        self.streak = 0  # such errors in a row
+        self.streak_sent_from: float | None = None  # when the first of them was sent
+        self.streak_began: float | None = None  # when it came back
+        self.down_since: float | None = None  # the gate closed (None: open)
+        self.next_probe_at = -math.inf
+        self.probe_wait_s = policy.OUTAGE_PROBE_FIRST_S
+        self.probe_out = False
+        self.outages = 0
+        self.probes = 0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    @property
+    def down_for_s(self) -> float:
+        """How long nothing but such errors have come back (0: not an outage)."""
+        if self.down_since is None or self.streak_began is None:
+            return 0.0
+        return self.clock() - self.streak_began
+
+    @property
+    def expired(self) -> bool:
+        return self.down and self.down_for_s >= self.deadline_s
+
+    def on_failure(self, sent_at: float, server_wait_s: float | None = None) -> None:
+        """An overload, server or connection error for a request sent at `sent_at`."""
+        now = self.clock()
+        if self.streak_sent_from is None:
+            self.streak_sent_from, self.streak_began = sent_at, now
+        self.streak += 1
+        if self.down_since is None:
+            if self.streak < self.evident_errors:
+                return
+            self.down_since = now
+            self.outages += 1
+        else:  # a failed probe (or a straggler): the next one waits longer
+            self.probe_wait_s = min(
+                policy.OUTAGE_PROBE_MAX_S, self.probe_wait_s * policy.OUTAGE_PROBE_GROWTH
+            )
+        wait = max(self.probe_wait_s, min(server_wait_s or 0.0, policy.RETRY_AFTER_MAX_S))
+        self.next_probe_at = max(self.next_probe_at, now + wait)
+
+    def on_answer(self, sent_at: float) -> None:
+        """The API answered (anything but such an error) a request sent at `sent_at`."""
+        if self.streak_sent_from is not None and sent_at < self.streak_sent_from:
+            return  # sent before the errors began: it says nothing about now
+        self.streak = 0
+        self.streak_sent_from = self.streak_began = self.down_since = None
+        self.probe_wait_s = policy.OUTAGE_PROBE_FIRST_S
+        self.next_probe_at = -math.inf
+
+    def wait_s(self) -> float:
+        """Seconds until a request may go: 0 when open; else until the next probe (or,
+        while one is out, a poll for its answer)."""
+        if self.down_since is None:
+            return 0.0
+        if self.probe_out:
+            return STORM_PROBE_POLL_S
+        return max(0.0, self.next_probe_at - self.clock())
+
+    def enter(self) -> bool:
+        """Call when `wait_s` is 0: whether this request is the outage's probe (then
+        `leave` it after its attempt)."""
+        if self.down_since is None:
+            return False
+        self.probe_out = True
+        self.probes += 1
+        return True
 
     def leave(self) -> None:
         self.probe_out = False

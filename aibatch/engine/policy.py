@@ -4,21 +4,30 @@ aibatch owns the only retry loop (the SDK client is built with `max_retries=0`, 
 retries and ours never multiply). For each failed attempt `decide` says what to do:
 
 - 429 rate limit: wait `retry-after` plus jitter, without holding an in-flight slot;
-- 529, 5xx, timeouts, dropped connections: exponential backoff with full jitter, capped;
+- 529, 5xx, timeouts, dropped connections: the server's `retry-after` when it sends one
+  (as the SDK honours it on every status), else exponential backoff with full jitter;
 - 400, 404, 413, 422 and other client errors: a permanent failure of that ticket;
+- `x-should-retry: true|false` from the server overrides the status, as in the SDK;
 - 401, 403, the spend-cap 429: stop the whole run, since no retry can succeed;
 - an answer cut short by `max_tokens`: asked again with more room, a bounded number of times;
 - a refusal: a permanent failure of that ticket on this model (asking again gets the same).
 
-A ticket still failing after `MAX_ATTEMPTS` is left unfinished; its chunk task then fails
-so that Prefect retries the chunk, which re-sends only its unfinished tickets.
+`MAX_ATTEMPTS` bounds the requests for one row across every layer that retries: the engine's
+loop spends them, keeping one for each retry of the row's chunk that Prefect may still make
+(`attempt_cap`), so a chunk retried three times never multiplies them. A row still failing
+after all of them is left unfinished: a re-run sends it again.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from enum import Enum
 
 import anthropic
@@ -31,6 +40,9 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 20.0
 RETRY_AFTER_JITTER = 0.25  # up to this share of `retry-after` is added, so waiters spread out
 RETRY_AFTER_FALLBACK_S = 1.0
+# A server's wait longer than this is not followed as given (the SDK ignores one over 60 s):
+# the attempt waits this long instead, and the outage gate keeps probing meanwhile.
+RETRY_AFTER_MAX_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
 
 # Answers cut short by `max_tokens` (thinking took more room than planned, or a long
@@ -43,11 +55,20 @@ TRUNCATION_RETRIES = 2
 TRUNCATION_GROWTH = 2
 
 # Per chunk (a Prefect task run).
-DEFAULT_CHUNK_SIZE = 200
 MIN_CHUNK_SIZE = 50
 MAX_CHUNK_SIZE = 500
 CHUNK_RETRIES = 3
 CHUNK_RETRY_DELAYS_S: list[float] = [5.0, 15.0, 45.0]
+
+# An outage: when nothing but overload, server or connection errors come back (this many in
+# a row, for requests sent after the first of them), one gate holds every send and lets a
+# single probe through, after a wait that grows from the first to the cap (or the server's
+# `retry-after`, if longer). Still down after the deadline: the run stops (exit 3).
+OUTAGE_EVIDENT_ERRORS = 8
+OUTAGE_PROBE_FIRST_S = 1.0
+OUTAGE_PROBE_GROWTH = 2.0
+OUTAGE_PROBE_MAX_S = 15.0
+OUTAGE_DEADLINE_S = 600.0
 
 # Concurrency.
 DEFAULT_MAX_CONCURRENCY = 16
@@ -128,14 +149,69 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
     return rng.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
-def retry_after_seconds(error: anthropic.APIStatusError) -> float | None:
-    raw = error.response.headers.get("retry-after")
+def server_wait_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The wait the server asked for: `retry-after-ms`, else `retry-after` (seconds or an
+    HTTP date), as the SDK reads them; None if neither is there or readable."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
     if raw is None:
         return None
     try:
         return max(0.0, float(raw))
     except ValueError:
-        return None  # an HTTP date: rare on this API; fall back to backoff
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def limit_reset_wait_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """For a 429 without `retry-after`: until the exhausted limit resets, by its
+    `anthropic-ratelimit-*-reset` (RFC 3339). Of the limits with nothing remaining, the one
+    that resets last; None if no such limit is stated."""
+    wall = time.time() if now is None else now
+    waits = []
+    for name in ("requests", "tokens", "input-tokens", "output-tokens"):
+        remaining = headers.get(f"anthropic-ratelimit-{name}-remaining")
+        reset = headers.get(f"anthropic-ratelimit-{name}-reset")
+        if remaining is None or reset is None or remaining.strip() not in ("0", "0.0"):
+            continue
+        try:
+            at = datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        waits.append(max(0.0, at - wall))
+    return max(waits) if waits else None
+
+
+def should_retry(headers: Mapping[str, str]) -> bool | None:
+    """The server's `x-should-retry` (the SDK obeys it over the status), or None."""
+    value = headers.get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def auto_chunk_size(rows: int, chunk_slots: int) -> int:
+    """Rows per chunk when none is given: the pending rows spread over the chunk slots,
+    within MIN_CHUNK_SIZE..MAX_CHUNK_SIZE. Few task runs: each costs API calls and database
+    rows on the Prefect server, and a chunk waits for its task run to start (seconds, on a
+    busy local server) while the others' rows keep the engine busy."""
+    return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, math.ceil(rows / max(1, chunk_slots))))
+
+
+def attempt_cap(max_attempts: int, chunk_run: int | None, retries: int = 0) -> int:
+    """How many attempts a row may have made by the end of its chunk's run `chunk_run` (0:
+    the first; None: outside Prefect, every attempt now). Each retry still to come keeps
+    one, so the chunk's retries and the engine's loop share one budget per row."""
+    if chunk_run is None:
+        return max_attempts
+    return min(max_attempts, max(chunk_run + 1, max_attempts - (retries - chunk_run)))
 
 
 def _describe(error: BaseException) -> str:
@@ -178,18 +254,7 @@ def decide(error: BaseException, attempt: int, rng: random.Random, grown: int = 
                 Action.STOP_RUN, 0.0, kind, f"the API refused the key: {message}", status,
                 Cause.REFUSED,
             )  # fmt: skip
-        backoff = backoff_delay(attempt, rng)
-        if isinstance(error, anthropic.RateLimitError):
-            wait = retry_after_seconds(error)
-            if wait is None:
-                return Decision(Action.BACKOFF, backoff, kind, message, status, Cause.RATE_LIMITED)
-            wait = max(wait, 0.05) * (1.0 + rng.uniform(0.0, RETRY_AFTER_JITTER))
-            return Decision(Action.RETRY_AFTER, wait, kind, message, status, Cause.RATE_LIMITED)
-        if status == 529:
-            return Decision(Action.BACKOFF, backoff, kind, message, status, Cause.OVERLOADED)
-        if status >= 500 or status in (408, 409):
-            return Decision(Action.BACKOFF, backoff, kind, message, status, Cause.SERVER)
-        return Decision(Action.FAIL_TICKET, 0.0, kind, message, status, Cause.REQUEST)
+        return _transient_or_not(error, kind, message, attempt, rng)
     if isinstance(error, anthropic.APIConnectionError):  # includes APITimeoutError
         return Decision(
             Action.BACKOFF, backoff_delay(attempt, rng), kind, message, cause=Cause.CONNECTION
@@ -197,6 +262,35 @@ def decide(error: BaseException, attempt: int, rng: random.Random, grown: int = 
     # Any other SDK error (a response that fails validation, say): transient; the attempt
     # budget bounds it and a chunk retry makes it visible in Prefect.
     return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message)
+
+
+def _transient_or_not(
+    error: anthropic.APIStatusError, kind: str, message: str, attempt: int, rng: random.Random
+) -> Decision:
+    """A status error that does not stop the run: retried after the server's wait (any
+    status that carries one), else backed off; or the row's permanent failure."""
+    status, headers = error.status_code, error.response.headers
+    if isinstance(error, anthropic.RateLimitError):
+        cause = Cause.RATE_LIMITED
+    elif status in (503, 529):  # overloaded, or unavailable: the API is too busy
+        cause = Cause.OVERLOADED
+    elif status >= 500 or status in (408, 409):
+        cause = Cause.SERVER
+    else:
+        cause = Cause.REQUEST
+    retry = should_retry(headers)
+    if retry is None:
+        retry = cause is not Cause.REQUEST
+    if not retry:
+        said = " (the server said not to retry)" if cause is not Cause.REQUEST else ""
+        return Decision(Action.FAIL_TICKET, 0.0, kind, message + said, status, cause)
+    wait = server_wait_s(headers)
+    if wait is None and cause is Cause.RATE_LIMITED:
+        wait = limit_reset_wait_s(headers)
+    if wait is None:
+        return Decision(Action.BACKOFF, backoff_delay(attempt, rng), kind, message, status, cause)
+    wait = min(max(wait, 0.05), RETRY_AFTER_MAX_S) * (1.0 + rng.uniform(0.0, RETRY_AFTER_JITTER))
+    return Decision(Action.RETRY_AFTER, wait, kind, message, status, cause)
 
 
 # Message Batches (`--mode batch`): half price, answered within 24 h.

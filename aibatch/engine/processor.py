@@ -24,7 +24,7 @@ import pyarrow as pa
 from aibatch.cost.budget import BudgetExhausted, WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
-from aibatch.engine.admission import Admission
+from aibatch.engine.admission import Admission, APIUnavailable
 from aibatch.engine.backend import MessagesBackend
 from aibatch.engine.pacer import Pacer
 from aibatch.engine.policy import Action, Cause
@@ -66,16 +66,27 @@ class OutputUnwritable(RunStopped):
 
 
 class ChunkIncomplete(Exception):
-    """Some tickets of a chunk are still unfinished after their attempts: retry the chunk."""
+    """Some rows of a chunk are still unfinished after their attempts. `retryable` of them
+    have attempts left for a retry of the chunk; the others have used their whole budget,
+    and only a re-run sends them again."""
 
     def __init__(
-        self, unfinished: int, last_error: str, attempts: int = policy.MAX_ATTEMPTS
+        self,
+        unfinished: int,
+        last_error: str,
+        attempts: int = policy.MAX_ATTEMPTS,
+        retryable: int = 0,
     ) -> None:
+        if retryable:
+            next_step = f"a retry of the chunk sends the {retryable} with attempts left"
+        else:
+            next_step = "run the same command again to send them again"
         super().__init__(
-            f"{unfinished} ticket(s) still unfinished after {attempts} attempt(s) each "
-            f"(last error: {last_error}); the chunk will be retried"
+            f"{unfinished} row(s) still unfinished, with at most {attempts} attempt(s) "
+            f"each (last error: {last_error}); {next_step}"
         )
         self.unfinished = unfinished
+        self.retryable = retryable
 
 
 def new_run_id() -> str:
@@ -386,6 +397,8 @@ class TicketProcessor:
         self.rng = rng or random.Random()
         self.sleep = sleep  # the wait between attempts (the admission has its own)
         self.finished: set[str] = set()
+        # Failed attempts per unfinished row, kept across its chunk's retries: one budget.
+        self.attempts_made: dict[str, int] = {}
         self.stop_reason: str | None = None
         self.last_error = ""
 
@@ -416,18 +429,27 @@ class TicketProcessor:
             self.stop_reason = reason
 
     async def process_chunk(
-        self, tickets: Sequence[tuple[str, str]], width: int | None = None
+        self,
+        tickets: Sequence[tuple[str, str]],
+        width: int | None = None,
+        chunk_run: int | None = None,
+        chunk_retries: int = 0,
     ) -> ChunkReport:
         """Process every ticket not finished yet; raise if any is left unfinished.
 
         `width` caps this chunk's own requests in flight (its share of a limit held across
-        processes); the run-wide cap applies as well.
+        processes); the run-wide cap applies as well. `chunk_run` is this run of the chunk
+        (0: the first) of 1 + `chunk_retries`: each row keeps one attempt for every retry
+        still to come (None: outside Prefect, every attempt in this run).
         """
         report = ChunkReport()
         todo = [(i, t) for i, t in tickets if i not in self.finished]
         report.skipped = len(tickets) - len(todo)
         own = asyncio.Semaphore(width) if width is not None else None
-        outcomes = await asyncio.gather(*(self._process_then_commit(i, t, own) for i, t in todo))
+        cap = policy.attempt_cap(self.max_attempts, chunk_run, chunk_retries)
+        outcomes = await asyncio.gather(
+            *(self._process_then_commit(i, t, own, cap) for i, t in todo)
+        )
         for outcome in outcomes:
             if outcome == "ok":
                 report.ok += 1
@@ -439,34 +461,65 @@ class TicketProcessor:
         if self.stop_reason is not None:
             raise RunStopped(self.stop_reason)
         if report.unfinished:
-            raise ChunkIncomplete(report.unfinished, self.last_error, self.max_attempts)
+            retryable = sum(
+                1 for i, _ in todo
+                if i not in self.finished and self.attempts_made.get(i, 0) < self.max_attempts
+            )  # fmt: skip
+            raise ChunkIncomplete(report.unfinished, self.last_error, self.max_attempts, retryable)
         return report
 
     async def _process_then_commit(
-        self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None
+        self,
+        ticket_id: str,
+        text: str,
+        chunk_slots: asyncio.Semaphore | None,
+        cap: int | None = None,
     ) -> str:
         # Commit as rows come in, not only when a chunk ends: a large chunk at a slow rate
         # would otherwise keep its results out of the dataset for minutes.
-        outcome = await self._process(ticket_id, text, chunk_slots)
+        outcome = await self._process(ticket_id, text, chunk_slots, cap)
         await self.committer.commit_if_due()
         return outcome
 
     async def _process(
-        self, ticket_id: str, text: str, chunk_slots: asyncio.Semaphore | None = None
+        self,
+        ticket_id: str,
+        text: str,
+        chunk_slots: asyncio.Semaphore | None = None,
+        cap: int | None = None,
     ) -> str:
-        """Attempt one ticket until it is answered, failed for good, or the run stops:
-        "ok", "failed" or "unfinished"."""
+        """Attempt one ticket until it is answered, failed for good, out of the attempts
+        this run of its chunk may make (`cap`, of the row's whole budget), or the run
+        stops: "ok", "failed" or "unfinished"."""
         params = self.spec.request(text)
         ticket = TicketAttempts(ticket_id, text, params, self.admission.estimator.raw(params))
+        ticket.attempt = self.attempts_made.get(ticket_id, 0)
+        try:
+            return await self._attempts(ticket, chunk_slots, cap or self.max_attempts)
+        finally:
+            if ticket_id in self.finished:
+                self.attempts_made.pop(ticket_id, None)
+            elif ticket.attempt:
+                self.attempts_made[ticket_id] = ticket.attempt
+
+    async def _attempts(
+        self, ticket: TicketAttempts, chunk_slots: asyncio.Semaphore | None, cap: int
+    ) -> str:
+        if ticket.attempt >= cap:
+            return "unfinished"  # this run of the chunk has no attempt left for it
         while True:
-            outcome = await self._attempt(ticket, chunk_slots)
+            try:
+                outcome = await self._attempt(ticket, chunk_slots)
+            except APIUnavailable as error:
+                self.stop(str(error))
+                return "unfinished"
             if outcome is None:  # a storm began while this one queued: not now
                 continue
             if isinstance(outcome, str):
                 return outcome
             decision, sent_at = outcome
             # Outside the slot: waiting never holds one.
-            verdict = self._after_error(ticket, decision, sent_at)
+            verdict = self._after_error(ticket, decision, sent_at, cap)
             if verdict is not None:
                 return verdict
             await self.sleep(decision.delay_s)
@@ -521,7 +574,7 @@ class TicketProcessor:
                 await admission.settle_budget(held, cost or 0.0)
 
     def _after_error(
-        self, ticket: TicketAttempts, decision: policy.Decision, sent_at: float
+        self, ticket: TicketAttempts, decision: policy.Decision, sent_at: float, cap: int
     ) -> str | None:
         """React to a failed attempt: "failed" or "unfinished" if the ticket is settled,
         None to try again after `decision.delay_s`."""
@@ -542,7 +595,7 @@ class TicketProcessor:
             ticket.grown += 1
             self.stats.truncated_retries += 1
             ticket.params = self.spec.request(ticket.text, ticket.grown)
-        if ticket.attempt >= self.max_attempts:
+        if ticket.attempt >= cap:
             return "unfinished"
         self.stats.retries += 1
         return None

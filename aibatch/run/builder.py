@@ -78,15 +78,18 @@ class Run:
     def __post_init__(self) -> None:
         self.stats = RunStats(total=len(self.pairs))
 
-    def chunks(self) -> list[list[Pair]]:
-        size = self.params.chunk_size
+    def chunks(self, chunk_slots: int = policy.DEFAULT_CHUNK_SLOTS) -> list[list[Pair]]:
+        size = self.params.chunk_size or policy.auto_chunk_size(len(self.pairs), chunk_slots)
         return [self.pairs[i : i + size] for i in range(0, len(self.pairs), size)]
 
     def processor(self, shared: RequestAllowance | None) -> TicketProcessor:
         params, spec = self.params, self.spec
         pacer = Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm)
         worst_case = WorstCase(self.prices, spec.model)
-        admission = Admission(pacer, params.fixed_concurrency, worst_case, shared, self.budget)
+        admission = Admission(
+            pacer, params.fixed_concurrency, worst_case, shared, self.budget,
+            outage_deadline_s=params.outage_deadline_s,
+        )  # fmt: skip
         recorder = Recorder(spec, self.run_id, self.committer, self.stats, self.prices, "realtime")
         return TicketProcessor(self.backend, admission, recorder, max_attempts=params.max_attempts)
 
@@ -199,10 +202,13 @@ def raise_for_chunk_outcomes(outcomes: Sequence[object]) -> None:
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     stopped = [e for e in errors if isinstance(e, RunStopped)]
     if stopped:
-        raise RunStopped(f"run stopped: {stopped[0]}. Everything finished before the stop is saved")
+        raise RunStopped(
+            f"run stopped: {stopped[0]}. Everything finished before the stop is saved; run "
+            "the same command again to continue"
+        )
     if errors:
         unfinished = sum(e.unfinished for e in errors if isinstance(e, ChunkIncomplete))
         raise RuntimeError(
-            f"{len(errors)} chunk(s) failed after retries ({unfinished} tickets unfinished; "
-            f"first error: {errors[0]}); everything done is saved, re-run to continue"
+            f"{len(errors)} chunk(s) failed ({unfinished} rows unfinished; first error: "
+            f"{errors[0]}). Everything done is saved: run the same command again to continue"
         )

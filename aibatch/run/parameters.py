@@ -71,16 +71,17 @@ class RunParameters(BaseModel):
         default=None, min_length=1, description="The id column; default: the job's, else id."
     )
     text_column: str = Field(default="text", min_length=1)
-    chunk_size: int = Field(
-        default=policy.DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = Field(
+        default=None,
         ge=policy.MIN_CHUNK_SIZE,
         le=policy.MAX_CHUNK_SIZE,
-        description="Tickets per Prefect task run.",
+        description="Rows per Prefect task run; default: the pending rows spread over the "
+        "chunk slots (50-500).",
     )
     max_concurrency: int | Literal["auto"] = Field(
         default="auto",
         description="Requests in flight at once, across all chunks: a number, or auto "
-        "(start low, grow while answers come back fast and clean, back off on 429/529).",
+        "(start low, grow while answers come back fast and clean, back off on 529s).",
     )
     rpm: int | None = Field(
         default=None, ge=1, description="Requests per minute; default: learned from the API."
@@ -122,7 +123,19 @@ class RunParameters(BaseModel):
         default=None,
         description="Set by a fanned-out run on each of its parts: this run is that shard.",
     )
-    max_attempts: int = Field(default=policy.MAX_ATTEMPTS, ge=1, le=50)
+    max_attempts: int = Field(
+        default=policy.MAX_ATTEMPTS,
+        ge=1,
+        le=50,
+        description="Requests at most for one row, across every retry (the engine's and "
+        "the chunk's Prefect retries share them).",
+    )
+    outage_deadline_s: float = Field(
+        default=policy.OUTAGE_DEADLINE_S,
+        gt=0,
+        description="Seconds the API may answer nothing but overload, server or connection "
+        "errors (one probe at a time meanwhile) before the run stops (exit 3).",
+    )
     request_timeout_s: float = Field(
         default=policy.REQUEST_TIMEOUT_S,
         gt=0,

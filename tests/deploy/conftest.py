@@ -140,15 +140,16 @@ def overloaded_run(
 ) -> dict[str, Any]:
     """A deployment run picked up by a worker, through a burst of 529s at its start.
 
-    One attempt per ticket within a chunk: the tickets that meet a 529 leave their chunk
-    unfinished, so the chunk task fails and Prefect retries it (which then succeeds)."""
+    Four attempts per row in all, shared with the chunk's three Prefect retries: its first
+    run may make one, so the rows that meet a 529 leave their chunk unfinished, the chunk
+    task fails and Prefect retries it (which then succeeds)."""
     work = tmp_path_factory.mktemp("overloaded")
     ids = set(write_tickets(work / "tickets.csv", 100))
     log = start_worker("worker-a")
     simulator.configure(first_529s=10)  # counted from the reset: the next 10 messages
     simulator.reset()
     params = {"input_path": str(work / "tickets.csv"), "output_dir": str(work / "out"),
-              "job": "classify", "chunk_size": 50, "max_attempts": 1}  # fmt: skip
+              "job": "classify", "chunk_size": 50, "max_attempts": 4}  # fmt: skip
     run = asyncio.run(
         start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
                              params)

@@ -56,10 +56,12 @@ class Harness:
             **processor_options,  # type: ignore[arg-type]
         )  # fmt: skip
 
-    def run(self, chunk: list[tuple[str, str]]) -> None:
+    def run(
+        self, chunk: list[tuple[str, str]], chunk_run: int | None = None, retries: int = 0
+    ) -> None:
         async def run() -> None:
             try:
-                await self.processor.process_chunk(chunk)
+                await self.processor.process_chunk(chunk, None, chunk_run, retries)
             finally:
                 await self.committer.commit()
 
@@ -162,22 +164,46 @@ def test_limits_learned_from_headers_keep_429s_away(
     assert server.stats()["by_status"].get("429", 0) <= 2
 
 
-def test_exhausted_attempts_fail_the_chunk_and_a_retry_sends_only_what_is_left(
+def test_a_chunk_retry_sends_only_what_is_left_within_each_rows_one_budget(
     start_simulator: StartSimulator, harness: Callable[..., Harness]
 ) -> None:
+    """Two attempts per row in all, one of them kept for the chunk's one retry: the first
+    run sends each row once, the retry (what Prefect runs) only the unfinished ones."""
     server = start_simulator(p529=0.5, seed=11)
-    h = harness(server, max_attempts=1)
+    h = harness(server, max_attempts=2)
     chunk = tickets(40)
     with pytest.raises(ChunkIncomplete) as caught:
-        h.run(chunk)
+        h.run(chunk, chunk_run=0, retries=1)
     done_first = len(h.results())
     assert 0 < done_first < 40 and caught.value.unfinished == 40 - done_first
+    assert caught.value.retryable == caught.value.unfinished
+    assert "a retry of the chunk sends" in str(caught.value)
+    assert server.stats()["requests_total"] == 40  # one each: the other is the retry's
 
     server.configure(p529=0.0)
-    h.run(chunk)  # what Prefect does when it retries the chunk task
+    h.run(chunk, chunk_run=1, retries=1)  # what Prefect does when it retries the chunk task
     assert sorted(h.results()["id"]) == sorted(i for i, _ in chunk)
     assert server.stats()["by_status"]["200"] == 40  # nothing paid twice
+    assert server.stats()["requests_total"] == 40 + (40 - done_first)
     assert server.stats()["prompts_paid_repeated"] == 0
+
+
+def test_a_row_out_of_attempts_is_not_sent_again_by_a_retry_of_its_chunk(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    """The budget is the row's, whatever retries: a chunk run after it is spent sends
+    nothing, and the message says a re-run is what sends it again."""
+    server = start_simulator(p529=1.0)
+    h = harness(server, max_attempts=2, max_concurrency=5)
+    h.processor.sleep = lambda _s: asyncio.sleep(0)
+    with pytest.raises(ChunkIncomplete) as caught:
+        h.run(tickets(5))
+    assert caught.value.retryable == 0
+    assert "run the same command again" in str(caught.value)
+    assert "will be retried" not in str(caught.value)
+    with pytest.raises(ChunkIncomplete):
+        h.run(tickets(5), chunk_run=3, retries=3)
+    assert server.stats()["requests_total"] == 10  # 2 per row, not 2 per run of the chunk
 
 
 @pytest.mark.parametrize("stop", ["auth", "spend_cap"])

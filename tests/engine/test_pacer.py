@@ -255,27 +255,123 @@ def test_aimd_rate_does_not_grow_while_it_goes_unused(clock: FakeClock) -> None:
     assert pacer.aimd_rate == pytest.approx(19.4)
 
 
-def test_headers_turn_aimd_off(clock: FakeClock) -> None:
+def test_a_429_lowers_the_rate_below_a_stated_limit(clock: FakeClock) -> None:
+    """The stated limit is the key's: another run of the key takes half, so only half of
+    ours gets through. The 429 teaches a rate under it, which the pacer then keeps to."""
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000, remaining=8))
+    pacer.on_rate_limited(observed_rps=5.0)  # allowed 10/s by the header, 5/s got through
+    assert pacer.aimd_rate == pytest.approx(4.85)
+    clock.advance(10.0)
+    sent = 0
+    for _ in range(1000):  # ten seconds, sending whenever the pacer lets us
+        clock.advance(0.01)
+        while pacer.wait_s(0) == 0:
+            pacer.reserve(0)
+            sent += 1
+    assert 45 <= sent <= 52  # 4.85/s, not the header's 10/s
+
+
+def test_a_probe_back_at_the_stated_limit_hands_back_to_it(clock: FakeClock) -> None:
+    """The other run finished: the probe climbs to the stated limit, which then governs."""
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000, remaining=8))
+    pacer.on_rate_limited(observed_rps=5.0)
+    send_at_the_rate(pacer, clock, 60.0)
+    assert pacer.aimd_rate is None
+    assert pacer.requests is not None and pacer.requests.rate_per_s == 10
+
+
+def test_an_empty_server_bucket_holds_the_probe(clock: FakeClock) -> None:
+    """`remaining` near zero: the key's limit is used up (by us and the others), so the
+    found rate holds instead of climbing into the next 429."""
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(headers(rpm=1_200, itpm=600_000, otpm=120_000, remaining=15))
+    pacer.on_rate_limited(observed_rps=9.0)
+    held = pacer.aimd_rate
+    for _ in range(300):  # 30 s of clean answers at our rate, the server's bucket empty
+        clock.advance(0.1)
+        while pacer.wait_s(0) == 0:
+            pacer.reserve(0)
+        pacer.observe_headers(headers(rpm=1_200, itpm=600_000, otpm=120_000, remaining=1))
+        pacer.on_success()
+    assert pacer.server_low
+    assert pacer.aimd_rate == held
+    pacer.observe_headers(headers(rpm=1_200, itpm=600_000, otpm=120_000, remaining=15))
+    send_at_the_rate(pacer, clock, 5.0)  # room again: the probe climbs
+    assert pacer.aimd_rate is not None and held is not None and pacer.aimd_rate > held
+
+
+def test_a_raised_stated_limit_raises_the_found_share(clock: FakeClock) -> None:
     pacer = Pacer(clock=clock)
     pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
-    pacer.on_rate_limited(observed_rps=20.0)
-    assert pacer.aimd_rate is None
+    pacer.on_rate_limited(observed_rps=5.0)
+    pacer.observe_headers(headers(rpm=1_200, itpm=60_000, otpm=12_000))
+    assert pacer.aimd_rate == pytest.approx(9.7)
+
+
+def tokens_only(limit: int, remaining: int) -> dict[str, str]:
+    return {"anthropic-ratelimit-tokens-limit": str(limit),
+            "anthropic-ratelimit-tokens-remaining": str(remaining)}  # fmt: skip
+
+
+def test_a_gateways_combined_tokens_limit_paces_input_and_output(clock: FakeClock) -> None:
+    """Only `anthropic-ratelimit-tokens-*` stated (a gateway): it may be either token
+    limit, so a request's input and output both count against it."""
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(tokens_only(60_000, 50_000))  # 1,000 tokens/s
+    assert pacer.tokens is not None and pacer.limits_known
+    clock.advance(1.0)
+    first = pacer.reserve(600)
+    pacer.settle(first, input_tokens=600, output_tokens=300)
+    assert pacer.tokens.level == pytest.approx(100)
+    assert pacer.wait_s(600) == pytest.approx((600 + 300 - 100) / 1000)
+    # Specific limits say more: the combined bucket gives way to them.
+    pacer.observe_headers(headers(rpm=600, itpm=60_000, otpm=12_000))
+    assert pacer.tokens is None and pacer.input_tokens is not None
+
+
+def test_combined_tokens_remaining_caps_ours(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.observe_headers(tokens_only(600_000, 500_000))
+    clock.advance(5.0)
+    pacer.observe_headers(tokens_only(600_000, 0))
+    assert pacer.tokens is not None and pacer.tokens.level == pytest.approx(999)
 
 
 def test_concurrency_slow_starts_then_backs_off_and_recovers(clock: FakeClock) -> None:
     control = ConcurrencyController(clock=clock)
-    assert control.current == pacing.START_CONCURRENCY
-    for _ in range(4):  # one round trip at the limit doubles it in slow start
+    assert control.current == pacing.START_CONCURRENCY == 8
+    for _ in range(8):  # one round trip at the limit triples it in slow start
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
-    assert control.current == 8
+    assert control.current == 24
     control.on_congestion()
-    assert control.current == 5  # 8 × 0.7
+    assert control.current == 16  # 24 × 0.7
     control.on_congestion()  # same round trip: no second cut
-    assert control.current == 5
+    assert control.current == 16
     clock.advance(1.0)
     for _ in range(30):  # additive now: about +1 per round trip (+5% once above 20)
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
-    assert 9 <= control.current <= 11
+    assert 17 <= control.current <= 21  # (a little more: a second has passed clean)
+
+
+def test_after_slow_start_the_growth_speeds_up_while_it_stays_clean(clock: FakeClock) -> None:
+    """Slow start ended early (a lag spike, say): +5% per round trip at first, then faster
+    each clean round trip, so a short run still reaches what the server sustains."""
+    control = ConcurrencyController(clock=clock)
+    control.slow_start = False
+    control.limit = 100.0
+    sizes = []
+    while control.current < 400:  # clean round trips of 0.2 s
+        for _ in range(control.current):
+            control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
+        clock.advance(0.2)
+        sizes.append(control.current)
+    assert sizes[0] <= 106  # +5%
+    assert len(sizes) <= 12  # at +5% throughout: 29 round trips
+    assert control.growth_per_round_trip() >= 0.25
+    control.on_congestion()  # a 529: back to the careful start
+    assert control.growth_per_round_trip() == pytest.approx(pacing.CONGESTION_AVOIDANCE_GROWTH)
 
 
 def test_concurrency_does_not_grow_when_it_is_not_the_limit(clock: FakeClock) -> None:
@@ -299,7 +395,8 @@ def test_concurrency_stops_growing_when_latency_shows_queueing(clock: FakeClock)
     grown = control.current
     for _ in range(200):
         control.on_success(latency_s=0.5, in_flight=control.current, target_rate=None)
-    assert control.current <= grown + 2
+    # The smoothed latency needs three answers to show it: no growth after that.
+    assert control.current <= grown + 3 * pacing.SLOW_START_GROWTH
 
 
 def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
@@ -315,7 +412,7 @@ def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
     assert control.current == grown
     for _ in range(grown):  # free again: one more round trip, still in slow start
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
-    assert control.current == 2 * grown
+    assert control.current == (1 + pacing.SLOW_START_GROWTH) * grown
 
 
 def test_one_429_closes_the_gate_to_nobody(clock: FakeClock) -> None:

@@ -119,3 +119,75 @@ def test_a_refusal_fails_the_ticket_with_its_category_and_is_never_retried() -> 
     decision = policy.decide(Refused("cyber", "declined"), 0, random.Random(1))
     assert decision.action is Action.FAIL_TICKET and decision.error_type == "refusal"
     assert decision.stop_reason == "refusal" and "cyber" in decision.message
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "error_type", "cause"),
+    [
+        (anthropic.OverloadedError, 529, "overloaded_error", Cause.OVERLOADED),
+        (anthropic.ServiceUnavailableError, 503, "api_error", Cause.OVERLOADED),
+        (anthropic.InternalServerError, 500, "api_error", Cause.SERVER),
+        (anthropic.RateLimitError, 429, "rate_limit_error", Cause.RATE_LIMITED),
+    ],
+)  # fmt: skip
+def test_retry_after_is_honoured_on_every_status_that_carries_it(
+    cls: type[anthropic.APIStatusError], status: int, error_type: str, cause: Cause
+) -> None:
+    """The SDK honours `retry-after` on every status: so do we (it was 0.3-0.5 s of backoff
+    on a 529 that said 3 s)."""
+    error = status_error(cls, status, error_type, {"retry-after": "3"})
+    decision = policy.decide(error, attempt=0, rng=random.Random(1))
+    assert decision.action is Action.RETRY_AFTER
+    assert decision.cause is cause
+    assert 3.0 <= decision.delay_s <= 3.0 * (1 + policy.RETRY_AFTER_JITTER)
+
+
+def test_retry_after_ms_wins_and_an_http_date_is_read() -> None:
+    both = {"retry-after-ms": "1500", "retry-after": "9"}
+    error = status_error(anthropic.OverloadedError, 529, "overloaded_error", both)
+    assert 1.5 <= policy.decide(error, 0, random.Random(2)).delay_s <= 1.5 * 1.25
+    assert policy.server_wait_s({"retry-after": "Sun, 06 Dec 2026 10:00:07 GMT"},
+                                now=1796551200.0) == pytest.approx(7.0)  # fmt: skip
+    assert policy.server_wait_s({"retry-after": "soon"}) is None
+
+
+def test_a_wait_past_a_minute_is_capped() -> None:
+    error = status_error(anthropic.OverloadedError, 529, "overloaded_error", {"retry-after": "900"})
+    assert policy.decide(error, 0, random.Random(3)).delay_s <= policy.RETRY_AFTER_MAX_S * 1.25
+
+
+def test_x_should_retry_overrides_the_status() -> None:
+    no = status_error(
+        anthropic.OverloadedError, 529, "overloaded_error", {"x-should-retry": "false"}
+    )
+    decision = policy.decide(no, 0, random.Random(4))
+    assert decision.action is Action.FAIL_TICKET
+    assert "not to retry" in decision.message
+    yes = status_error(anthropic.ConflictError, 409, "api_error", {"x-should-retry": "true"})
+    assert policy.decide(yes, 0, random.Random(4)).action is Action.BACKOFF
+    bad = status_error(anthropic.BadRequestError, 400, "invalid_request_error",
+                       {"x-should-retry": "true"})  # fmt: skip
+    assert policy.decide(bad, 0, random.Random(4)).action is Action.BACKOFF
+
+
+def test_a_429_without_retry_after_waits_for_the_exhausted_limits_reset() -> None:
+    now = 1796551200.0  # 2026-12-06T10:00:00Z
+    headers = {
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2026-12-06T10:00:04Z",
+        "anthropic-ratelimit-tokens-remaining": "12000",
+        "anthropic-ratelimit-tokens-reset": "2026-12-06T10:00:30Z",
+    }
+    assert policy.limit_reset_wait_s(headers, now=now) == pytest.approx(4.0)
+    assert policy.limit_reset_wait_s({}, now=now) is None
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "caps"),
+    [(6, [3, 4, 5, 6]), (4, [1, 2, 3, 4]), (1, [1, 1, 1, 1]), (2, [1, 2, 2, 2])],
+)
+def test_a_chunks_retries_share_the_rows_attempt_budget(max_attempts: int, caps: list[int]) -> None:
+    """By the end of each run of its chunk (the first and three Prefect retries), a row has
+    made at most this many attempts: never more than `max_attempts` in all."""
+    assert [policy.attempt_cap(max_attempts, run, retries=3) for run in range(4)] == caps
+    assert policy.attempt_cap(max_attempts, None) == max_attempts

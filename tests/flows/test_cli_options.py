@@ -17,7 +17,8 @@ BAD_VALUE = {
     "chunk_size": "0", "chunk_slots": "0", "id_column": "", "text_column": "",
     "rpm": "0", "itpm": "0", "otpm": "0", "shared_rpm": "0", "shards": "0", "timeout": "0",
     "mode": "fast", "budget_usd": "0", "batch_size": "0", "batch_poll_max": "0",
-    "batch_resubmits": "-1", "max_concurrency": "0",
+    "batch_resubmits": "-1", "max_concurrency": "0", "max_attempts": "0",
+    "outage_deadline": "0",
 }  # fmt: skip
 # Options whose values the parameters take as they are: paths are checked when the file is
 # read (the error names the file), a flag has no bad value, and the model is checked
