@@ -49,6 +49,10 @@ AIMD_START_RPS = 2.0
 AIMD_MARGIN = 0.97  # after a 429: this share of the rate that drew it (or that got through)
 AIMD_THROUGH = 0.85  # "most got through": answered at this share of the rate, or more
 AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measure
+# The first 429 with no rate known: what got through so far includes the burst an empty
+# window admits at the start (twice the limit, or more), so half of it; a rate found too low
+# climbs back in seconds, one too high costs a 429 per request over it.
+AIMD_FIRST_CUT = 0.5
 AIMD_PROBE_PER_S = 0.0015  # growth per second just after a step back from a probe
 # ... and after a cut to what got through: that estimate is rough (it counts the lull the
 # limit's fall caused), so the rate climbs back faster
@@ -60,6 +64,9 @@ AIMD_BUCKET_S = 0.25
 # A step back that lands within this share of the rate of the previous one: the limit is
 # where it was, so the probe slows (halving, down to AIMD_PROBE_PER_S).
 AIMD_SAME_LIMIT = 0.05
+# A fall to within this share of the rate the last fall found: not a new limit (another
+# client of the key keeps taking its share), so the probe slows instead of climbing fast.
+AIMD_SAME_FALL = 0.15
 # Cuts for a whole round trip with no clean answer between (for a request sent after a
 # cut): the server's window is still full of what we sent before, and any rate would be
 # refused until it drains. (Quicker ones can come from one overshoot: a 429 comes back in
@@ -189,6 +196,8 @@ class Pacer:
         self.aimd_last_cut = -math.inf
         self.aimd_quiet_since = -math.inf  # the probe speeds up from here: a cut or a hold
         self.aimd_last_step_back: float | None = None  # the rate a probe last stepped back from
+        self.aimd_last_fall: float | None = None  # the rate the last fall found
+        self.aimd_fell_from: float | None = None  # ... and the rate that drew it
         self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
         self.aimd_pauses = 0
         self._aimd: TokenBucket | None = None
@@ -355,14 +364,21 @@ class Pacer:
                 if last is not None and allowed <= (1 + AIMD_SAME_LIMIT) * last:
                     self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
                 self.aimd_last_step_back = allowed
+            self.aimd_fell_from = None
         else:
             if observed_rps > 0:
-                rate = AIMD_MARGIN * observed_rps
+                rate = (AIMD_MARGIN if allowed is not None else AIMD_FIRST_CUT) * observed_rps
             elif allowed is not None:
                 rate = AIMD_CUT * allowed
             else:
                 rate = AIMD_START_RPS
-            self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
+            last_fall = self.aimd_last_fall
+            if last_fall is not None and abs(rate - last_fall) <= AIMD_SAME_FALL * last_fall:
+                self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
+            else:
+                self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
+            self.aimd_last_fall = rate
+            self.aimd_fell_from = allowed
             self.aimd_last_step_back = None
         self._set_aimd_rate(rate)
         self.aimd_last_cut = self.aimd_last_change = self.aimd_quiet_since = now
@@ -387,6 +403,10 @@ class Pacer:
     def probe_growth_per_s(self) -> float:
         """How fast the rate grows now: slowly just after a 429 (or a hold), doubling every
         AIMD_PROBE_DOUBLING_S without one."""
+        if self.aimd_fell_from is not None and (self.aimd_rate or 0.0) < self.aimd_fell_from:
+            # Climbing back to where the last fall came from: steadily, not faster and
+            # faster, or runs sharing a key overshoot together every few seconds.
+            return self.aimd_probe_per_s
         quiet = self.clock() - self.aimd_quiet_since
         growth = self.aimd_probe_per_s * 2 ** (quiet / AIMD_PROBE_DOUBLING_S)
         return min(AIMD_PROBE_MAX_PER_S, growth)
@@ -412,6 +432,9 @@ class Pacer:
             # answers say nothing about a higher one, so do not raise it (as TCP does not
             # grow a window the application leaves unused).
             return
+        if self.aimd_fell_from is not None and self.aimd_rate >= self.aimd_fell_from:
+            self.aimd_fell_from = None  # back where it fell from: probe past it as usual
+            self.aimd_quiet_since = now
         rate = self.aimd_rate * (1 + self.probe_growth_per_s()) ** elapsed
         if self.requests is not None and rate >= self.requests.rate_per_s:
             # Back at the stated limit: nobody else takes a share now; the limit governs.

@@ -139,16 +139,18 @@ def test_without_headers_a_429_sets_the_rate_just_under_what_got_through(
     pacer = Pacer(clock=clock)
     sent = clock.now
     clock.advance(0.2)
-    pacer.on_rate_limited(observed_rps=20.0, sent_at=sent)
-    assert pacer.aimd_rate == pytest.approx(19.4)  # the server admitted 20/s: its limit
+    # The first 429, nothing known: 40/s got through, but that counts the burst an empty
+    # window admits at the start, so half of it.
+    pacer.on_rate_limited(observed_rps=40.0, sent_at=sent)
+    assert pacer.aimd_rate == pytest.approx(20.0 * pacing.AIMD_FIRST_CUT / 0.5)
     # Another 429 of a request sent before that cut: it says nothing about the new rate.
     pacer.on_rate_limited(observed_rps=12.0, sent_at=sent)
-    assert pacer.aimd_rate == pytest.approx(19.4)
+    assert pacer.aimd_rate == pytest.approx(20.0)
     clock.advance(0.3)
-    pacer.on_rate_limited(observed_rps=18.5, sent_at=clock.now - 0.1)  # sent after it
-    assert pacer.aimd_rate == pytest.approx(19.4 * 0.97)  # most got through: a step back
+    pacer.on_rate_limited(observed_rps=19.5, sent_at=clock.now - 0.1)  # sent after it
+    assert pacer.aimd_rate == pytest.approx(20 * 0.97)  # most got through: a step back
     clock.advance(0.3)
-    pacer.on_rate_limited(observed_rps=10.0)  # allowed 18.8/s, but only 10/s got through
+    pacer.on_rate_limited(observed_rps=10.0)  # allowed 19.4/s, but only 10/s got through
     assert pacer.aimd_rate == pytest.approx(9.7)
     clock.advance(0.3)
     pacer.on_rate_limited(observed_rps=0.0)  # nothing got through to measure: cut the rate
@@ -190,6 +192,23 @@ def test_after_a_fall_the_rate_climbs_back_faster_and_slows_with_each_step_back(
         assert pacer.aimd_probe_per_s == pytest.approx(max(pacing.AIMD_PROBE_PER_S, expected))
         expected /= 2
     assert pacer.aimd_probe_per_s == pacing.AIMD_PROBE_PER_S
+
+
+def test_falls_to_the_same_share_slow_the_probe_and_the_climb_back_is_steady(
+    clock: FakeClock,
+) -> None:
+    """Another run of the key takes about half, again and again: each fall to about the
+    same share is no new limit, so the probe slows; and climbing back to where it fell
+    from, the probe does not speed up (two runs doing so overshoot together)."""
+    pacer = Pacer(clock=clock)
+    pacer.aimd_rate = 10.0
+    pacer.on_rate_limited(observed_rps=5.0)  # a fall: 4.85/s, climbing back at 3%/s
+    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    send_at_the_rate(pacer, clock, 10.0)
+    assert pacer.probe_growth_per_s() == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    assert pacer.aimd_rate is not None and pacer.aimd_rate < 4.85 * 1.03**10 * 1.01
+    pacer.on_rate_limited(observed_rps=5.1)  # the same share again
+    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
 
 
 def test_a_step_back_past_the_last_one_keeps_the_probe_fast(clock: FakeClock) -> None:
@@ -246,13 +265,13 @@ def test_the_found_rate_paces_smoothly_not_in_bursts(clock: FakeClock) -> None:
 
 def test_aimd_rate_does_not_grow_while_it_goes_unused(clock: FakeClock) -> None:
     pacer = Pacer(clock=clock)
-    pacer.on_rate_limited(observed_rps=20.0)
-    for _ in range(200):  # 20 s of clean answers, sending 1/s: far below the allowed 19/s
+    pacer.on_rate_limited(observed_rps=40.0)
+    for _ in range(200):  # 20 s of clean answers, sending 1/s: far below the allowed 20/s
         clock.advance(0.1)
         if round(clock.now * 10) % 10 == 0:
             pacer.reserve(0)
         pacer.on_success()
-    assert pacer.aimd_rate == pytest.approx(19.4)
+    assert pacer.aimd_rate == pytest.approx(20.0)
 
 
 def test_a_429_lowers_the_rate_below_a_stated_limit(clock: FakeClock) -> None:
