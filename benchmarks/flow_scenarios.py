@@ -1,4 +1,5 @@
-"""The benchmark scenarios that need the whole flow and a Prefect server (P4, P6).
+"""The benchmark scenarios that need the whole flow and a Prefect server (P4, P6, O45, OP,
+and P2's `aibatch-run` contestant).
 
 Each `aibatch run` is its own process talking to one `prefect server` on 127.0.0.1 and to
 a simulator process, exactly as a user's runs would; peak RSS is read from the kernel's
@@ -8,6 +9,7 @@ accounting of that process (`wait4`).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ class CliRun:
     returncode: int
     wall_s: float
     peak_rss_mib: float
+    timed_out: bool = False
 
 
 def start_run(
@@ -41,11 +44,40 @@ def start_run(
     return process, time.perf_counter()
 
 
-def wait_run(process: subprocess.Popen[bytes], started: float) -> CliRun:
-    """Reap the child ourselves: wait4 returns its own resource usage (peak RSS)."""
-    _, status, usage = os.wait4(process.pid, 0)
+def wait_run(
+    process: subprocess.Popen[bytes], started: float, timeout_s: float | None = None
+) -> CliRun:
+    """Reap the child ourselves: wait4 returns its own resource usage (peak RSS). Past
+    `timeout_s` it gets SIGTERM, and SIGKILL 30 s later (`timed_out`)."""
+    timed_out = False
+    if timeout_s is None:
+        _, status, usage = os.wait4(process.pid, 0)
+    else:
+        reaped = _reap_by(process.pid, started + timeout_s)
+        if reaped is None:
+            timed_out = True
+            # os.kill, not Popen.terminate: that polls, and could reap it before wait4 does.
+            os.kill(process.pid, signal.SIGTERM)
+            reaped = _reap_by(process.pid, time.perf_counter() + 30)
+        if reaped is None:
+            os.kill(process.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(process.pid, 0)
+        else:
+            status, usage = reaped
     process.returncode = os.waitstatus_to_exitcode(status)
-    return CliRun(process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024)
+    wall = time.perf_counter() - started
+    return CliRun(process.returncode, wall, usage.ru_maxrss / 1024, timed_out)
+
+
+def _reap_by(pid: int, deadline: float) -> tuple[int, Any] | None:
+    """(status, rusage) once `pid` exits, or None if it still runs at `deadline`."""
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage
+        if time.perf_counter() >= deadline:
+            return None
+        time.sleep(0.02)
 
 
 def client_env(server: PrefectServerProcess, sim: SimulatorProcess) -> dict[str, str]:
@@ -158,3 +190,79 @@ def shared_limit(
         "busiest_10s_per_s": round(float(busiest_10s), 2) if busiest_10s == busiest_10s else None,
         "overlap_s": round(end - begin, 1),
     }]  # fmt: skip
+
+
+# -- runs through the CLI, measured from the simulator's side ----------------------------------
+
+
+def read_results(output: Path) -> pd.DataFrame:
+    """Every result row under `output` (id, completed_at, latency_ms); empty if none."""
+    path = output / "classify" / "results"
+    columns = ["id", "completed_at", "latency_ms"]
+    dataset = ds.dataset(path, format="parquet", partitioning="hive") if path.exists() else None
+    if dataset is None or not dataset.files:  # a run that answered nothing
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    frame: pd.DataFrame = dataset.to_table(columns=columns).to_pandas()
+    return frame
+
+
+def classify_run(
+    server: PrefectServerProcess,
+    sim: SimulatorProcess,
+    source: Path,
+    output: Path,
+    log: Path,
+    timeout_s: float,
+    extra_args: list[str] | None = None,
+) -> tuple[CliRun, pd.DataFrame]:
+    """`aibatch run SOURCE --job classify --output OUTPUT` against `sim`, on the benchmark's
+    Prefect server (so no temporary one starts); its results as read back."""
+    args = [str(source), "--job", "classify", "--output", str(output), *(extra_args or [])]
+    run = wait_run(*start_run(args, client_env(server, sim), log), timeout_s=timeout_s)
+    return run, read_results(output)
+
+
+def log_tail(log: Path, lines: int = 15) -> list[str]:
+    if not log.exists():
+        return []
+    return log.read_text(errors="replace").splitlines()[-lines:]
+
+
+def cli_fault(
+    scenario: str,
+    server: PrefectServerProcess,
+    config: SimulatorConfig,
+    tickets: pd.DataFrame,
+    work: Path,
+    timeout_s: float,
+    extra_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """O45, OP: one `aibatch run` through a simulator whose outages (every message a 529)
+    are timed from the simulator's start; the run starts right after it."""
+    source, output = work / f"{scenario}-tickets.csv", work / f"{scenario}-output"
+    log = work / f"{scenario}.log"
+    tickets.to_csv(source, index=False)
+    with SimulatorProcess(config) as sim:
+        run, results = classify_run(server, sim, source, output, log, timeout_s, extra_args)
+        stats = sim.stats()
+        sim_started = time.time() - stats["uptime_s"]  # the simulator's clock, in epoch s
+    count = len(tickets)
+    requests = stats["requests_total"]
+    ids = results["id"]
+    tail = log_tail(log)
+    for line in tail[-5:]:
+        print(f"  {scenario}| {line}", file=sys.stderr, flush=True)
+    first = stats.get("first_message_at")
+    return {
+        "scenario": scenario, "contestant": "aibatch-run", "items": count,
+        "items_per_s": round(ids.nunique() / run.wall_s, 2),
+        "share_429": round(stats["by_status"].get("429", 0) / requests, 4) if requests else 0,
+        "attempts_per_item": round(requests / count, 3), "lost": count - ids.nunique(),
+        "peak_rss_mib": round(run.peak_rss_mib, 1), "max_in_flight": stats["max_in_flight"],
+        "wall_s": round(run.wall_s, 1),
+        "exit_code": "timeout" if run.timed_out else run.returncode,
+        "ids_once": bool(not ids.duplicated().any() and set(ids) == set(tickets["id"])),
+        "outage_answers": stats.get("outage_answers"),
+        "first_msg_sim_s": round(first - sim_started, 1) if first is not None else None,
+        "overload_named": any("overload" in line.lower() for line in tail),
+    }  # fmt: skip
