@@ -305,6 +305,7 @@ class Pacer:
         spend from it too. Ours never holds more than the server has (token counts come
         rounded down to thousands, so allow for the rounding)."""
         low = False
+        rate = self.send_rate()
         for name, attribute in _HEADER_OF.items():
             remaining = _header_int(headers, f"anthropic-ratelimit-{name}-remaining")
             bucket: TokenBucket | None = getattr(self, attribute)
@@ -315,7 +316,7 @@ class Pacer:
             bucket.level = min(bucket.level, float(remaining + slack))
             # What we send in SERVER_LOW_S, of this limit (requests, or tokens at our mean).
             per_request = self._per_request(name)
-            if remaining + slack < max(1.0, SERVER_LOW_S * self.send_rate() * per_request):
+            if remaining + slack < max(1.0, SERVER_LOW_S * rate * per_request):
                 low = True
         self.server_low = low
 
@@ -398,14 +399,23 @@ class Pacer:
     def send_rate(self, window_s: float = 2.0) -> float:
         """Requests let through per second, lately."""
         cutoff = self.clock() - window_s
-        return sum(1 for t in reversed(self._sent) if t >= cutoff) / window_s
+        count = 0
+        for sent in reversed(self._sent):  # newest first: stop at the first one too old
+            if sent < cutoff:
+                break
+            count += 1
+        return count / window_s
 
     def probe_growth_per_s(self) -> float:
         """How fast the rate grows now: slowly just after a 429 (or a hold), doubling every
         AIMD_PROBE_DOUBLING_S without one."""
-        if self.aimd_fell_from is not None and (self.aimd_rate or 0.0) < self.aimd_fell_from:
-            # Climbing back to where the last fall came from: steadily, not faster and
-            # faster, or runs sharing a key overshoot together every few seconds.
+        climbing_back = self.aimd_fell_from is not None and (
+            (self.aimd_rate or 0.0) < self.aimd_fell_from
+        )
+        if climbing_back and self.requests is None:
+            # Climbing back to where the last fall came from, untold: steadily, not faster
+            # and faster, or runs sharing a key overshoot together every few seconds. (With
+            # a stated limit, `remaining` holds the probe when the key's bucket is empty.)
             return self.aimd_probe_per_s
         quiet = self.clock() - self.aimd_quiet_since
         growth = self.aimd_probe_per_s * 2 ** (quiet / AIMD_PROBE_DOUBLING_S)

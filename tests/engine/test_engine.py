@@ -206,6 +206,37 @@ def test_a_row_out_of_attempts_is_not_sent_again_by_a_retry_of_its_chunk(
     assert server.stats()["requests_total"] == 10  # 2 per row, not 2 per run of the chunk
 
 
+def test_an_outage_holds_every_send_then_the_run_goes_on(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    """2.5 s of nothing but 529s: the rows in flight meet it, then one probe at a time
+    until one is answered; every row is answered once, within its attempts."""
+    from aibatch.simulator import OutageWindow
+
+    server = start_simulator(latency_ms=20, outages=[OutageWindow(start_s=0, duration_s=2.5)])
+    h = harness(server, max_concurrency=16)
+    h.run(tickets(60))
+    results = h.results()
+    assert sorted(results["id"]) == sorted(i for i, _ in tickets(60))
+    assert h.processor.admission.outage.outages == 1
+    # The 16 in flight, their first retries, a probe at 1 s and one at 3 s.
+    assert server.stats()["outage_answers"] <= 36, server.stats()["outage_answers"]
+    assert results["attempts"].max() <= 6
+
+
+def test_an_outage_past_its_deadline_stops_the_run_naming_the_overload(
+    start_simulator: StartSimulator, harness: Callable[..., Harness]
+) -> None:
+    from aibatch.simulator import OutageWindow
+
+    server = start_simulator(outages=[OutageWindow(start_s=0, duration_s=3600)])
+    h = harness(server, max_concurrency=4)
+    h.processor.admission.outage.deadline_s = 2.0
+    with pytest.raises(RunStopped, match=r"overload.*OverloadedError"):
+        h.run(tickets(20))
+    assert server.stats()["requests_total"] <= 20  # ≤ 1 per row, not 6
+
+
 @pytest.mark.parametrize("stop", ["auth", "spend_cap"])
 def test_auth_and_spend_cap_stop_the_run_at_once(
     start_simulator: StartSimulator, harness: Callable[..., Harness], stop: str

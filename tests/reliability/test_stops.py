@@ -68,3 +68,37 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
     results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert set(results["id"]) == set(texts) and results["id"].is_unique
     assert server.stats()["prompts_paid_repeated"] == 0
+
+
+def test_an_outage_past_its_deadline_stops_cleanly_and_a_rerun_after_it_completes(
+    prefect_api: str,
+    start_simulator: Callable[..., SimulatorServer],
+    use_simulator: Callable[[SimulatorServer], None],
+    tmp_path: Path,
+    said: list[str],
+) -> None:
+    """Every answer a 529, for longer than `--outage-deadline`: one probe at a time while
+    it lasts, then exit 3 with a message naming the overload; no row is a failure, and once
+    the API answers again the same command completes."""
+    from aibatch.simulator import OutageWindow
+
+    texts = write_tickets(tmp_path / "tickets.csv", 200)
+    params = RunParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        chunk_size=50, max_concurrency=IN_FLIGHT, outage_deadline_s=3.0,
+    )  # fmt: skip
+    server = start_simulator(latency_ms=10, outages=[OutageWindow(start_s=0, duration_s=3600)])
+    use_simulator(server)
+
+    assert run_locally(params, process_tickets) == EXIT_STOPPED
+    stop = [line for line in said if "overload" in line]
+    assert stop and "run the same command again" in stop[0], said
+    # The rows in flight, their retries until the outage was evident, then a probe or two:
+    # not an attempt per row per backoff (200 rows × 6 attempts × 4 runs of each chunk).
+    assert server.stats()["requests_total"] <= 20, server.stats()["requests_total"]
+    assert not job_dataset(tmp_path / "out", "failures").exists()
+
+    server.configure(outages=[])  # the API is back
+    assert run_locally(params, process_tickets) == EXIT_OK
+    results = pd.read_parquet(job_dataset(tmp_path / "out"))
+    assert set(results["id"]) == set(texts) and results["id"].is_unique
