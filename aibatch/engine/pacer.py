@@ -179,7 +179,8 @@ class Pacer:
         clock: Clock = time.monotonic,
     ) -> None:
         self.clock = clock
-        self.fixed = {"requests": rpm, "input": itpm, "output": otpm}
+        # A given token limit leaves the combined header nothing to add.
+        self.fixed = {"requests": rpm, "input": itpm, "output": otpm, "tokens": itpm or otpm}
         self.requests = TokenBucket(rpm, clock) if rpm else None
         self.input_tokens = TokenBucket(itpm, clock) if itpm else None
         self.output_tokens = TokenBucket(otpm, clock) if otpm else None
@@ -214,15 +215,10 @@ class Pacer:
     def wait_s(self, input_estimate: float) -> float:
         """How long the next request must wait for every bucket to have room."""
         output_estimate = self.output_estimate or 0.0
-        waits = [0.0]
+        waits = [bucket.wait_s(n) for bucket, n in self._charges(input_estimate, output_estimate)]
+        waits.append(0.0)
         if self.requests is not None:
             waits.append(self.requests.wait_s(1))
-        if self.input_tokens is not None:
-            waits.append(self.input_tokens.wait_s(input_estimate))
-        if self.output_tokens is not None:
-            waits.append(self.output_tokens.wait_s(output_estimate))
-        if self.tokens is not None:
-            waits.append(self.tokens.wait_s(input_estimate + output_estimate))
         if self.aimd_rate is not None:
             waits.append(self._aimd_bucket().wait_s(1))
         return max(waits)
@@ -234,23 +230,16 @@ class Pacer:
             self.requests.take(1)
         if self.aimd_rate is not None:
             self._aimd_bucket().take(1)
-        if self.input_tokens is not None:
-            self.input_tokens.take(input_estimate)
-        if self.output_tokens is not None:
-            self.output_tokens.take(output_estimate)
-        if self.tokens is not None:
-            self.tokens.take(input_estimate + output_estimate)
+        for bucket, tokens in self._charges(input_estimate, output_estimate):
+            bucket.take(tokens)
         return Reservation(input_estimate, output_estimate)
 
     def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int) -> None:
         """Charge (or refund) the difference between the estimate and what was used."""
-        if self.input_tokens is not None:
-            self._adjust(self.input_tokens, input_tokens - reservation.input_tokens)
-        if self.output_tokens is not None:
-            self._adjust(self.output_tokens, output_tokens - reservation.output_tokens)
-        if self.tokens is not None:
-            used = input_tokens + output_tokens
-            self._adjust(self.tokens, used - reservation.input_tokens - reservation.output_tokens)
+        used = self._charges(input_tokens, output_tokens)
+        held = self._charges(reservation.input_tokens, reservation.output_tokens)
+        for (bucket, spent), (_, reserved) in zip(used, held, strict=True):
+            self._adjust(bucket, spent - reserved)
         seen = float(output_tokens)
         first = self.output_estimate is None
         self.output_estimate = seen if first else 0.9 * (self.output_estimate or 0.0) + 0.1 * seen
@@ -258,12 +247,22 @@ class Pacer:
 
     def release(self, reservation: Reservation) -> None:
         """A request that was never answered (an error): return its token reservations."""
+        for bucket, tokens in self._charges(reservation.input_tokens, reservation.output_tokens):
+            bucket.give_back(tokens)
+
+    def _charges(
+        self, input_tokens: float, output_tokens: float
+    ) -> list[tuple[TokenBucket, float]]:
+        """What a request of these sizes takes from each token bucket there is: input and
+        output from their own, both from the combined one."""
+        charges = []
         if self.input_tokens is not None:
-            self.input_tokens.give_back(reservation.input_tokens)
+            charges.append((self.input_tokens, input_tokens))
         if self.output_tokens is not None:
-            self.output_tokens.give_back(reservation.output_tokens)
+            charges.append((self.output_tokens, output_tokens))
         if self.tokens is not None:
-            self.tokens.give_back(reservation.input_tokens + reservation.output_tokens)
+            charges.append((self.tokens, input_tokens + output_tokens))
+        return charges
 
     @staticmethod
     def _adjust(bucket: TokenBucket, extra: float) -> None:
@@ -283,10 +282,8 @@ class Pacer:
         if learned["input-tokens"] is not None or learned["output-tokens"] is not None:
             learned["tokens"] = None  # the specific limits say more than the combined one
             self.tokens = None
-        elif self.fixed["input"] or self.fixed["output"]:
-            learned["tokens"] = None
         for name, limit in learned.items():
-            if limit is None or self.fixed.get(_FIXED_OF[name]):
+            if limit is None or self.fixed[_FIXED_OF[name]]:
                 continue
             attribute = _HEADER_OF[name]
             current: TokenBucket | None = getattr(self, attribute)
@@ -660,7 +657,7 @@ class OutageGate:
         self.streak = 0  # such errors in a row
         self.streak_sent_from: float | None = None  # when the first of them was sent
         self.streak_began: float | None = None  # when it came back
-        self.down_since: float | None = None  # the gate closed (None: open)
+        self.down = False  # the gate is closed
         self.next_probe_at = -math.inf
         self.probe_wait_s = policy.OUTAGE_PROBE_FIRST_S
         self.probe_out = False
@@ -668,13 +665,9 @@ class OutageGate:
         self.probes = 0
 
     @property
-    def down(self) -> bool:
-        return self.down_since is not None
-
-    @property
     def down_for_s(self) -> float:
         """How long nothing but such errors have come back (0: not an outage)."""
-        if self.down_since is None or self.streak_began is None:
+        if not self.down or self.streak_began is None:
             return 0.0
         return self.clock() - self.streak_began
 
@@ -688,10 +681,10 @@ class OutageGate:
         if self.streak_sent_from is None:
             self.streak_sent_from, self.streak_began = sent_at, now
         self.streak += 1
-        if self.down_since is None:
+        if not self.down:
             if self.streak < self.evident_errors:
                 return
-            self.down_since = now
+            self.down = True
             self.outages += 1
         else:  # a failed probe (or a straggler): the next one waits longer
             self.probe_wait_s = min(
@@ -705,14 +698,15 @@ class OutageGate:
         if self.streak_sent_from is not None and sent_at < self.streak_sent_from:
             return  # sent before the errors began: it says nothing about now
         self.streak = 0
-        self.streak_sent_from = self.streak_began = self.down_since = None
+        self.streak_sent_from = self.streak_began = None
+        self.down = False
         self.probe_wait_s = policy.OUTAGE_PROBE_FIRST_S
         self.next_probe_at = -math.inf
 
     def wait_s(self) -> float:
         """Seconds until a request may go: 0 when open; else until the next probe (or,
         while one is out, a poll for its answer)."""
-        if self.down_since is None:
+        if not self.down:
             return 0.0
         if self.probe_out:
             return STORM_PROBE_POLL_S
@@ -721,7 +715,7 @@ class OutageGate:
     def enter(self) -> bool:
         """Call when `wait_s` is 0: whether this request is the outage's probe (then
         `leave` it after its attempt)."""
-        if self.down_since is None:
+        if not self.down:
             return False
         self.probe_out = True
         self.probes += 1
