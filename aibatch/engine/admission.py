@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from aibatch.engine import policy
 from aibatch.engine.inflight import InFlightLimiter
 from aibatch.engine.looplag import LoopLagProbe
 from aibatch.engine.pacer import (
+    RAMP_PACING_GAIN,
     ConcurrencyController,
     InputEstimator,
     OutageGate,
@@ -35,6 +37,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # What ends an outage's wait: any of these means the API is serving again.
 _OUTAGE_CAUSES = frozenset({Cause.OVERLOADED, Cause.SERVER, Cause.CONNECTION})
+
+
+# The shortest time over which answers count as a rate (see `Admission.recent_rate`).
+RATE_SPAN_MIN_S = 1.0
 
 
 class APIUnavailable(Exception):
@@ -127,6 +133,7 @@ class Admission:
             await self.shared.take()  # the part of the rate other processes leave us
         # One waiter at a time, so a freed bucket is not raced for by every coroutine.
         async with self._pace_lock:
+            self.pacer.pace_ramp(self.ramp_rate())
             while (wait := self.pacer.wait_s(input_estimate * self.itpm_share)) > 0:
                 await self.sleep(wait)
             if not probe and (self.gate.wait_s() > 0 or self.outage.wait_s() > 0):
@@ -163,7 +170,7 @@ class Admission:
         self.pacer.on_success(sent_at)
         self.gate.on_answer()
         self.outage.on_answer(sent_at)
-        self.recent_ok.append(time.monotonic())
+        self.recent_ok.append(self.pacer.clock())
         self.concurrency.on_success(
             latency_s, self.http_in_flight, self.target_rate(), self.loop_lag.lag_s
         )
@@ -193,15 +200,25 @@ class Admission:
 
     def recent_rate(self, window_s: float = 2.0) -> float:
         """Answers per second over the last `window_s`, or since the first send, if that
-        is sooner: a run a second old has not had two seconds to answer in. (A pause of
-        ours counts: over a limit's window, what got through is what the server admits.)"""
+        is sooner: a run a second old has not had two seconds to answer in, but at least
+        RATE_SPAN_MIN_S: what a run 0.2 s old got answered is the burst an empty window
+        admits, not a rate. (A pause of ours counts: over a limit's window, what got
+        through is what the server admits.)"""
         if self.first_send is None:
             return 0.0
-        now = time.monotonic()
-        span = min(window_s, now - self.first_send)
+        now = self.pacer.clock()
+        span = min(window_s, max(RATE_SPAN_MIN_S, now - self.first_send))
         if span <= 0:
             return 0.0
         return sum(1 for t in self.recent_ok if t >= now - span) / span
+
+    def ramp_rate(self) -> float | None:
+        """What the sends are spread at while nothing else paces them: a multiple of the
+        rate the concurrency sustains at the fastest round trip seen (None: none seen)."""
+        floor_s = self.concurrency.latency_floor_s
+        if not math.isfinite(floor_s):
+            return None
+        return RAMP_PACING_GAIN * self.concurrency.current / max(floor_s, 0.001)
 
     def target_rate(self) -> float | None:
         rates = [self.pacer.aimd_rate]

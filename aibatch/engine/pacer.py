@@ -48,6 +48,9 @@ BUCKET_SECONDS = 1.0
 AIMD_START_RPS = 2.0
 AIMD_MARGIN = 0.97  # after a 429: this share of the rate that drew it (or that got through)
 AIMD_THROUGH = 0.85  # "most got through": answered at this share of the rate, or more
+# ... less this: the rates are counts over 2 s, and at a few per second a request or two
+# more or less (one answer still on its way) is noise, not a fall.
+AIMD_THROUGH_SLACK_RPS = 1.0
 AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measure
 # The first 429 with no rate known: what got through so far includes the burst an empty
 # window admits at the start (twice the limit, or more), so half of it; a rate found too low
@@ -76,6 +79,12 @@ AIMD_PAUSE_S = 1.0
 # `remaining` below this many seconds of our own send rate: the server's bucket is about
 # empty, shared or not, so the found rate holds instead of probing past it.
 SERVER_LOW_S = 0.5
+# While nothing paces the sends (no limit stated or found), they are spread at this many
+# times the rate the concurrency sustains, as TCP paces its slow start, not sent in the
+# bursts that answers release: a burst into a limit's window draws a 429 for every request
+# past it before the first 429 is back to say so. RAMP_BURST go at once.
+RAMP_PACING_GAIN = 2.0
+RAMP_BURST = 4.0
 # Concurrency. The API has acceleration limits, so it starts low, but it triples every
 # round trip while answers come back fast and clean: 8, 24, 72, 216 in three round trips.
 START_CONCURRENCY = 8
@@ -202,6 +211,7 @@ class Pacer:
         self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
         self.aimd_pauses = 0
         self._aimd: TokenBucket | None = None
+        self._ramp: TokenBucket | None = None  # the slow start's pacing, while nothing paces
         self.aimd_last_change = clock()
         self._sent: deque[float] = deque(maxlen=4096)  # when requests were let through
 
@@ -212,6 +222,17 @@ class Pacer:
 
     # -- reserving ---------------------------------------------------------------------------
 
+    def pace_ramp(self, rate_per_s: float | None) -> None:
+        """Spread sends at `rate_per_s` while no limit, stated or found, paces them (None:
+        not yet known, sends go as slots allow)."""
+        if rate_per_s is None or self.limits_known or self.aimd_rate is not None:
+            self._ramp = None
+        elif self._ramp is None:
+            self._ramp = TokenBucket(rate_per_s * 60, self.clock, seconds=RAMP_BURST / rate_per_s)
+        else:
+            self._ramp.seconds = RAMP_BURST / rate_per_s
+            self._ramp.set_limit(rate_per_s * 60)
+
     def wait_s(self, input_estimate: float) -> float:
         """How long the next request must wait for every bucket to have room."""
         output_estimate = self.output_estimate or 0.0
@@ -221,6 +242,8 @@ class Pacer:
             waits.append(self.requests.wait_s(1))
         if self.aimd_rate is not None:
             waits.append(self._aimd_bucket().wait_s(1))
+        if self._ramp is not None:
+            waits.append(self._ramp.wait_s(1))
         return max(waits)
 
     def reserve(self, input_estimate: float) -> Reservation:
@@ -230,6 +253,8 @@ class Pacer:
             self.requests.take(1)
         if self.aimd_rate is not None:
             self._aimd_bucket().take(1)
+        if self._ramp is not None:
+            self._ramp.take(1)
         for bucket, tokens in self._charges(input_estimate, output_estimate):
             bucket.take(tokens)
         return Reservation(input_estimate, output_estimate)
@@ -355,7 +380,13 @@ class Pacer:
         allowed = self.aimd_rate
         if allowed is None and self.requests is not None:
             allowed = self.requests.rate_per_s  # a stated limit: what we were allowed
-        if allowed is not None and observed_rps >= AIMD_THROUGH * allowed:
+        sent = self.send_rate()
+        if allowed is not None and sent > 0:
+            # What drew the 429 is what we sent, if less than allowed (a climb counts what
+            # was sent while answers lag behind it, or rows ran short): what got through
+            # is measured against it, or a 429 mid-climb looks like a fall.
+            allowed = min(allowed, sent)
+        if allowed is not None and observed_rps >= AIMD_THROUGH * allowed - AIMD_THROUGH_SLACK_RPS:
             rate = AIMD_MARGIN * allowed
             last = self.aimd_last_step_back
             if self.aimd_unanswered_since is None:  # a fresh overshoot, not more of one

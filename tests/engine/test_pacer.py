@@ -204,10 +204,10 @@ def test_falls_to_the_same_share_slow_the_probe_and_the_climb_back_is_steady(
     pacer.aimd_rate = 10.0
     pacer.on_rate_limited(observed_rps=5.0)  # a fall: 4.85/s, climbing back at 3%/s
     assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
-    send_at_the_rate(pacer, clock, 10.0)
+    send_at_the_rate(pacer, clock, 16.0)
     assert pacer.probe_growth_per_s() == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
-    assert pacer.aimd_rate is not None and pacer.aimd_rate < 4.85 * 1.03**10 * 1.01
-    pacer.on_rate_limited(observed_rps=5.1)  # the same share again
+    assert pacer.aimd_rate is not None and pacer.aimd_rate < 4.85 * 1.03**16 * 1.01
+    pacer.on_rate_limited(observed_rps=4.8)  # the same share again (of 7/s sent)
     assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
 
 
@@ -220,9 +220,9 @@ def test_a_step_back_past_the_last_one_keeps_the_probe_fast(clock: FakeClock) ->
     send_at_the_rate(pacer, clock, 1.0)
     pacer.on_rate_limited(observed_rps=9.5)  # the limit is where it was: slower
     assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
-    pacer.aimd_rate = 20.0  # say it climbed for a while: the limit rose
-    send_at_the_rate(pacer, clock, 1.0)
-    pacer.on_rate_limited(observed_rps=19.5)
+    send_at_the_rate(pacer, clock, 25.0)  # clean for long: it climbs, the limit rose
+    assert pacer.aimd_rate is not None and pacer.aimd_rate > 1.5 * 9.5
+    pacer.on_rate_limited(observed_rps=0.98 * pacer.send_rate())
     assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
 
 
@@ -250,6 +250,51 @@ def test_cuts_for_a_round_trip_with_no_clean_answer_pause_every_send(clock: Fake
     clock.advance(0.3)
     assert pacer.on_rate_limited(25.0, clock.now - 0.01, round_trip_s=0.2) == 0.0
     assert pacer.aimd_pauses == 1
+
+
+def test_a_429_mid_climb_steps_back_from_what_was_sent_not_a_fall(clock: FakeClock) -> None:
+    """Climbing, the answers lag what is sent: a 429 whose answers-per-second trail the
+    rate it has reached is measured against what was sent, and is a step back."""
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=10.0)
+    send_at_the_rate(pacer, clock, 2.0)
+    sent = pacer.send_rate()
+    pacer.aimd_rate = 1.2 * sent  # the probe has raised it past what the last 2 s sent
+    pacer.on_rate_limited(observed_rps=0.9 * sent)
+    assert pacer.aimd_rate == pytest.approx(pacing.AIMD_MARGIN * sent)
+    assert pacer.aimd_fell_from is None  # no fall: the probe goes on from here as usual
+
+
+def test_a_request_or_two_short_at_a_few_per_second_is_no_fall(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=10.0)
+    send_at_the_rate(pacer, clock, 2.0)
+    sent = pacer.send_rate()
+    pacer.on_rate_limited(observed_rps=sent - 1.0)  # two requests fewer over the 2 s
+    assert pacer.aimd_fell_from is None
+    pacer.on_rate_limited(observed_rps=sent / 2, sent_at=clock.now + 1)  # half: a fall
+    assert pacer.aimd_fell_from is not None
+
+
+def test_untold_sends_are_spread_at_the_ramp_rate_not_in_bursts(clock: FakeClock) -> None:
+    """Nothing known, answers release bursts (slow start triples the slots each round
+    trip); the ramp spreads them, so the first 429 is back before a window overflows."""
+    pacer = Pacer(clock=clock)
+    pacer.pace_ramp(None)  # no round trip seen yet: the first slots go at once
+    assert pacer.wait_s(0) == 0
+    pacer.pace_ramp(100.0)
+    burst = 0
+    while pacer.wait_s(0) == 0:
+        pacer.reserve(0)
+        burst += 1
+    assert burst == pacing.RAMP_BURST
+    assert pacer.wait_s(0) == pytest.approx(0.01)
+    pacer.on_rate_limited(observed_rps=8.0)  # a rate found: it paces, not the ramp
+    pacer.pace_ramp(100.0)
+    clock.advance(1.0)
+    assert pacer.wait_s(0) == 0
+    pacer.reserve(0)
+    assert pacer.wait_s(0) == pytest.approx(1 / (pacing.AIMD_FIRST_CUT * 8.0))
 
 
 def test_the_found_rate_paces_smoothly_not_in_bursts(clock: FakeClock) -> None:
