@@ -268,7 +268,15 @@ class Committer:
                 raise OutputUnwritable.from_error(error, "the journal") from error
             records, self.pending = self.pending, []
             self.last_commit = time.monotonic()
-            await asyncio.to_thread(self._publish, records, [segment])
+            publishing = asyncio.ensure_future(asyncio.to_thread(self._publish, records, [segment]))
+            try:
+                await asyncio.shield(publishing)
+            except asyncio.CancelledError:
+                # A chunk stopped mid-commit (SIGTERM, a stop): its thread publishes on, so
+                # the lock is held until it is done; the run's last commit must not publish
+                # beside it or find the dataset half-way through.
+                await publishing
+                raise
 
     def fold_in(self) -> int:
         """Commit what earlier runs journaled but did not publish (they crashed)."""

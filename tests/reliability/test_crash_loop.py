@@ -200,5 +200,7 @@ def test_sigterm_stops_the_run_at_once_and_publishes_every_answer(
     ids = read_everywhere(job_dataset(output))
     assert len(ids) == len(set(ids)) and set(ids) <= set(texts) and 0 < len(ids) < len(texts)
     # Published, not left in the journal; only requests cut off in flight are lost.
-    assert not [p for p in (job_state(output) / "journal").glob("*.jsonl") if p.stat().st_size]
+    journal = job_state(output) / "journal"
+    left = {p.name: p.read_text().count("\n") for p in journal.glob("*.jsonl") if p.stat().st_size}
+    assert not left, (left, len(ids), stderr[-3000:])
     assert answered - MAX_CONCURRENCY <= len(ids) <= answered
