@@ -61,6 +61,11 @@ AIMD_PROBE_PER_S = 0.0015  # growth per second just after a step back from a pro
 # limit's fall caused), so the rate climbs back faster
 AIMD_PROBE_AFTER_FALL_PER_S = 0.03
 AIMD_PROBE_DOUBLING_S = 2.5  # ... doubling every this many seconds without a 429
+# ... and twice as often once it has been quiet this long: a run at the limit (its own or
+# a share of a key) meets a 429 every few seconds, so a longer calm says the limit rose or
+# the key's other client left, and the run should take what is free within seconds.
+AIMD_PROBE_QUIET_S = 6.0
+AIMD_PROBE_LATE_DOUBLING_S = 1.25
 AIMD_PROBE_MAX_PER_S = 0.5
 AIMD_IN_USE = 0.85  # the rate only grows while we send at least this share of it
 AIMD_BUCKET_S = 0.25
@@ -209,6 +214,7 @@ class Pacer:
         self.aimd_last_fall: float | None = None  # the rate the last fall found
         self.aimd_fell_from: float | None = None  # ... and the rate that drew it
         self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
+        self.aimd_draining = False  # the first cut, and no clean answer sent since
         self.aimd_pauses = 0
         self._aimd: TokenBucket | None = None
         self._ramp: TokenBucket | None = None  # the slow start's pacing, while nothing paces
@@ -377,6 +383,20 @@ class Pacer:
         if sent_at is not None and sent_at <= self.aimd_last_cut:
             return 0.0
         now = self.clock()
+        if not self.aimd_draining:
+            self._cut(observed_rps, now)
+        self.aimd_last_cut = now
+        if self.aimd_unanswered_since is None:
+            self.aimd_unanswered_since = now
+            return 0.0
+        if now - self.aimd_unanswered_since < round_trip_s:
+            return 0.0
+        self.aimd_unanswered_since = None
+        self.aimd_pauses += 1
+        return AIMD_PAUSE_S
+
+    def _cut(self, observed_rps: float, now: float) -> None:
+        """The rate after a 429 that says something about it (see `on_rate_limited`)."""
         allowed = self.aimd_rate
         if allowed is None and self.requests is not None:
             allowed = self.requests.rate_per_s  # a stated limit: what we were allowed
@@ -401,6 +421,11 @@ class Pacer:
                 rate = AIMD_CUT * allowed
             else:
                 rate = AIMD_START_RPS
+            # The first cut, nothing known but some answered: the window is full of the
+            # start's burst, and every request refused until it drains would cut again, to
+            # a fraction of what the limit admits. They only pause, until a clean answer
+            # shows it drained. (Nothing ever answered is no burst: a storm, say.)
+            self.aimd_draining = allowed is None and observed_rps > 0
             last_fall = self.aimd_last_fall
             if last_fall is not None and abs(rate - last_fall) <= AIMD_SAME_FALL * last_fall:
                 self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
@@ -410,15 +435,7 @@ class Pacer:
             self.aimd_fell_from = allowed
             self.aimd_last_step_back = None
         self._set_aimd_rate(rate)
-        self.aimd_last_cut = self.aimd_last_change = self.aimd_quiet_since = now
-        if self.aimd_unanswered_since is None:
-            self.aimd_unanswered_since = now
-            return 0.0
-        if now - self.aimd_unanswered_since < round_trip_s:
-            return 0.0
-        self.aimd_unanswered_since = None
-        self.aimd_pauses += 1
-        return AIMD_PAUSE_S
+        self.aimd_last_change = self.aimd_quiet_since = now
 
     def _set_aimd_rate(self, rate: float) -> None:
         self.aimd_rate = max(0.2, rate)
@@ -446,7 +463,11 @@ class Pacer:
             # a stated limit, `remaining` holds the probe when the key's bucket is empty.)
             return self.aimd_probe_per_s
         quiet = self.clock() - self.aimd_quiet_since
-        growth = self.aimd_probe_per_s * 2 ** (quiet / AIMD_PROBE_DOUBLING_S)
+        doublings = (
+            min(quiet, AIMD_PROBE_QUIET_S) / AIMD_PROBE_DOUBLING_S
+            + max(0.0, quiet - AIMD_PROBE_QUIET_S) / AIMD_PROBE_LATE_DOUBLING_S
+        )
+        growth = self.aimd_probe_per_s * 2**doublings
         return min(AIMD_PROBE_MAX_PER_S, growth)
 
     def on_success(self, sent_at: float | None = None) -> None:
@@ -457,6 +478,7 @@ class Pacer:
             return
         if sent_at is None or sent_at > self.aimd_last_cut:
             self.aimd_unanswered_since = None
+            self.aimd_draining = False
         now = self.clock()
         elapsed = min(now - self.aimd_last_change, 1.0)
         if elapsed < 0.1:
@@ -465,7 +487,9 @@ class Pacer:
         if self.server_low:
             self.aimd_quiet_since = now  # the probe starts slowly again once there is room
             return
-        if self.send_rate() < AIMD_IN_USE * self.aimd_rate:
+        # (Over the last second too: after a pause, two seconds of sending would pass
+        # before the rate could grow.)
+        if max(self.send_rate(), self.send_rate(1.0)) < AIMD_IN_USE * self.aimd_rate:
             # Not sending at this rate (fewer tickets left, or concurrency holds us): clean
             # answers say nothing about a higher one, so do not raise it (as TCP does not
             # grow a window the application leaves unused).

@@ -147,6 +147,7 @@ def test_without_headers_a_429_sets_the_rate_just_under_what_got_through(
     pacer.on_rate_limited(observed_rps=12.0, sent_at=sent)
     assert pacer.aimd_rate == pytest.approx(20.0)
     clock.advance(0.3)
+    pacer.on_success(sent_at=clock.now - 0.2)  # a clean answer: the start's burst drained
     pacer.on_rate_limited(observed_rps=19.5, sent_at=clock.now - 0.1)  # sent after it
     assert pacer.aimd_rate == pytest.approx(20 * 0.97)  # most got through: a step back
     clock.advance(0.3)
@@ -169,6 +170,19 @@ def test_the_found_rate_is_probed_past_slowly_then_faster(clock: FakeClock) -> N
     # Clean for longer: the probe speeds up, so a limit that doubled is found in 20 s.
     send_at_the_rate(pacer, clock, 15.0)
     assert pacer.aimd_rate > 2 * 9.7
+
+
+def test_a_long_calm_doubles_the_probe_twice_as_often(clock: FakeClock) -> None:
+    """At a limit a 429 comes every few seconds; calm past AIMD_PROBE_QUIET_S says the
+    limit rose or the key's other client left: the probe speeds up twice as fast."""
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=10.0)
+    start = pacer.probe_growth_per_s()
+    clock.advance(pacing.AIMD_PROBE_QUIET_S)
+    calm = pacer.probe_growth_per_s()
+    assert calm == pytest.approx(start * 2 ** (pacing.AIMD_PROBE_QUIET_S / 2.5))
+    clock.advance(pacing.AIMD_PROBE_LATE_DOUBLING_S)
+    assert pacer.probe_growth_per_s() == pytest.approx(2 * calm)
 
 
 def test_after_a_fall_the_rate_climbs_back_faster_and_slows_with_each_step_back(
@@ -274,6 +288,28 @@ def test_a_request_or_two_short_at_a_few_per_second_is_no_fall(clock: FakeClock)
     assert pacer.aimd_fell_from is None
     pacer.on_rate_limited(observed_rps=sent / 2, sent_at=clock.now + 1)  # half: a fall
     assert pacer.aimd_fell_from is not None
+
+
+def test_after_the_first_cut_refusals_until_a_clean_answer_only_pause(
+    clock: FakeClock,
+) -> None:
+    """Nothing known, the first 429 cuts; the start's burst still fills the server's window,
+    so what is refused until a clean answer comes back does not cut again (each would take
+    3% off a rate that was never the problem); for a round trip of refusals, all pause."""
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=8.0, sent_at=clock.now - 0.1)
+    first = pacer.aimd_rate
+    assert first is not None and first == pytest.approx(pacing.AIMD_FIRST_CUT * 8.0)
+    clock.advance(0.1)
+    assert pacer.on_rate_limited(observed_rps=8.0, sent_at=clock.now - 0.01, round_trip_s=0.2) == 0
+    clock.advance(0.2)
+    pause = pacer.on_rate_limited(observed_rps=8.0, sent_at=clock.now - 0.01, round_trip_s=0.2)
+    assert pause == pacing.AIMD_PAUSE_S and pacer.aimd_rate == first
+    clock.advance(1.0)
+    pacer.on_success(sent_at=clock.now - 0.2)  # sent after the cut, answered: it drained
+    clock.advance(0.5)
+    pacer.on_rate_limited(observed_rps=first, sent_at=clock.now - 0.01)  # now it counts
+    assert pacer.aimd_rate is not None and pacer.aimd_rate < first
 
 
 def test_untold_sends_are_spread_at_the_ramp_rate_not_in_bursts(clock: FakeClock) -> None:
