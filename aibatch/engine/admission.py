@@ -213,10 +213,13 @@ class Admission:
         return sum(1 for t in self.recent_ok if t >= now - span) / span
 
     def ramp_rate(self) -> float | None:
-        """What the sends are spread at while nothing else paces them: a multiple of the
-        rate the concurrency sustains at the fastest round trip seen (None: none seen)."""
+        """What slow start's sends are spread at while nothing else paces them: a multiple
+        of the rate the concurrency sustains at the fastest round trip seen (None: none
+        seen, or slow start is over). After it the slots grow by a share per round trip,
+        released one answer at a time, with no bursts to spread; and pacing hundreds a
+        second would cost a sleep per send where the client is short of CPU."""
         floor_s = self.concurrency.latency_floor_s
-        if not math.isfinite(floor_s):
+        if not self.concurrency.slow_start or not math.isfinite(floor_s):
             return None
         return RAMP_PACING_GAIN * self.concurrency.current / max(floor_s, 0.001)
 

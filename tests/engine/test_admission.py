@@ -42,10 +42,12 @@ def test_the_first_429_counts_what_got_through_over_a_second_at_least() -> None:
     assert admission.recent_rate() == pytest.approx(10 / 2.0)
 
 
-def test_sends_ramp_at_twice_what_the_slots_sustain_until_a_rate_paces_them() -> None:
+def test_slow_start_sends_ramp_at_twice_what_the_slots_sustain() -> None:
     clock = FakeClock()
     admission = admission_on(clock)
     assert admission.ramp_rate() is None  # no round trip yet: the first slots go at once
     admission.concurrency.on_success(latency_s=0.2, in_flight=8, target_rate=None)
     slots = admission.concurrency.current
     assert admission.ramp_rate() == pytest.approx(pacing.RAMP_PACING_GAIN * slots / 0.2)
+    admission.concurrency.slow_start = False  # latency climbed, say: slow start is over
+    assert admission.ramp_rate() is None
