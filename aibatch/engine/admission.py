@@ -208,8 +208,6 @@ class Admission:
             return 0.0
         now = self.pacer.clock()
         span = min(window_s, max(RATE_SPAN_MIN_S, now - self.first_send))
-        if span <= 0:
-            return 0.0
         return sum(1 for t in self.recent_ok if t >= now - span) / span
 
     def ramp_rate(self) -> float | None:
