@@ -56,6 +56,12 @@ AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measur
 # window admits at the start (twice the limit, or more), so half of it; a rate found too low
 # climbs back in seconds, one too high costs a 429 per request over it.
 AIMD_FIRST_CUT = 0.5
+# ... which is only a guess: under a limit enforced over a sliding window what got through
+# was the limit, not twice it. So the rate climbs back fast (this much a second) to this
+# share of what got through, and probes on from there: a burst-filled bucket costs a few
+# more 429s as the climb passes the limit, a window half a minute at half speed.
+AIMD_FIRST_CLIMB_TO = 0.9
+AIMD_FIRST_CLIMB_PER_S = 0.35
 AIMD_PROBE_PER_S = 0.0015  # growth per second just after a step back from a probe
 # ... and after a cut to what got through: that estimate is rough (it counts the lull the
 # limit's fall caused), so the rate climbs back faster
@@ -213,6 +219,7 @@ class Pacer:
         self.aimd_last_step_back: float | None = None  # the rate a probe last stepped back from
         self.aimd_last_fall: float | None = None  # the rate the last fall found
         self.aimd_fell_from: float | None = None  # ... and the rate that drew it
+        self.aimd_first_climb = False  # climbing back from the first cut (AIMD_FIRST_CLIMB_TO)
         self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
         self.aimd_draining = False  # the first cut, and no clean answer sent since
         self.aimd_pauses = 0
@@ -425,14 +432,15 @@ class Pacer:
             # start's burst, and every request refused until it drains would cut again, to
             # a fraction of what the limit admits. They only pause, until a clean answer
             # shows it drained. (Nothing ever answered is no burst: a storm, say.)
-            self.aimd_draining = allowed is None and observed_rps > 0
+            first = allowed is None and observed_rps > 0
+            self.aimd_draining = self.aimd_first_climb = first
             last_fall = self.aimd_last_fall
             if last_fall is not None and abs(rate - last_fall) <= AIMD_SAME_FALL * last_fall:
                 self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
             else:
                 self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
             self.aimd_last_fall = rate
-            self.aimd_fell_from = allowed
+            self.aimd_fell_from = AIMD_FIRST_CLIMB_TO * observed_rps if first else allowed
             self.aimd_last_step_back = None
         self._set_aimd_rate(rate)
         self.aimd_last_change = self.aimd_quiet_since = now
@@ -457,6 +465,8 @@ class Pacer:
         climbing_back = self.aimd_fell_from is not None and (
             (self.aimd_rate or 0.0) < self.aimd_fell_from
         )
+        if climbing_back and self.aimd_first_climb:
+            return AIMD_FIRST_CLIMB_PER_S
         if climbing_back and self.requests is None:
             # Climbing back to where the last fall came from, untold: steadily, not faster
             # and faster, or runs sharing a key overshoot together every few seconds. (With

@@ -177,6 +177,9 @@ def test_a_long_calm_doubles_the_probe_twice_as_often(clock: FakeClock) -> None:
     limit rose or the key's other client left: the probe speeds up twice as fast."""
     pacer = Pacer(clock=clock)
     pacer.on_rate_limited(observed_rps=10.0)
+    pacer.on_success(sent_at=clock.now + 0.01)  # drained
+    clock.advance(0.5)
+    pacer.on_rate_limited(observed_rps=10.0, sent_at=clock.now)  # a step back: at the limit
     start = pacer.probe_growth_per_s()
     clock.advance(pacing.AIMD_PROBE_QUIET_S)
     calm = pacer.probe_growth_per_s()
@@ -310,6 +313,32 @@ def test_after_the_first_cut_refusals_until_a_clean_answer_only_pause(
     clock.advance(0.5)
     pacer.on_rate_limited(observed_rps=first, sent_at=clock.now - 0.01)  # now it counts
     assert pacer.aimd_rate is not None and pacer.aimd_rate < first
+
+
+def test_after_the_first_cut_the_rate_climbs_back_fast_to_near_what_got_through(
+    clock: FakeClock,
+) -> None:
+    """The first cut halves what got through, a guess for a bucket a burst emptied; under
+    a sliding window what got through was the limit. So the climb back to most of it takes
+    a few seconds, not the tens the probe would; past that point the probe is slow again."""
+    pacer = Pacer(clock=clock)
+    pacer.on_rate_limited(observed_rps=10.0, sent_at=clock.now - 0.1)
+    assert pacer.aimd_rate == pytest.approx(pacing.AIMD_FIRST_CUT * 10.0)
+    target = pacing.AIMD_FIRST_CLIMB_TO * 10.0
+    pacer.on_success(sent_at=clock.now + 0.01)  # drained
+    send_at_the_rate(pacer, clock, 2.0)
+    assert pacer.aimd_rate is not None and 6.5 < pacer.aimd_rate < target
+    send_at_the_rate(pacer, clock, 2.0)
+    reached = pacer.aimd_rate
+    assert reached is not None and target <= reached < 1.05 * target
+    send_at_the_rate(pacer, clock, 1.0)  # probing past it: slowly again
+    assert pacer.aimd_rate is not None and pacer.aimd_rate < 1.05 * reached
+    # A later fall climbs back steadily, not fast: that rule is the first cut's alone.
+    pacer.on_rate_limited(observed_rps=4.0, sent_at=clock.now + 1)
+    fallen = pacer.aimd_rate
+    send_at_the_rate(pacer, clock, 1.0)
+    assert fallen is not None and pacer.aimd_rate is not None
+    assert pacer.aimd_rate < 1.1 * fallen
 
 
 def test_untold_sends_are_spread_at_the_ramp_rate_not_in_bursts(clock: FakeClock) -> None:
