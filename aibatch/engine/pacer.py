@@ -62,7 +62,7 @@ AIMD_FIRST_CUT = 0.5
 # more 429s as the climb passes the limit, a window half a minute at half speed.
 AIMD_FIRST_CLIMB_TO = 0.9
 AIMD_FIRST_CLIMB_PER_S = 0.35
-AIMD_PROBE_PER_S = 0.0015  # growth per second just after a step back from a probe
+AIMD_PROBE_PER_S = 0.0005  # growth per second just after a step back from a probe
 # ... and after a cut to what got through: that estimate is rough (it counts the lull the
 # limit's fall caused), so the rate climbs back faster
 AIMD_PROBE_AFTER_FALL_PER_S = 0.03
