@@ -59,7 +59,7 @@ AIMD_FIRST_CUT = 0.5
 # ... which is only a guess: under a limit enforced over a sliding window what got through
 # was the limit, not twice it. So the rate climbs back fast (this much a second) to this
 # share of what got through, and probes on from there: a burst-filled bucket costs a few
-# more 429s as the climb passes the limit, a window half a minute at half speed.
+# more 429s as the climb passes the limit; a window no longer costs ten seconds below it.
 AIMD_FIRST_CLIMB_TO = 0.9
 AIMD_FIRST_CLIMB_PER_S = 0.35
 AIMD_PROBE_PER_S = 0.0005  # growth per second just after a step back from a probe
