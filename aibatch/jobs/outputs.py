@@ -20,7 +20,6 @@ stored. Thinking blocks are skipped: only `text` blocks make the answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -321,14 +320,3 @@ def read_answer(message: Any, max_tokens: int | None = None) -> str:
     return "".join(
         block.text for block in message.content if getattr(block, "type", None) == "text"
     )
-
-
-def stop_reason_of(error: BaseException) -> str | None:
-    """The stop reason behind an output failure, for the failures dataset."""
-    if isinstance(error, Refused | Truncated):
-        return error.stop_reason
-    return None
-
-
-def label_output(labels: Sequence[str]) -> LabelOutput:
-    return LabelOutput(tuple(labels))
