@@ -183,7 +183,9 @@ def test_a_long_calm_doubles_the_probe_twice_as_often(clock: FakeClock) -> None:
     start = pacer.probe_growth_per_s()
     clock.advance(pacing.AIMD_PROBE_QUIET_S)
     calm = pacer.probe_growth_per_s()
-    assert calm == pytest.approx(start * 2 ** (pacing.AIMD_PROBE_QUIET_S / 2.5))
+    assert calm == pytest.approx(
+        start * 2 ** (pacing.AIMD_PROBE_QUIET_S / pacing.AIMD_PROBE_DOUBLING_S)
+    )
     clock.advance(pacing.AIMD_PROBE_LATE_DOUBLING_S)
     assert pacer.probe_growth_per_s() == pytest.approx(2 * calm)
 
