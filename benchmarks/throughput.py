@@ -61,8 +61,11 @@ import flow_scenarios
 import pandas as pd
 
 from aibatch.engine.backend import AnthropicBackend
-from aibatch.engine.processor import ChunkIncomplete, Committer, RunStats, TicketProcessor
+from aibatch.engine.processor import TicketProcessor
+from aibatch.engine.stats import RunStats
+from aibatch.errors import ChunkIncomplete
 from aibatch.jobs.spec import JobSpec
+from aibatch.output.committer import Committer
 from aibatch.output.store import ResultStore
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess

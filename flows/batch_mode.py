@@ -16,7 +16,6 @@ from prefect import get_run_logger
 
 from aibatch.cost.budget import Budget
 from aibatch.engine.batches import (
-    BatchGone,
     BatchRunner,
     CollectReport,
     Submission,
@@ -24,7 +23,7 @@ from aibatch.engine.batches import (
     texts_of,
     tickets_in,
 )
-from aibatch.engine.processor import RunStopped
+from aibatch.errors import BatchGone, RunIncomplete, RunStopped
 from aibatch.flows.run_all import run_all
 from aibatch.tasks.batches import collect_batch, poll_batch, recover_batch, submit_batch
 
@@ -46,7 +45,7 @@ class BatchModeReport:
         if self.budget_note is not None:
             raise RunStopped(f"run stopped: {self.budget_note}. Everything answered is saved")
         if self.unfinished:
-            raise RuntimeError(
+            raise RunIncomplete(
                 f"{self.unfinished} ticket(s) unfinished (errored or expired after "
                 f"{resubmits} resubmission(s), or in a batch the API no longer has); "
                 "everything answered is saved, re-run to continue"

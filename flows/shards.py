@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger
 from prefect.deployments import arun_deployment
 
-from aibatch.engine.processor import Committer, new_run_id
+from aibatch.errors import RunIncomplete
 from aibatch.jobs.spec import JobSpec
+from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore
 from aibatch.run.parameters import RunParameters
 from aibatch.sources.loader import Tickets, trial_rows
@@ -97,7 +98,7 @@ async def fan_out(params: RunParameters, tickets: Tickets, spec: JobSpec) -> dic
     key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
     await publish_summary(f"{key}-shards", summary, f"aibatch sharded run {run_id}")
     if failed:
-        raise RuntimeError(
+        raise RunIncomplete(
             f"{len(failed)} of {len(paths)} shards did not complete "
             f"({', '.join(o['shard'] + ': ' + o['state'] for o in failed)}); everything done "
             "is saved, re-run to continue"

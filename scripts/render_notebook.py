@@ -40,7 +40,8 @@ def execute(output: Path, input_path: Path, figures: Path, executed: Path | None
 
 def rehearse(output: Path, input_path: Path) -> None:
     """Summarise and classify `input_path` into `output` on a faulty simulator."""
-    from aibatch.app.local import EXIT_OK, run_locally
+    from aibatch.app.local import run_locally
+    from aibatch.errors import EXIT_OK
     from aibatch.flows.ticket_batch import process_tickets
     from aibatch.run.parameters import RunParameters
     from aibatch.simulator import SimulatorConfig

@@ -10,7 +10,8 @@ from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import State, TaskRun
 
 from aibatch.engine.backend import BatchStatus
-from aibatch.engine.batches import BatchGone, BatchRequest, BatchRunner, CollectReport, Submission
+from aibatch.engine.batches import BatchRequest, BatchRunner, CollectReport, Submission
+from aibatch.errors import BatchGone
 from aibatch.tasks.chunks import retry_unless_stopped
 
 

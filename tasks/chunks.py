@@ -11,7 +11,8 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import task_run as this_task_run
 
 from aibatch.engine import policy
-from aibatch.engine.processor import ChunkIncomplete, RunStopped, TicketProcessor
+from aibatch.engine.processor import TicketProcessor
+from aibatch.errors import ChunkIncomplete, RunStopped
 
 
 def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

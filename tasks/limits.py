@@ -16,12 +16,9 @@ from prefect.exceptions import ObjectNotFound
 
 from aibatch.engine import policy
 from aibatch.engine.pacer import RequestAllowance
+from aibatch.errors import LimitMissing
 from aibatch.run.builder import Logger
 from aibatch.run.parameters import RunParameters
-
-
-class LimitMissing(RuntimeError):
-    pass
 
 
 async def read_active_limit(name: str) -> GlobalConcurrencyLimitResponse | None:

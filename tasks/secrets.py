@@ -11,7 +11,7 @@ from typing import cast
 from prefect.blocks.system import Secret
 
 from aibatch.engine import policy
-from aibatch.engine.backend import MissingAPIKey
+from aibatch.errors import MissingAPIKey
 
 
 async def api_key_from_environment_or_block() -> str | None:

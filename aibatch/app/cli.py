@@ -245,7 +245,8 @@ def run(
     """
     import os
 
-    from aibatch.app.local import EXIT_BAD_INPUT, dry_run_locally, run_locally, say
+    from aibatch.app.local import dry_run_locally, run_locally, say
+    from aibatch.errors import EXIT_BAD_INPUT
     from aibatch.run.parameters import RunParameters
 
     if job not in JOBS:
@@ -276,8 +277,9 @@ def _job_file_or_exit(path: str | None) -> object:
     """The job file's definition (None without one); exit 2 naming the file and the key."""
     if path is None:
         return None
-    from aibatch.app.local import EXIT_BAD_INPUT, say
-    from aibatch.jobs.spec import JobFileError, load_job_file
+    from aibatch.app.local import say
+    from aibatch.errors import EXIT_BAD_INPUT, JobFileError
+    from aibatch.jobs.spec import load_job_file
 
     try:
         return load_job_file(path)
@@ -332,7 +334,8 @@ def setup(
     import asyncio
     import os
 
-    from aibatch.app.local import EXIT_BAD_INPUT, EXIT_FAILED, say
+    from aibatch.app.local import say
+    from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED
 
     if not os.environ.get("PREFECT_API_URL"):
         from prefect.settings import PREFECT_API_URL
@@ -569,12 +572,21 @@ def estimate(
     import json
     from pathlib import Path
 
-    from aibatch.app.local import EXIT_BAD_INPUT, EXIT_FAILED, api_backend, say
+    from aibatch.app.local import api_backend, say
     from aibatch.cost import estimate as estimating
-    from aibatch.cost.pricing import PriceBook, PriceFileError
+    from aibatch.cost.pricing import PriceBook
+    from aibatch.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_FAILED,
+        BadInput,
+        EstimateError,
+        InputError,
+        PriceFileError,
+        exit_code,
+    )
     from aibatch.jobs.models import EFFORTS, ModelBook
     from aibatch.jobs.spec import JobDefinition, JobSpec, builtin_job, read_instructions
-    from aibatch.sources.loader import InputError, load_job_rows
+    from aibatch.sources.loader import load_job_rows
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
@@ -594,7 +606,7 @@ def estimate(
         )
         names = estimating.candidate_models(definition, model, table)
         if not names:
-            raise ValueError("--model is empty")
+            raise BadInput("--model is empty")
         specs = [JobSpec.of(definition, name, table) for name in names]
         book = PriceBook.load(prices)
         tickets, prompts = load_job_rows(
@@ -612,9 +624,9 @@ def estimate(
                     tickets, prompts, specs, book, output_dir=Path(output), sample_size=sample
                 )
             )
-    except estimating.EstimateError as exc:
+    except EstimateError as exc:
         say(f"error: {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(exit_code(exc)) from None
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:

@@ -20,19 +20,18 @@ from typing import Any
 
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
+from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
 from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
 from aibatch.run.parameters import RunParameters
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
-from aibatch.sources.loader import InputError, load_job_rows
+from aibatch.sources.loader import load_job_rows
 
 RunFlow = Callable[
     [RunParameters], Coroutine[Any, Any, dict[str, Any]]
 ]  # the flow, called as a coroutine
 SIMULATOR_KEY = "aibatch-simulator"  # a placeholder the simulator accepts; not a secret
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 
 def say(message: str) -> None:
@@ -104,7 +103,7 @@ def dry_run_locally(params: RunParameters) -> int:
         tickets, prompts = load_job_rows(
             params.input_path, spec.template, params.id_column_used, params.text_column
         )
-    except (InputError, ValueError) as exc:
+    except ValueError as exc:  # any option, file or row found unusable before a call
         say(f"error: {exc}")
         return EXIT_BAD_INPUT
     frame = tickets.frame
@@ -141,7 +140,7 @@ def run_locally(
         tickets, _ = load_job_rows(
             params.input_path, spec.template, params.id_column_used, params.text_column
         )
-    except (InputError, ValueError) as exc:
+    except ValueError as exc:  # any option, file or row found unusable before a call
         say(f"error: {exc}")
         return EXIT_BAD_INPUT
     retiring = deprecated_models().get(spec.model)
@@ -155,9 +154,6 @@ def run_locally(
 
     from prefect.exceptions import TerminationSignal
 
-    from aibatch.engine.processor import RunStopped
-    from aibatch.output.store import OutputLocked, SchemaConflict
-
     # Prefect turns SIGTERM into an exception inside the flow, lets the flow clean up, then
     # re-sends the signal to the handler that was there before: make that one ours, so the
     # process exits with a message and a status instead of dying silently.
@@ -168,18 +164,9 @@ def run_locally(
         with api_backend(simulator):
             try:
                 summary = asyncio.run(flow(params))
-            except OutputLocked as exc:
-                say(f"error: {exc}")
-                return EXIT_LOCKED
-            except SchemaConflict as exc:  # found before any call: the job or output to fix
-                say(f"error: {exc}")
-                return EXIT_BAD_INPUT
-            except RunStopped as exc:
-                say(f"error: {exc}")
-                return EXIT_STOPPED
             except Exception as exc:  # the flow's own failure message says what to do
                 say(f"error: {exc}")
-                return EXIT_FAILED
+                return exit_code(exc)
     except (KeyboardInterrupt, TerminationSignal, Interrupted) as exc:
         number = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else exc.signal
         say(

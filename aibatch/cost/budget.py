@@ -15,10 +15,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aibatch.cost.pricing import PriceBook
-
-
-class BudgetExhausted(Exception):
-    """The next request could take the spend past the cap."""
+from aibatch.errors import BadInput, BudgetExhausted
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class WorstCase:
     def check_price(self) -> None:
         """ValueError naming the fix when the model has no known price."""
         if self.prices.price_for(self.model) is None:
-            raise ValueError(
+            raise BadInput(
                 f"--budget-usd needs a price for {self.model}: add it to a price file (--prices)"
             )
 

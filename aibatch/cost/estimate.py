@@ -40,7 +40,8 @@ import anthropic
 
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine import policy
-from aibatch.engine.backend import AnthropicBackend, MissingAPIKey, TokenCountingBackend
+from aibatch.engine.backend import AnthropicBackend, TokenCountingBackend
+from aibatch.errors import EstimateError, MissingAPIKey
 from aibatch.jobs.models import THINKING_EXPECTED, ModelBook
 from aibatch.jobs.spec import JobDefinition, JobSpec
 from aibatch.output.store import ResultStore
@@ -68,10 +69,6 @@ SUBSTANTIVE_SENTENCE_WORDS = 4
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 T = TypeVar("T")
-
-
-class EstimateError(RuntimeError):
-    """Nothing can be estimated (the API refused the key, say)."""
 
 
 class CountFailed(RuntimeError):

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aibatch.errors import PriceFileError
 from aibatch.tomlfile import overlay_file, read_toml
 
 PRICES_CHECKED = "2026-12-02"
@@ -86,10 +87,6 @@ BUILT_IN_PRICES: dict[str, Price] = {
     "claude-opus-4-6": _price(5.0, 25.0),
     "claude-opus-4-7": _price(5.0, 25.0),
 }
-
-
-class PriceFileError(ValueError):
-    """A price file that cannot be read, with the file and the entry at fault."""
 
 
 class _PriceEntry(BaseModel):

@@ -22,7 +22,6 @@ from aibatch.engine import policy
 from aibatch.engine.inflight import InFlightLimiter
 from aibatch.engine.looplag import LoopLagProbe
 from aibatch.engine.pacer import (
-    RAMP_PACING_GAIN,
     ConcurrencyController,
     InputEstimator,
     OutageGate,
@@ -32,6 +31,7 @@ from aibatch.engine.pacer import (
     StormGate,
 )
 from aibatch.engine.policy import Cause
+from aibatch.errors import APIUnavailable
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -41,11 +41,6 @@ _OUTAGE_CAUSES = frozenset({Cause.OVERLOADED, Cause.SERVER, Cause.CONNECTION})
 
 # The shortest time over which answers count as a rate (see `Admission.recent_rate`).
 RATE_SPAN_MIN_S = 1.0
-
-
-class APIUnavailable(Exception):
-    """The API answered nothing but overload, server or connection errors for the whole
-    outage deadline: the run stops, with what was answered saved."""
 
 
 @dataclass(eq=False)  # one per run: compared by identity
@@ -219,7 +214,7 @@ class Admission:
         floor_s = self.concurrency.latency_floor_s
         if not self.concurrency.slow_start or not math.isfinite(floor_s):
             return None
-        return RAMP_PACING_GAIN * self.concurrency.current / max(floor_s, 0.001)
+        return policy.RAMP_PACING_GAIN * self.concurrency.current / max(floor_s, 0.001)
 
     def target_rate(self) -> float | None:
         rates = [self.pacer.aimd_rate]

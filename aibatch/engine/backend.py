@@ -17,6 +17,7 @@ import anthropic
 import httpx2
 
 from aibatch.engine.policy import REQUEST_TIMEOUT_S
+from aibatch.errors import MissingAPIKey
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,6 @@ class BatchesBackend(Protocol):
     def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]: ...
 
     def recent_batches(self, limit: int) -> AsyncIterator[BatchStatus]: ...
-
-
-class MissingAPIKey(RuntimeError):
-    pass
 
 
 class AnthropicBackend:

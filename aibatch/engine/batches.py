@@ -32,11 +32,13 @@ from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
 from aibatch.engine.backend import BatchesBackend, BatchOutcome, BatchStatus
 from aibatch.engine.pacer import InputEstimator
-from aibatch.engine.processor import Committer, RunStats
 from aibatch.engine.recorder import Recorder
+from aibatch.engine.stats import RunStats
+from aibatch.errors import BatchGone
 from aibatch.jobs.outputs import InvalidModelOutput
 from aibatch.jobs.spec import JobSpec
 from aibatch.output import crashpoints
+from aibatch.output.committer import Committer
 
 Sleep = Callable[[float], Awaitable[None]]
 SubmissionState = Literal["submitting", "submitted", "collected", "abandoned"]
@@ -53,10 +55,6 @@ def custom_id_for(ticket_id: str) -> str:
     readable = _UNSAFE.sub("_", ticket_id)[:40]
     digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).hexdigest()
     return f"{readable}-{digest}" if readable else digest
-
-
-class BatchGone(RuntimeError):
-    """A batch in the ledger that the API no longer knows."""
 
 
 @dataclass

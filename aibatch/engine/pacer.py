@@ -37,99 +37,16 @@ from aibatch.engine import policy
 
 Clock = Callable[[], float]
 
-# The bucket of each limit holds this many seconds of it: small enough that we never
-# burst past a limit enforced over short windows, large enough to absorb jitter.
-BUCKET_SECONDS = 1.0
-# Without headers, a send rate found from 429s (`Pacer.on_rate_limited`): after a 429, the
-# rate that got through (what the server admitted) less a margin; then probing past it, at
-# first barely, faster the longer no 429 comes (so a limit that rose is found in seconds),
-# like TCP's window probing. Its bucket holds a quarter of a second: a limit enforced over a
-# sliding window refuses bursts a refilling bucket would take.
-AIMD_START_RPS = 2.0
-AIMD_MARGIN = 0.97  # after a 429: this share of the rate that drew it (or that got through)
-AIMD_THROUGH = 0.85  # "most got through": answered at this share of the rate, or more
-# ... less this: the rates are counts over 2 s, and at a few per second a request or two
-# more or less (one answer still on its way) is noise, not a fall.
-AIMD_THROUGH_SLACK_RPS = 1.0
-AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measure
-# The first 429 with no rate known: what got through so far includes the burst an empty
-# window admits at the start (twice the limit, or more), so half of it; a rate found too low
-# climbs back in seconds, one too high costs a 429 per request over it.
-AIMD_FIRST_CUT = 0.5
-# ... which is only a guess: under a limit enforced over a sliding window what got through
-# was the limit, not twice it. So the rate climbs back fast (this much a second) to this
-# share of what got through, and probes on from there: a burst-filled bucket costs a few
-# more 429s as the climb passes the limit; a window no longer costs ten seconds below it.
-AIMD_FIRST_CLIMB_TO = 0.9
-AIMD_FIRST_CLIMB_PER_S = 0.35
-AIMD_PROBE_PER_S = 0.0005  # growth per second just after a step back from a probe
-# ... and after a cut to what got through: that estimate is rough (it counts the lull the
-# limit's fall caused), so the rate climbs back faster
-AIMD_PROBE_AFTER_FALL_PER_S = 0.03
-AIMD_PROBE_DOUBLING_S = 2.5  # ... doubling every this many seconds without a 429
-# ... and twice as often once it has been quiet this long: a run at the limit (its own or
-# a share of a key) meets a 429 every few seconds, so a longer calm says the limit rose or
-# the key's other client left, and the run should take what is free within seconds.
-AIMD_PROBE_QUIET_S = 6.0
-AIMD_PROBE_LATE_DOUBLING_S = 1.25
-AIMD_PROBE_MAX_PER_S = 0.5
-AIMD_IN_USE = 0.85  # the rate only grows while we send at least this share of it
-AIMD_BUCKET_S = 0.25
-# A step back that lands within this share of the rate of the previous one: the limit is
-# where it was, so the probe slows (halving, down to AIMD_PROBE_PER_S).
-AIMD_SAME_LIMIT = 0.05
-# A fall to within this share of the rate the last fall found: not a new limit (another
-# client of the key keeps taking its share), so the probe slows instead of climbing fast.
-AIMD_SAME_FALL = 0.15
-# Cuts for a whole round trip with no clean answer between (for a request sent after a
-# cut): the server's window is still full of what we sent before, and any rate would be
-# refused until it drains. (Quicker ones can come from one overshoot: a 429 comes back in
-# milliseconds, a clean answer only after the model's latency.) Everyone pauses this long:
-# the API's retry-after comes in whole seconds, at least one.
-AIMD_PAUSE_S = 1.0
-# `remaining` below this many seconds of our own send rate: the server's bucket is about
-# empty, shared or not, so the found rate holds instead of probing past it.
-SERVER_LOW_S = 0.5
-# While nothing paces the sends (no limit stated or found), they are spread at this many
-# times the rate the concurrency sustains, as TCP paces its slow start, not sent in the
-# bursts that answers release: a burst into a limit's window draws a 429 for every request
-# past it before the first 429 is back to say so. RAMP_BURST go at once.
-RAMP_PACING_GAIN = 2.0
-RAMP_BURST = 4.0
-# Concurrency. The API has acceleration limits, so it starts low, but it triples every
-# round trip while answers come back fast and clean: 8, 24, 72, 216 in three round trips.
-START_CONCURRENCY = 8
-SLOW_START_GROWTH = 2.0  # per answer while slow-starting: triples every round trip
-MAX_CONCURRENCY = 512
-BACKOFF_FACTOR = 0.7
-# After slow start: growth per answer, i.e. 5% per round trip at first, doubling every
-# CONGESTION_AVOIDANCE_DOUBLING_RTTS clean round trips up to the cap, like the rate's probe
-# (a lag spike that ended slow start early must not leave minutes of +5% steps).
-CONGESTION_AVOIDANCE_GROWTH = 0.05
-CONGESTION_AVOIDANCE_MAX_GROWTH = 0.4
-CONGESTION_AVOIDANCE_DOUBLING_RTTS = 4.0
-LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue: stop growing
-# Our own event loop running callbacks late means the client is short of CPU: more in flight
-# would only queue here, so stop growing. Each answer then waits about that lag before its
-# slot passes on, so lag as a share of the round trip is the throughput lost to it.
-LOOP_LAG_BUSY_SHARE = 0.1
-LOOP_LAG_BUSY_MIN_S = 0.002  # below this, timer jitter
-LOOP_LAG_SHED = 0.9
-# A 429 storm: only 429s for this long (no answer between) closes the gate for everyone.
-STORM_EVIDENT_S = 1.0
-STORM_MAX_PAUSE_S = 60.0
-STORM_PROBE_POLL_S = 0.05
-
 
 class TokenBucket:
-    """`limit` per minute, holding at most `BUCKET_SECONDS` of it; may go into debt."""
+    """`limit` per minute, holding at most `policy.BUCKET_SECONDS` of it; may go into debt."""
 
     def __init__(
         self,
         limit_per_min: float,
         clock: Clock,
         full: bool = True,
-        seconds: float = BUCKET_SECONDS,
+        seconds: float = policy.BUCKET_SECONDS,
     ) -> None:
         self.clock = clock
         self.seconds = seconds
@@ -213,13 +130,15 @@ class Pacer:
         self.server_low = False  # the last answer's `remaining`: the server's bucket ~empty
         # A request rate found from 429s, below any stated limit (None: no 429 yet).
         self.aimd_rate: float | None = None
-        self.aimd_probe_per_s = AIMD_PROBE_PER_S
+        self.aimd_probe_per_s = policy.AIMD_PROBE_PER_S
         self.aimd_last_cut = -math.inf
         self.aimd_quiet_since = -math.inf  # the probe speeds up from here: a cut or a hold
         self.aimd_last_step_back: float | None = None  # the rate a probe last stepped back from
         self.aimd_last_fall: float | None = None  # the rate the last fall found
         self.aimd_fell_from: float | None = None  # ... and the rate that drew it
-        self.aimd_first_climb = False  # climbing back from the first cut (AIMD_FIRST_CLIMB_TO)
+        self.aimd_first_climb = (
+            False  # climbing back from the first cut (policy.AIMD_FIRST_CLIMB_TO)
+        )
         self.aimd_unanswered_since: float | None = None  # cuts since, with no clean answer
         self.aimd_draining = False  # the first cut, and no clean answer sent since
         self.aimd_pauses = 0
@@ -241,9 +160,11 @@ class Pacer:
         if rate_per_s is None or self.limits_known or self.aimd_rate is not None:
             self._ramp = None
         elif self._ramp is None:
-            self._ramp = TokenBucket(rate_per_s * 60, self.clock, seconds=RAMP_BURST / rate_per_s)
+            self._ramp = TokenBucket(
+                rate_per_s * 60, self.clock, seconds=policy.RAMP_BURST / rate_per_s
+            )
         else:
-            self._ramp.seconds = RAMP_BURST / rate_per_s
+            self._ramp.seconds = policy.RAMP_BURST / rate_per_s
             self._ramp.set_limit(rate_per_s * 60)
 
     def wait_s(self, input_estimate: float) -> float:
@@ -349,9 +270,9 @@ class Pacer:
             slack = 0 if name == "requests" else 999
             bucket.refill()
             bucket.level = min(bucket.level, float(remaining + slack))
-            # What we send in SERVER_LOW_S, of this limit (requests, or tokens at our mean).
+            # What we send in policy.SERVER_LOW_S, of this limit (requests, or tokens at our mean).
             per_request = self._per_request(name)
-            if remaining + slack < max(1.0, SERVER_LOW_S * rate * per_request):
+            if remaining + slack < max(1.0, policy.SERVER_LOW_S * rate * per_request):
                 low = True
         self.server_low = low
 
@@ -365,8 +286,8 @@ class Pacer:
 
     def _aimd_bucket(self) -> TokenBucket:
         if self._aimd is None:
-            rate = (self.aimd_rate or AIMD_START_RPS) * 60
-            self._aimd = TokenBucket(rate, self.clock, seconds=AIMD_BUCKET_S)
+            rate = (self.aimd_rate or policy.AIMD_START_RPS) * 60
+            self._aimd = TokenBucket(rate, self.clock, seconds=policy.AIMD_BUCKET_S)
         return self._aimd
 
     def on_rate_limited(
@@ -378,11 +299,11 @@ class Pacer:
 
         Probing past a rate that went through clean, the limit lies just below the rate
         that drew the 429: most of what was sent still got through (`observed_rps`,
-        requests answered per second lately), so the rate steps back by AIMD_MARGIN only;
+        requests answered per second lately), so the rate steps back by policy.AIMD_MARGIN only;
         if it stepped back from about this rate before, the limit is still there and the
         probe slows. When far less got through (the limit fell, or another client of the
         key took its share), what got through is the limit as near as the client can see
-        it. Nothing answered lately: the rate is cut by AIMD_CUT. A 429 for a request sent
+        it. Nothing answered lately: the rate is cut by policy.AIMD_CUT. A 429 for a request sent
         before the last cut says nothing about the rate since (as TCP cuts once per
         window): it is ignored. Cuts for `round_trip_s` with no clean answer since pause
         every send.
@@ -400,7 +321,7 @@ class Pacer:
             return 0.0
         self.aimd_unanswered_since = None
         self.aimd_pauses += 1
-        return AIMD_PAUSE_S
+        return policy.AIMD_PAUSE_S
 
     def _cut(self, observed_rps: float, now: float) -> None:
         """The rate after a 429 that says something about it (see `on_rate_limited`)."""
@@ -413,21 +334,26 @@ class Pacer:
             # was sent while answers lag behind it, or rows ran short): what got through
             # is measured against it, or a 429 mid-climb looks like a fall.
             allowed = min(allowed, sent)
-        if allowed is not None and observed_rps >= AIMD_THROUGH * allowed - AIMD_THROUGH_SLACK_RPS:
-            rate = AIMD_MARGIN * allowed
+        if (
+            allowed is not None
+            and observed_rps >= policy.AIMD_THROUGH * allowed - policy.AIMD_THROUGH_SLACK_RPS
+        ):
+            rate = policy.AIMD_MARGIN * allowed
             last = self.aimd_last_step_back
             if self.aimd_unanswered_since is None:  # a fresh overshoot, not more of one
-                if last is not None and allowed <= (1 + AIMD_SAME_LIMIT) * last:
-                    self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
+                if last is not None and allowed <= (1 + policy.AIMD_SAME_LIMIT) * last:
+                    self.aimd_probe_per_s = max(policy.AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
                 self.aimd_last_step_back = allowed
             self.aimd_fell_from = None
         else:
             if observed_rps > 0:
-                rate = (AIMD_MARGIN if allowed is not None else AIMD_FIRST_CUT) * observed_rps
+                rate = (
+                    policy.AIMD_MARGIN if allowed is not None else policy.AIMD_FIRST_CUT
+                ) * observed_rps
             elif allowed is not None:
-                rate = AIMD_CUT * allowed
+                rate = policy.AIMD_CUT * allowed
             else:
-                rate = AIMD_START_RPS
+                rate = policy.AIMD_START_RPS
             # The first cut, nothing known but some answered: the window is full of the
             # start's burst, and every request refused until it drains would cut again, to
             # a fraction of what the limit admits. They only pause, until a clean answer
@@ -435,12 +361,12 @@ class Pacer:
             first = allowed is None and observed_rps > 0
             self.aimd_draining = self.aimd_first_climb = first
             last_fall = self.aimd_last_fall
-            if last_fall is not None and abs(rate - last_fall) <= AIMD_SAME_FALL * last_fall:
-                self.aimd_probe_per_s = max(AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
+            if last_fall is not None and abs(rate - last_fall) <= policy.AIMD_SAME_FALL * last_fall:
+                self.aimd_probe_per_s = max(policy.AIMD_PROBE_PER_S, self.aimd_probe_per_s / 2)
             else:
-                self.aimd_probe_per_s = AIMD_PROBE_AFTER_FALL_PER_S
+                self.aimd_probe_per_s = policy.AIMD_PROBE_AFTER_FALL_PER_S
             self.aimd_last_fall = rate
-            self.aimd_fell_from = AIMD_FIRST_CLIMB_TO * observed_rps if first else allowed
+            self.aimd_fell_from = policy.AIMD_FIRST_CLIMB_TO * observed_rps if first else allowed
             self.aimd_last_step_back = None
         self._set_aimd_rate(rate)
         self.aimd_last_change = self.aimd_quiet_since = now
@@ -461,12 +387,12 @@ class Pacer:
 
     def probe_growth_per_s(self) -> float:
         """How fast the rate grows now: slowly just after a 429 (or a hold), doubling every
-        AIMD_PROBE_DOUBLING_S without one."""
+        policy.AIMD_PROBE_DOUBLING_S without one."""
         climbing_back = self.aimd_fell_from is not None and (
             (self.aimd_rate or 0.0) < self.aimd_fell_from
         )
         if climbing_back and self.aimd_first_climb:
-            return AIMD_FIRST_CLIMB_PER_S
+            return policy.AIMD_FIRST_CLIMB_PER_S
         if climbing_back and self.requests is None:
             # Climbing back to where the last fall came from, untold: steadily, not faster
             # and faster, or runs sharing a key overshoot together every few seconds. (With
@@ -474,11 +400,11 @@ class Pacer:
             return self.aimd_probe_per_s
         quiet = self.clock() - self.aimd_quiet_since
         doublings = (
-            min(quiet, AIMD_PROBE_QUIET_S) / AIMD_PROBE_DOUBLING_S
-            + max(0.0, quiet - AIMD_PROBE_QUIET_S) / AIMD_PROBE_LATE_DOUBLING_S
+            min(quiet, policy.AIMD_PROBE_QUIET_S) / policy.AIMD_PROBE_DOUBLING_S
+            + max(0.0, quiet - policy.AIMD_PROBE_QUIET_S) / policy.AIMD_PROBE_LATE_DOUBLING_S
         )
         growth = self.aimd_probe_per_s * 2**doublings
-        return min(AIMD_PROBE_MAX_PER_S, growth)
+        return min(policy.AIMD_PROBE_MAX_PER_S, growth)
 
     def on_success(self, sent_at: float | None = None) -> None:
         """A clean answer (for a request sent at `sent_at`): probe past the rate, faster
@@ -499,7 +425,7 @@ class Pacer:
             return
         # (Over the last second too: after a pause, two seconds of sending would pass
         # before the rate could grow.)
-        if max(self.send_rate(), self.send_rate(1.0)) < AIMD_IN_USE * self.aimd_rate:
+        if max(self.send_rate(), self.send_rate(1.0)) < policy.AIMD_IN_USE * self.aimd_rate:
             # Not sending at this rate (fewer tickets left, or concurrency holds us): clean
             # answers say nothing about a higher one, so do not raise it (as TCP does not
             # grow a window the application leaves unused).
@@ -528,8 +454,8 @@ class ConcurrencyController:
     def __init__(
         self,
         fixed: int | None = None,
-        start: int = START_CONCURRENCY,
-        maximum: int = MAX_CONCURRENCY,
+        start: int = policy.START_CONCURRENCY,
+        maximum: int = policy.MAX_CONCURRENCY,
         clock: Clock = time.monotonic,
     ) -> None:
         self.fixed = fixed
@@ -564,7 +490,7 @@ class ConcurrencyController:
         # The floor is the lowest smoothed latency: one lucky fast answer must not make
         # ordinary jitter look like queueing.
         self.latency_floor_s = min(self.latency_floor_s, self.latency_recent_s)
-        busy = max(LOOP_LAG_BUSY_MIN_S, LOOP_LAG_BUSY_SHARE * self.latency_recent_s)
+        busy = max(policy.LOOP_LAG_BUSY_MIN_S, policy.LOOP_LAG_BUSY_SHARE * self.latency_recent_s)
         if loop_lag_s > busy:
             # The client is short of CPU: hold where we are. Only when that lasts a round
             # trip does slow start end (a spike, say while connections open, is not it),
@@ -579,12 +505,14 @@ class ConcurrencyController:
                 round_trip = self.latency_recent_s or 0.2
                 if loop_lag_s > 2 * busy and now - self.last_backoff >= round_trip:
                     self.last_backoff = now
-                    self.limit = max(float(START_CONCURRENCY), self.limit * LOOP_LAG_SHED)
+                    self.limit = max(
+                        float(policy.START_CONCURRENCY), self.limit * policy.LOOP_LAG_SHED
+                    )
             return
         self.lagging_since = None
         if in_flight < self.current - 1:
             return  # the limit is not what holds us back: no reason to raise it
-        queueing = self.latency_recent_s > LATENCY_QUEUEING_FACTOR * max(
+        queueing = self.latency_recent_s > policy.LATENCY_QUEUEING_FACTOR * max(
             self.latency_floor_s, 0.005
         )
         if queueing:
@@ -597,7 +525,7 @@ class ConcurrencyController:
             # Little's law: what a known rate needs in flight, with room for jitter.
             ceiling = min(ceiling, target_rate * self.latency_recent_s * 1.5 + 2)
         if self.slow_start:
-            self.limit = min(ceiling, self.limit + SLOW_START_GROWTH)
+            self.limit = min(ceiling, self.limit + policy.SLOW_START_GROWTH)
         else:
             # +5% per round trip (at least +1), faster the longer it stays clean: reaches a
             # new operating point in seconds where +1 per round trip would need minutes.
@@ -607,10 +535,10 @@ class ConcurrencyController:
     def growth_per_round_trip(self) -> float:
         round_trip = self.latency_recent_s or 0.2
         clean_rtts = (self.clock() - self.clean_since) / round_trip
-        growth = CONGESTION_AVOIDANCE_GROWTH * 2 ** (
-            clean_rtts / CONGESTION_AVOIDANCE_DOUBLING_RTTS
+        growth = policy.CONGESTION_AVOIDANCE_GROWTH * 2 ** (
+            clean_rtts / policy.CONGESTION_AVOIDANCE_DOUBLING_RTTS
         )
-        return min(CONGESTION_AVOIDANCE_MAX_GROWTH, growth)
+        return min(policy.CONGESTION_AVOIDANCE_MAX_GROWTH, growth)
 
     def on_congestion(self) -> None:
         """A 529 (the API overloaded): back off multiplicatively, once per round trip at most.
@@ -623,7 +551,7 @@ class ConcurrencyController:
             return
         self.last_backoff = self.clean_since = now
         self.slow_start = False
-        self.limit = max(1.0, self.limit * BACKOFF_FACTOR)
+        self.limit = max(1.0, self.limit * policy.BACKOFF_FACTOR)
 
 
 class StormGate:
@@ -631,7 +559,7 @@ class StormGate:
 
     One 429 is the pacer's business (it slows the send rate) and its own request's (which
     waits its `retry-after`); the others go on. When 429s are all that has come back for
-    STORM_EVIDENT_S (a storm: an acceleration limit, another client of the key bursting),
+    policy.STORM_EVIDENT_S (a storm: an acceleration limit, another client of the key bursting),
     more requests would only collect more 429s, so the gate closes for the whole
     `retry-after` for everyone, and then lets one request through as a probe: until an
     answer comes, nobody else goes. An answer ends the storm.
@@ -639,8 +567,8 @@ class StormGate:
 
     def __init__(
         self,
-        evident_after_s: float = STORM_EVIDENT_S,
-        max_pause_s: float = STORM_MAX_PAUSE_S,
+        evident_after_s: float = policy.STORM_EVIDENT_S,
+        max_pause_s: float = policy.STORM_MAX_PAUSE_S,
         clock: Clock = time.monotonic,
     ) -> None:
         self.evident_after_s = evident_after_s
@@ -684,7 +612,7 @@ class StormGate:
         pause = self.open_at - self.clock()
         if pause > 0:
             return pause
-        return STORM_PROBE_POLL_S if self.in_storm and self.probe_out else 0.0
+        return policy.STORM_PROBE_POLL_S if self.in_storm and self.probe_out else 0.0
 
     def enter(self) -> bool:
         """Call when `wait_s` is 0: whether this request is the storm's probe (then
@@ -774,7 +702,7 @@ class OutageGate:
         if not self.down:
             return 0.0
         if self.probe_out:
-            return STORM_PROBE_POLL_S
+            return policy.STORM_PROBE_POLL_S
         return max(0.0, self.next_probe_at - self.clock())
 
     def enter(self) -> bool:

@@ -21,7 +21,6 @@ after all of them is left unfinished: a re-run sends it again.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -97,11 +96,89 @@ SHARED_BATCH_S = 0.5
 # pause. Two batches, so one process can hold a batch while the next decays.
 SHARED_BURST_S = 1.0
 
-# Committing results to Parquet: often enough that a crash re-commits little, seldom
-# enough that the dataset is not thousands of tiny files.
-# Both can be tuned from the environment (tests use small values to get many commits).
-COMMIT_EVERY_ROWS = int(os.environ.get("AIBATCH_COMMIT_EVERY_ROWS", "1000"))
-COMMIT_EVERY_S = float(os.environ.get("AIBATCH_COMMIT_EVERY_S", "15"))
+# Pacing and concurrency (engine/pacer.py).
+# The bucket of each limit holds this many seconds of it: small enough that we never
+# burst past a limit enforced over short windows, large enough to absorb jitter.
+BUCKET_SECONDS = 1.0
+# Without headers, a send rate found from 429s (`Pacer.on_rate_limited`): after a 429, the
+# rate that got through (what the server admitted) less a margin; then probing past it, at
+# first barely, faster the longer no 429 comes (so a limit that rose is found in seconds),
+# like TCP's window probing. Its bucket holds a quarter of a second: a limit enforced over a
+# sliding window refuses bursts a refilling bucket would take.
+AIMD_START_RPS = 2.0
+AIMD_MARGIN = 0.97  # after a 429: this share of the rate that drew it (or that got through)
+AIMD_THROUGH = 0.85  # "most got through": answered at this share of the rate, or more
+# ... less this: the rates are counts over 2 s, and at a few per second a request or two
+# more or less (one answer still on its way) is noise, not a fall.
+AIMD_THROUGH_SLACK_RPS = 1.0
+AIMD_CUT = 0.7  # ... or of the allowed rate, when nothing got through to measure
+# The first 429 with no rate known: what got through so far includes the burst an empty
+# window admits at the start (twice the limit, or more), so half of it; a rate found too low
+# climbs back in seconds, one too high costs a 429 per request over it.
+AIMD_FIRST_CUT = 0.5
+# ... which is only a guess: under a limit enforced over a sliding window what got through
+# was the limit, not twice it. So the rate climbs back fast (this much a second) to this
+# share of what got through, and probes on from there: a burst-filled bucket costs a few
+# more 429s as the climb passes the limit; a window no longer costs ten seconds below it.
+AIMD_FIRST_CLIMB_TO = 0.9
+AIMD_FIRST_CLIMB_PER_S = 0.35
+AIMD_PROBE_PER_S = 0.0005  # growth per second just after a step back from a probe
+# ... and after a cut to what got through: that estimate is rough (it counts the lull the
+# limit's fall caused), so the rate climbs back faster
+AIMD_PROBE_AFTER_FALL_PER_S = 0.03
+AIMD_PROBE_DOUBLING_S = 2.5  # ... doubling every this many seconds without a 429
+# ... and twice as often once it has been quiet this long: a run at the limit (its own or
+# a share of a key) meets a 429 every few seconds, so a longer calm says the limit rose or
+# the key's other client left, and the run should take what is free within seconds.
+AIMD_PROBE_QUIET_S = 6.0
+AIMD_PROBE_LATE_DOUBLING_S = 1.25
+AIMD_PROBE_MAX_PER_S = 0.5
+AIMD_IN_USE = 0.85  # the rate only grows while we send at least this share of it
+AIMD_BUCKET_S = 0.25
+# A step back that lands within this share of the rate of the previous one: the limit is
+# where it was, so the probe slows (halving, down to AIMD_PROBE_PER_S).
+AIMD_SAME_LIMIT = 0.05
+# A fall to within this share of the rate the last fall found: not a new limit (another
+# client of the key keeps taking its share), so the probe slows instead of climbing fast.
+AIMD_SAME_FALL = 0.15
+# Cuts for a whole round trip with no clean answer between (for a request sent after a
+# cut): the server's window is still full of what we sent before, and any rate would be
+# refused until it drains. (Quicker ones can come from one overshoot: a 429 comes back in
+# milliseconds, a clean answer only after the model's latency.) Everyone pauses this long:
+# the API's retry-after comes in whole seconds, at least one.
+AIMD_PAUSE_S = 1.0
+# `remaining` below this many seconds of our own send rate: the server's bucket is about
+# empty, shared or not, so the found rate holds instead of probing past it.
+SERVER_LOW_S = 0.5
+# While nothing paces the sends (no limit stated or found), they are spread at this many
+# times the rate the concurrency sustains, as TCP paces its slow start, not sent in the
+# bursts that answers release: a burst into a limit's window draws a 429 for every request
+# past it before the first 429 is back to say so. RAMP_BURST go at once.
+RAMP_PACING_GAIN = 2.0
+RAMP_BURST = 4.0
+# Concurrency. The API has acceleration limits, so it starts low, but it triples every
+# round trip while answers come back fast and clean: 8, 24, 72, 216 in three round trips.
+START_CONCURRENCY = 8
+SLOW_START_GROWTH = 2.0  # per answer while slow-starting: triples every round trip
+MAX_CONCURRENCY = 512
+BACKOFF_FACTOR = 0.7
+# After slow start: growth per answer, i.e. 5% per round trip at first, doubling every
+# CONGESTION_AVOIDANCE_DOUBLING_RTTS clean round trips up to the cap, like the rate's probe
+# (a lag spike that ended slow start early must not leave minutes of +5% steps).
+CONGESTION_AVOIDANCE_GROWTH = 0.05
+CONGESTION_AVOIDANCE_MAX_GROWTH = 0.4
+CONGESTION_AVOIDANCE_DOUBLING_RTTS = 4.0
+LATENCY_QUEUEING_FACTOR = 2.0  # latency this far above its floor means we queue: stop growing
+# Our own event loop running callbacks late means the client is short of CPU: more in flight
+# would only queue here, so stop growing. Each answer then waits about that lag before its
+# slot passes on, so lag as a share of the round trip is the throughput lost to it.
+LOOP_LAG_BUSY_SHARE = 0.1
+LOOP_LAG_BUSY_MIN_S = 0.002  # below this, timer jitter
+LOOP_LAG_SHED = 0.9
+# A 429 storm: only 429s for this long (no answer between) closes the gate for everyone.
+STORM_EVIDENT_S = 1.0
+STORM_MAX_PAUSE_S = 60.0
+STORM_PROBE_POLL_S = 0.05
 
 # Spend caps come as 429s, but retrying them cannot succeed until the cap resets.
 SPEND_CAP_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from aibatch.cost.pricing import PriceBook, Usage
+from aibatch.engine.stats import RunStats
 from aibatch.jobs.spec import JobSpec
-
-if TYPE_CHECKING:  # the processor imports this module: only the types come from there
-    from aibatch.engine.processor import Committer, RunStats
+from aibatch.output.committer import Committer
 
 Mode = Literal["realtime", "batch"]
 

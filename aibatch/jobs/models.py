@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aibatch.errors import ModelFileError
 from aibatch.jobs.outputs import OutputKindName
 from aibatch.tomlfile import overlay_file, read_toml
 
@@ -296,10 +297,6 @@ BUILT_IN_DEFAULTS: dict[OutputKindName, str] = {
 }
 
 _SNAPSHOT = re.compile(r"-\d{8}$")
-
-
-class ModelFileError(ValueError):
-    """A model table file that cannot be read, with the file and the entry at fault."""
 
 
 class _RulesEntry(BaseModel):

@@ -25,7 +25,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import jsonschema
 
-from aibatch.output.answer_columns import NO_COLUMNS, AnswerColumns, ColumnError
+from aibatch.errors import ColumnError, SchemaError
+from aibatch.output.answer_columns import NO_COLUMNS, AnswerColumns
 
 OutputKindName = Literal["text", "label", "json"]
 OUTPUT_KINDS: tuple[OutputKindName, ...] = ("text", "label", "json")
@@ -72,10 +73,6 @@ SUPPORTED_STRING_FORMATS = frozenset({
     "date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6",
     "uuid",
 })  # fmt: skip
-
-
-class SchemaError(ValueError):
-    """A JSON Schema that structured outputs cannot take."""
 
 
 def check_schema(schema: Any, where: str = "schema") -> dict[str, Any]:

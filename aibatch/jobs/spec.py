@@ -26,17 +26,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aibatch.engine import policy
+from aibatch.errors import BadInput, JobFileError, SchemaError, TemplateError
 from aibatch.jobs.models import EFFORTS, THINKING_ROOM, Effort, ModelBook, ModelRules
 from aibatch.jobs.outputs import (
     JsonOutput,
     LabelOutput,
     OutputKind,
     OutputKindName,
-    SchemaError,
     TextOutput,
     read_answer,
 )
-from aibatch.jobs.templates import FRAMING, PromptTemplate, TemplateError
+from aibatch.jobs.templates import FRAMING, PromptTemplate
 from aibatch.tomlfile import read_toml
 
 BUILT_IN_JOBS: tuple[str, ...] = ("summarize", "classify")
@@ -52,10 +52,6 @@ DEFAULT_EFFORT: Effort = "low"
 REQUEST_FORMAT = "v2"
 
 MAX_INSTRUCTIONS_CHARS = 200_000  # about 50k tokens: every request carries them
-
-
-class JobFileError(ValueError):
-    """A job file that cannot be used, naming the file and the key at fault."""
 
 
 class OutputDefinition(BaseModel):
@@ -186,7 +182,7 @@ def load_job_file(path: str | Path) -> JobDefinition:
 def builtin_job(name: str) -> JobDefinition:
     """One of the job files shipped in the package (`aibatch jobs` lists them)."""
     if name not in BUILT_IN_JOBS:
-        raise ValueError(f"--job must be one of {', '.join(BUILT_IN_JOBS)}, not {name!r}")
+        raise BadInput(f"--job must be one of {', '.join(BUILT_IN_JOBS)}, not {name!r}")
     source = resources.files("aibatch.builtin_jobs") / f"{name}.toml"
     with resources.as_file(source) as file:
         return load_job_file(file)
@@ -204,13 +200,13 @@ def read_instructions(path: str | None) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except OSError as error:
-        raise ValueError(f"{path}: cannot read the instructions file: {error.strerror}") from None
+        raise BadInput(f"{path}: cannot read the instructions file: {error.strerror}") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: the instructions file is not UTF-8 text ({error})") from None
+        raise BadInput(f"{path}: the instructions file is not UTF-8 text ({error})") from None
     if not text:
-        raise ValueError(f"{path}: the instructions file is empty")
+        raise BadInput(f"{path}: the instructions file is empty")
     if len(text) > MAX_INSTRUCTIONS_CHARS:
-        raise ValueError(f"{path}: instructions longer than {MAX_INSTRUCTIONS_CHARS} characters")
+        raise BadInput(f"{path}: instructions longer than {MAX_INSTRUCTIONS_CHARS} characters")
     return text
 
 
@@ -246,7 +242,7 @@ class JobSpec:
         if chosen is not None:
             chosen = list(dict.fromkeys(chosen))
             if len({label.casefold() for label in chosen}) < 2:
-                raise ValueError("classification needs at least two distinct labels")
+                raise BadInput("classification needs at least two distinct labels")
         definition = builtin_job(job).with_options(chosen, instructions, effort)
         return cls.of(definition, model, models)
 

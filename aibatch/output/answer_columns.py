@@ -34,14 +34,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from aibatch.errors import ColumnError
 from aibatch.output.store import OWN_COLUMNS
 
 INT64_RANGE = range(-(2**63), 2**63)
 ENUM_TYPE = pa.dictionary(pa.int32(), pa.string())
-
-
-class ColumnError(ValueError):
-    """A schema whose properties cannot be columns, naming the property."""
 
 
 def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -51,6 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from aibatch.errors import BadInput, OutputLocked, SchemaConflict
 from aibatch.output import crashpoints
 
 RESULT_COLUMNS = pa.schema([
@@ -88,14 +89,6 @@ FAILURE_SCHEMA = pa.schema([
 # columns and answer properties of these names would overwrite one of them.
 OWN_COLUMNS = frozenset([*RESULT_COLUMNS.names, "run_date"])
 PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.string())]), flavor="hive")
-
-
-class OutputLocked(RuntimeError):
-    pass
-
-
-class SchemaConflict(ValueError):
-    """A run would store a column with another type than the dataset already holds."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -171,9 +164,9 @@ class ResultStore:
 
     def __init__(self, output_dir: str | Path, job: str, shard: str | None = None) -> None:
         if shard is not None and not SHARD_NAME.match(shard):
-            raise ValueError(f"shard name {shard!r}: use letters, digits, '_', '-' or '.'")
+            raise BadInput(f"shard name {shard!r}: use letters, digits, '_', '-' or '.'")
         if not JOB_DIR.match(job):
-            raise ValueError(f"job name {job!r}: use lowercase letters, digits and '-'")
+            raise BadInput(f"job name {job!r}: use lowercase letters, digits and '-'")
         self.root = Path(output_dir)
         self.job = job
         self.shard = shard

@@ -21,17 +21,13 @@ from aibatch.engine import policy
 from aibatch.engine.admission import Admission
 from aibatch.engine.backend import AnthropicBackend
 from aibatch.engine.batches import BatchLedger, BatchRunner
-from aibatch.engine.pacer import MAX_CONCURRENCY, Pacer, RequestAllowance
-from aibatch.engine.processor import (
-    ChunkIncomplete,
-    Committer,
-    RunStats,
-    RunStopped,
-    TicketProcessor,
-    new_run_id,
-)
+from aibatch.engine.pacer import Pacer, RequestAllowance
+from aibatch.engine.processor import TicketProcessor
 from aibatch.engine.recorder import Recorder
+from aibatch.engine.stats import RunStats
+from aibatch.errors import ChunkIncomplete, RunIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
+from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore
 from aibatch.run.parameters import RunParameters
 from aibatch.sources.loader import Tickets, trial_rows
@@ -112,7 +108,7 @@ class Run:
 
     def raise_if_all_failed(self) -> None:
         if (message := self.stats.all_failed(self.store.failures_dir)) is not None:
-            raise RuntimeError(message)
+            raise RunIncomplete(message)
 
 
 @contextlib.asynccontextmanager
@@ -152,7 +148,7 @@ async def open_run(
         prompt_of = dict(zip(frame["id"].tolist(), prompts, strict=True))
         backend = AnthropicBackend(
             api_key=api_key,
-            max_connections=params.fixed_concurrency or MAX_CONCURRENCY,
+            max_connections=params.fixed_concurrency or policy.MAX_CONCURRENCY,
             timeout_s=params.request_timeout_s,
         )
         run = Run(
@@ -208,7 +204,7 @@ def raise_for_chunk_outcomes(outcomes: Sequence[object]) -> None:
         )
     if errors:
         unfinished = sum(e.unfinished for e in errors if isinstance(e, ChunkIncomplete))
-        raise RuntimeError(
+        raise RunIncomplete(
             f"{len(errors)} chunk(s) failed ({unfinished} rows unfinished; first error: "
             f"{errors[0]}). Everything done is saved: run the same command again to continue"
         )

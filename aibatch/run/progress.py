@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from aibatch.engine.processor import RunStats
+from aibatch.engine.stats import RunStats
 
 
 @contextlib.asynccontextmanager

@@ -18,29 +18,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aibatch.errors import InputError
 from aibatch.jobs.templates import MissingValue, PromptTemplate
 from aibatch.output.store import OWN_COLUMNS
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
 MAX_PROBLEMS_LISTED = 10
-
-
-class InputError(ValueError):
-    """Input that aibatch refuses, with where the problem is."""
-
-    def __init__(
-        self, path: Path, message: str, *, row: int | None = None, column: str | None = None
-    ) -> None:
-        where = str(path)
-        if row is not None:
-            where += f", row {row}"
-        if column is not None:
-            where += f", column {column!r}"
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.row = row
-        self.column = column
 
 
 @dataclass(frozen=True)

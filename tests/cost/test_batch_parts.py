@@ -14,8 +14,9 @@ import pytest
 from aibatch.cost.pricing import PriceBook
 from aibatch.engine.backend import BatchStatus
 from aibatch.engine.batches import BatchLedger, BatchRunner, Submission, custom_id_for
-from aibatch.engine.processor import Committer, RunStats
+from aibatch.engine.stats import RunStats
 from aibatch.jobs.spec import JobSpec
+from aibatch.output.committer import Committer
 from aibatch.output.store import ResultStore
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

@@ -12,7 +12,7 @@ import pytest
 
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine.batches import BatchLedger, Submission, custom_id_for
-from aibatch.engine.processor import RunStopped
+from aibatch.errors import RunStopped
 from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters

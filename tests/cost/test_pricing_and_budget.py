@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aibatch.cost.budget import Budget, BudgetExhausted, WorstCase
-from aibatch.cost.pricing import BUILT_IN_PRICES, PRICES_CHECKED, PriceBook, PriceFileError, Usage
+from aibatch.cost.budget import Budget, WorstCase
+from aibatch.cost.pricing import BUILT_IN_PRICES, PRICES_CHECKED, PriceBook, Usage
+from aibatch.errors import BudgetExhausted, PriceFileError
 
 
 def test_the_default_models_have_a_dated_price_and_batches_cost_half() -> None:

@@ -9,7 +9,6 @@ import pytest
 
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
-from aibatch.engine import pacer as pacing
 from aibatch.engine import policy
 from aibatch.engine.admission import RATE_SPAN_MIN_S, Admission
 from aibatch.engine.pacer import Pacer
@@ -36,7 +35,7 @@ def test_the_first_429_counts_what_got_through_over_a_second_at_least() -> None:
     assert admission.recent_rate() == pytest.approx(8 / RATE_SPAN_MIN_S)
     error = status_error(anthropic.RateLimitError, 429, "rate_limit_error")
     admission.on_error(policy.decide(error, 0, random.Random(1)), sent_at=clock.now - 0.01)
-    assert admission.pacer.aimd_rate == pytest.approx(pacing.AIMD_FIRST_CUT * 8 / RATE_SPAN_MIN_S)
+    assert admission.pacer.aimd_rate == pytest.approx(policy.AIMD_FIRST_CUT * 8 / RATE_SPAN_MIN_S)
     clock.advance(3.0)  # later, the last two seconds count
     admission.recent_ok.extend([clock.now] * 10)
     assert admission.recent_rate() == pytest.approx(10 / 2.0)
@@ -48,6 +47,6 @@ def test_slow_start_sends_ramp_at_twice_what_the_slots_sustain() -> None:
     assert admission.ramp_rate() is None  # no round trip yet: the first slots go at once
     admission.concurrency.on_success(latency_s=0.2, in_flight=8, target_rate=None)
     slots = admission.concurrency.current
-    assert admission.ramp_rate() == pytest.approx(pacing.RAMP_PACING_GAIN * slots / 0.2)
+    assert admission.ramp_rate() == pytest.approx(policy.RAMP_PACING_GAIN * slots / 0.2)
     admission.concurrency.slow_start = False  # latency climbed, say: slow start is over
     assert admission.ramp_rate() is None

@@ -15,11 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aibatch.engine.processor import Committer
-from aibatch.jobs.outputs import InvalidModelOutput, JsonOutput, SchemaError
+from aibatch.errors import SchemaConflict, SchemaError
+from aibatch.jobs.outputs import InvalidModelOutput, JsonOutput
 from aibatch.output import crashpoints
 from aibatch.output.answer_columns import ENUM_TYPE, AnswerColumns
-from aibatch.output.store import ResultStore, SchemaConflict
+from aibatch.output.committer import Committer
+from aibatch.output.store import ResultStore
 from tests.helpers import read_everywhere
 
 EVERY_KIND: dict[str, Any] = {

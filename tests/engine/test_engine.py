@@ -12,15 +12,11 @@ import pyarrow as pa
 import pytest
 
 from aibatch.engine.backend import AnthropicBackend
-from aibatch.engine.processor import (
-    ChunkIncomplete,
-    Committer,
-    RunStats,
-    RunStopped,
-    TicketProcessor,
-    new_run_id,
-)
+from aibatch.engine.processor import TicketProcessor
+from aibatch.engine.stats import RunStats
+from aibatch.errors import ChunkIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
+from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore, carried_schema, journal_segments
 from aibatch.simulator import SimulatorServer
 
@@ -302,7 +298,7 @@ def test_carried_columns_have_a_fixed_schema_even_when_all_null(tmp_path: Path) 
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
-    from aibatch.output.store import OutputLocked
+    from aibatch.errors import OutputLocked
 
     store = Store(tmp_path / "out")
     second = Store(tmp_path / "out")
@@ -315,7 +311,7 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
 
 
 def test_shards_share_an_output_but_a_whole_input_run_excludes_them(tmp_path: Path) -> None:
-    from aibatch.output.store import OutputLocked
+    from aibatch.errors import OutputLocked
 
     out = tmp_path / "out"
     one, two = (

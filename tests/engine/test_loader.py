@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.sources.loader import InputError, load_tickets
+from aibatch.errors import InputError
+from aibatch.sources.loader import load_tickets
 
 Write = Callable[[str, bytes | str], Path]
 

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aibatch.jobs.models import (
-    BUILT_IN_DEFAULTS,
-    CONSERVATIVE,
-    EFFORTS,
-    ModelBook,
-    ModelFileError,
-)
+from aibatch.errors import ModelFileError
+from aibatch.jobs.models import BUILT_IN_DEFAULTS, CONSERVATIVE, EFFORTS, ModelBook
 from aibatch.jobs.spec import JobSpec
 from aibatch.sdk_models import deprecated_models, known_models
 

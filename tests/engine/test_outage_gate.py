@@ -11,8 +11,9 @@ import pytest
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
-from aibatch.engine.admission import Admission, APIUnavailable
+from aibatch.engine.admission import Admission
 from aibatch.engine.pacer import OutageGate, Pacer
+from aibatch.errors import APIUnavailable
 from tests.engine.test_pacer import FakeClock
 from tests.engine.test_policy import status_error
 

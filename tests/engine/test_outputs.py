@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from aibatch.errors import SchemaError
 from aibatch.jobs.outputs import (
     InvalidModelOutput,
     JsonOutput,
     LabelOutput,
     Refused,
-    SchemaError,
     TextOutput,
     Truncated,
     check_schema,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aibatch.engine import pacer as pacing
+from aibatch.engine import policy
 from aibatch.engine.inflight import InFlightLimiter
 from aibatch.engine.looplag import LoopLagProbe
 from aibatch.engine.pacer import (
@@ -142,7 +142,7 @@ def test_without_headers_a_429_sets_the_rate_just_under_what_got_through(
     # The first 429, nothing known: 40/s got through, but that counts the burst an empty
     # window admits at the start, so half of it.
     pacer.on_rate_limited(observed_rps=40.0, sent_at=sent)
-    assert pacer.aimd_rate == pytest.approx(20.0 * pacing.AIMD_FIRST_CUT / 0.5)
+    assert pacer.aimd_rate == pytest.approx(20.0 * policy.AIMD_FIRST_CUT / 0.5)
     # Another 429 of a request sent before that cut: it says nothing about the new rate.
     pacer.on_rate_limited(observed_rps=12.0, sent_at=sent)
     assert pacer.aimd_rate == pytest.approx(20.0)
@@ -155,13 +155,13 @@ def test_without_headers_a_429_sets_the_rate_just_under_what_got_through(
     assert pacer.aimd_rate == pytest.approx(9.7)
     clock.advance(0.3)
     pacer.on_rate_limited(observed_rps=0.0)  # nothing got through to measure: cut the rate
-    assert pacer.aimd_rate == pytest.approx(9.7 * pacing.AIMD_CUT)
+    assert pacer.aimd_rate == pytest.approx(9.7 * policy.AIMD_CUT)
 
 
 def test_the_found_rate_is_probed_past_slowly_then_faster(clock: FakeClock) -> None:
     pacer = Pacer(clock=clock)
     pacer.aimd_rate = 10.0
-    pacer.aimd_probe_per_s = pacing.AIMD_PROBE_PER_S  # steady: probing at its slowest
+    pacer.aimd_probe_per_s = policy.AIMD_PROBE_PER_S  # steady: probing at its slowest
     pacer.on_rate_limited(observed_rps=9.8)  # most got through: a step back
     send_at_the_rate(pacer, clock, 5.0)
     assert pacer.aimd_rate is not None
@@ -181,12 +181,12 @@ def test_a_long_calm_doubles_the_probe_twice_as_often(clock: FakeClock) -> None:
     clock.advance(0.5)
     pacer.on_rate_limited(observed_rps=10.0, sent_at=clock.now)  # a step back: at the limit
     start = pacer.probe_growth_per_s()
-    clock.advance(pacing.AIMD_PROBE_QUIET_S)
+    clock.advance(policy.AIMD_PROBE_QUIET_S)
     calm = pacer.probe_growth_per_s()
     assert calm == pytest.approx(
-        start * 2 ** (pacing.AIMD_PROBE_QUIET_S / pacing.AIMD_PROBE_DOUBLING_S)
+        start * 2 ** (policy.AIMD_PROBE_QUIET_S / policy.AIMD_PROBE_DOUBLING_S)
     )
-    clock.advance(pacing.AIMD_PROBE_LATE_DOUBLING_S)
+    clock.advance(policy.AIMD_PROBE_LATE_DOUBLING_S)
     assert pacer.probe_growth_per_s() == pytest.approx(2 * calm)
 
 
@@ -199,18 +199,18 @@ def test_after_a_fall_the_rate_climbs_back_faster_and_slows_with_each_step_back(
     assert pacer.aimd_rate == pytest.approx(7.76)
     clock.advance(0.5)
     pacer.on_rate_limited(observed_rps=7.7)  # the fall's aftermath: a step back, as fast
-    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    assert pacer.aimd_probe_per_s == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S)
     send_at_the_rate(pacer, clock, 6.0)
     assert pacer.aimd_rate > 9.0  # 90% of a limit of 10 within 6.5 s
     # The first step back up there is past the last one: the probe keeps its speed; each
     # step back from about the same rate after it says the limit is there: it slows.
-    expected = pacing.AIMD_PROBE_AFTER_FALL_PER_S
+    expected = policy.AIMD_PROBE_AFTER_FALL_PER_S
     for _ in range(8):
         send_at_the_rate(pacer, clock, 1.0)
         pacer.on_rate_limited(observed_rps=pacer.aimd_rate)
-        assert pacer.aimd_probe_per_s == pytest.approx(max(pacing.AIMD_PROBE_PER_S, expected))
+        assert pacer.aimd_probe_per_s == pytest.approx(max(policy.AIMD_PROBE_PER_S, expected))
         expected /= 2
-    assert pacer.aimd_probe_per_s == pacing.AIMD_PROBE_PER_S
+    assert pacer.aimd_probe_per_s == policy.AIMD_PROBE_PER_S
 
 
 def test_falls_to_the_same_share_slow_the_probe_and_the_climb_back_is_steady(
@@ -222,12 +222,12 @@ def test_falls_to_the_same_share_slow_the_probe_and_the_climb_back_is_steady(
     pacer = Pacer(clock=clock)
     pacer.aimd_rate = 10.0
     pacer.on_rate_limited(observed_rps=5.0)  # a fall: 4.85/s, climbing back at 3%/s
-    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    assert pacer.aimd_probe_per_s == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S)
     send_at_the_rate(pacer, clock, 16.0)
-    assert pacer.probe_growth_per_s() == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    assert pacer.probe_growth_per_s() == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S)
     assert pacer.aimd_rate is not None and pacer.aimd_rate < 4.85 * 1.03**16 * 1.01
     pacer.on_rate_limited(observed_rps=4.8)  # the same share again (of 7/s sent)
-    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
+    assert pacer.aimd_probe_per_s == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S / 2)
 
 
 def test_a_step_back_past_the_last_one_keeps_the_probe_fast(clock: FakeClock) -> None:
@@ -235,14 +235,14 @@ def test_a_step_back_past_the_last_one_keeps_the_probe_fast(clock: FakeClock) ->
     pacer.on_rate_limited(observed_rps=10.0)  # the first 429: 9.7/s
     send_at_the_rate(pacer, clock, 1.0)
     pacer.on_rate_limited(observed_rps=9.7)
-    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S)
+    assert pacer.aimd_probe_per_s == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S)
     send_at_the_rate(pacer, clock, 1.0)
     pacer.on_rate_limited(observed_rps=9.5)  # the limit is where it was: slower
-    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
+    assert pacer.aimd_probe_per_s == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S / 2)
     send_at_the_rate(pacer, clock, 25.0)  # clean for long: it climbs, the limit rose
     assert pacer.aimd_rate is not None and pacer.aimd_rate > 1.5 * 9.5
     pacer.on_rate_limited(observed_rps=0.98 * pacer.send_rate())
-    assert pacer.aimd_probe_per_s == pytest.approx(pacing.AIMD_PROBE_AFTER_FALL_PER_S / 2)
+    assert pacer.aimd_probe_per_s == pytest.approx(policy.AIMD_PROBE_AFTER_FALL_PER_S / 2)
 
 
 def test_cuts_for_a_round_trip_with_no_clean_answer_pause_every_send(clock: FakeClock) -> None:
@@ -258,7 +258,7 @@ def test_cuts_for_a_round_trip_with_no_clean_answer_pause_every_send(clock: Fake
         clock.advance(0.05)
         assert pacer.on_rate_limited(29.0, clock.now - 0.01, round_trip_s=0.2) == 0.0
     clock.advance(0.05)  # a round trip of nothing but 429s: the server's window is full
-    assert pacer.on_rate_limited(29.0, clock.now - 0.01, round_trip_s=0.2) == pacing.AIMD_PAUSE_S
+    assert pacer.on_rate_limited(29.0, clock.now - 0.01, round_trip_s=0.2) == policy.AIMD_PAUSE_S
     paused = clock.now
     clock.advance(1.2)
     pacer.on_success(sent_at=paused + 1.0)  # sent after it, and clean
@@ -280,7 +280,7 @@ def test_a_429_mid_climb_steps_back_from_what_was_sent_not_a_fall(clock: FakeClo
     sent = pacer.send_rate()
     pacer.aimd_rate = 1.2 * sent  # the probe has raised it past what the last 2 s sent
     pacer.on_rate_limited(observed_rps=0.9 * sent)
-    assert pacer.aimd_rate == pytest.approx(pacing.AIMD_MARGIN * sent)
+    assert pacer.aimd_rate == pytest.approx(policy.AIMD_MARGIN * sent)
     assert pacer.aimd_fell_from is None  # no fall: the probe goes on from here as usual
 
 
@@ -304,12 +304,12 @@ def test_after_the_first_cut_refusals_until_a_clean_answer_only_pause(
     pacer = Pacer(clock=clock)
     pacer.on_rate_limited(observed_rps=8.0, sent_at=clock.now - 0.1)
     first = pacer.aimd_rate
-    assert first is not None and first == pytest.approx(pacing.AIMD_FIRST_CUT * 8.0)
+    assert first is not None and first == pytest.approx(policy.AIMD_FIRST_CUT * 8.0)
     clock.advance(0.1)
     assert pacer.on_rate_limited(observed_rps=8.0, sent_at=clock.now - 0.01, round_trip_s=0.2) == 0
     clock.advance(0.2)
     pause = pacer.on_rate_limited(observed_rps=8.0, sent_at=clock.now - 0.01, round_trip_s=0.2)
-    assert pause == pacing.AIMD_PAUSE_S and pacer.aimd_rate == first
+    assert pause == policy.AIMD_PAUSE_S and pacer.aimd_rate == first
     clock.advance(1.0)
     pacer.on_success(sent_at=clock.now - 0.2)  # sent after the cut, answered: it drained
     clock.advance(0.5)
@@ -325,8 +325,8 @@ def test_after_the_first_cut_the_rate_climbs_back_fast_to_near_what_got_through(
     a few seconds, not the tens the probe would; past that point the probe is slow again."""
     pacer = Pacer(clock=clock)
     pacer.on_rate_limited(observed_rps=10.0, sent_at=clock.now - 0.1)
-    assert pacer.aimd_rate == pytest.approx(pacing.AIMD_FIRST_CUT * 10.0)
-    target = pacing.AIMD_FIRST_CLIMB_TO * 10.0
+    assert pacer.aimd_rate == pytest.approx(policy.AIMD_FIRST_CUT * 10.0)
+    target = policy.AIMD_FIRST_CLIMB_TO * 10.0
     pacer.on_success(sent_at=clock.now + 0.01)  # drained
     send_at_the_rate(pacer, clock, 2.0)
     assert pacer.aimd_rate is not None and 6.5 < pacer.aimd_rate < target
@@ -354,14 +354,14 @@ def test_untold_sends_are_spread_at_the_ramp_rate_not_in_bursts(clock: FakeClock
     while pacer.wait_s(0) == 0:
         pacer.reserve(0)
         burst += 1
-    assert burst == pacing.RAMP_BURST
+    assert burst == policy.RAMP_BURST
     assert pacer.wait_s(0) == pytest.approx(0.01)
     pacer.on_rate_limited(observed_rps=8.0)  # a rate found: it paces, not the ramp
     pacer.pace_ramp(100.0)
     clock.advance(1.0)
     assert pacer.wait_s(0) == 0
     pacer.reserve(0)
-    assert pacer.wait_s(0) == pytest.approx(1 / (pacing.AIMD_FIRST_CUT * 8.0))
+    assert pacer.wait_s(0) == pytest.approx(1 / (policy.AIMD_FIRST_CUT * 8.0))
 
 
 def test_the_found_rate_paces_smoothly_not_in_bursts(clock: FakeClock) -> None:
@@ -472,7 +472,7 @@ def test_combined_tokens_remaining_caps_ours(clock: FakeClock) -> None:
 
 def test_concurrency_slow_starts_then_backs_off_and_recovers(clock: FakeClock) -> None:
     control = ConcurrencyController(clock=clock)
-    assert control.current == pacing.START_CONCURRENCY == 8
+    assert control.current == policy.START_CONCURRENCY == 8
     for _ in range(8):  # one round trip at the limit triples it in slow start
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
     assert control.current == 24
@@ -502,14 +502,14 @@ def test_after_slow_start_the_growth_speeds_up_while_it_stays_clean(clock: FakeC
     assert len(sizes) <= 12  # at +5% throughout: 29 round trips
     assert control.growth_per_round_trip() >= 0.25
     control.on_congestion()  # a 529: back to the careful start
-    assert control.growth_per_round_trip() == pytest.approx(pacing.CONGESTION_AVOIDANCE_GROWTH)
+    assert control.growth_per_round_trip() == pytest.approx(policy.CONGESTION_AVOIDANCE_GROWTH)
 
 
 def test_concurrency_does_not_grow_when_it_is_not_the_limit(clock: FakeClock) -> None:
     control = ConcurrencyController(clock=clock)
     for _ in range(50):
         control.on_success(latency_s=0.2, in_flight=1, target_rate=None)
-    assert control.current == pacing.START_CONCURRENCY
+    assert control.current == policy.START_CONCURRENCY
 
 
 def test_concurrency_stops_at_what_a_known_rate_needs(clock: FakeClock) -> None:
@@ -527,7 +527,7 @@ def test_concurrency_stops_growing_when_latency_shows_queueing(clock: FakeClock)
     for _ in range(200):
         control.on_success(latency_s=0.5, in_flight=control.current, target_rate=None)
     # The smoothed latency needs three answers to show it: no growth after that.
-    assert control.current <= grown + 3 * pacing.SLOW_START_GROWTH
+    assert control.current <= grown + 3 * policy.SLOW_START_GROWTH
 
 
 def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
@@ -538,12 +538,12 @@ def test_concurrency_holds_while_our_own_loop_lags(clock: FakeClock) -> None:
     for _ in range(100):  # answers are fine, but the client is short of CPU
         control.on_success(
             latency_s=0.2, in_flight=control.current, target_rate=None,
-            loop_lag_s=0.2 * pacing.LOOP_LAG_BUSY_SHARE * 2,
+            loop_lag_s=0.2 * policy.LOOP_LAG_BUSY_SHARE * 2,
         )  # fmt: skip
     assert control.current == grown
     for _ in range(grown):  # free again: one more round trip, still in slow start
         control.on_success(latency_s=0.2, in_flight=control.current, target_rate=None)
-    assert control.current == (1 + pacing.SLOW_START_GROWTH) * grown
+    assert control.current == (1 + policy.SLOW_START_GROWTH) * grown
 
 
 def test_one_429_closes_the_gate_to_nobody(clock: FakeClock) -> None:
@@ -563,7 +563,7 @@ def test_a_storm_closes_the_gate_for_the_whole_retry_after_then_lets_one_probe_g
 ) -> None:
     gate = StormGate(clock=clock)
     gate.on_rate_limited(5.0)
-    clock.advance(pacing.STORM_EVIDENT_S)
+    clock.advance(policy.STORM_EVIDENT_S)
     gate.on_rate_limited(5.0)  # nothing but 429s for a second: a storm
     assert gate.in_storm and gate.storms == 1
     assert gate.wait_s() == pytest.approx(5.0)  # all of retry-after, for everyone
@@ -595,7 +595,7 @@ def test_a_pause_we_asked_for_closes_the_gate_and_is_no_evidence_of_a_storm(
     clock.advance(0.1)
     gate.on_rate_limited(wait_s=1.0)  # no answer since the first 429, but we sent nothing
     assert not gate.in_storm
-    clock.advance(pacing.STORM_EVIDENT_S)
+    clock.advance(policy.STORM_EVIDENT_S)
     gate.on_rate_limited(wait_s=1.0)  # a second of only 429s since the pause: a storm
     assert gate.in_storm
 

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aibatch.app.cli import app
-from aibatch.engine.processor import RunStopped
+from aibatch.errors import RunStopped
 from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.output import crashpoints

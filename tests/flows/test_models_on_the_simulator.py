@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.app.local import EXIT_FAILED, run_locally
+from aibatch.app.local import run_locally
+from aibatch.errors import EXIT_FAILED
 from aibatch.flows.ticket_batch import process_tickets
 from aibatch.jobs.spec import DEFAULT_LABELS
 from aibatch.run.parameters import RunParameters

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.app.local import EXIT_BAD_INPUT, run_locally
+from aibatch.app.local import run_locally
+from aibatch.errors import EXIT_BAD_INPUT
 from aibatch.flows.ticket_batch import process_tickets
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer

@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
-from aibatch.engine import policy
+from aibatch.app.local import run_locally
+from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.ticket_batch import process_tickets
-from aibatch.output import store
+from aibatch.output import committer, store
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
@@ -107,7 +107,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     use_simulator(server)
     said: list[str] = []
     monkeypatch.setattr("aibatch.app.local.say", said.append)  # Prefect's handlers vs capsys
-    monkeypatch.setattr(policy, "COMMIT_EVERY_ROWS", 50)
+    monkeypatch.setattr(committer, "COMMIT_EVERY_ROWS", 50)
     with monkeypatch.context() as disk:
         FILL_DISK[where](disk)
         assert run_locally(params, process_tickets) == EXIT_STOPPED

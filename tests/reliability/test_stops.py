@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.app.local import EXIT_OK, EXIT_STOPPED, run_locally
+from aibatch.app.local import run_locally
+from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.ticket_batch import process_tickets
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
