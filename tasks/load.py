@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
+from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.templates import PromptTemplate
-from aibatch.sources.loader import Tickets, load_job_rows
+from aibatch.sources.loader import Tickets
 
 
 @task(name="load-rows", cache_policy=NONE, persist_result=False)

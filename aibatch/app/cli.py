@@ -573,7 +573,6 @@ def estimate(
     from pathlib import Path
 
     from aibatch.app.local import api_backend, say
-    from aibatch.cost import estimate as estimating
     from aibatch.cost.pricing import PriceBook
     from aibatch.errors import (
         EXIT_BAD_INPUT,
@@ -585,8 +584,9 @@ def estimate(
         exit_code,
     )
     from aibatch.jobs.models import EFFORTS, ModelBook
+    from aibatch.jobs.prompts import load_job_rows
     from aibatch.jobs.spec import JobDefinition, JobSpec, builtin_job, read_instructions
-    from aibatch.sources.loader import load_job_rows
+    from aibatch.run import estimate as estimating
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")

@@ -21,12 +21,12 @@ from typing import Any
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
+from aibatch.jobs.prompts import load_job_rows
 from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
 from aibatch.run.parameters import RunParameters
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
-from aibatch.sources.loader import load_job_rows
 
 RunFlow = Callable[
     [RunParameters], Coroutine[Any, Any, dict[str, Any]]
@@ -93,8 +93,8 @@ def dry_run_locally(params: RunParameters) -> int:
     import json
     from pathlib import Path
 
-    from aibatch.cost import estimate
     from aibatch.output.store import ResultStore
+    from aibatch.run import estimate
     from aibatch.sources.loader import trial_rows
 
     try:

@@ -45,13 +45,13 @@ RETRY_AFTER_MAX_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
 
 # Answers cut short by `max_tokens` (thinking took more room than planned, or a long
-# answer): asked again with max_tokens × TRUNCATION_GROWTH, at most TRUNCATION_RETRIES times.
+# answer): asked again with max_tokens × TRUNCATION_GROWTH (a job's room: jobs/spec.py), at
+# most TRUNCATION_RETRIES times.
 # Bounded because each try is billed in full, and an answer that still does not fit in 4×
 # the planned room is running away (repeating itself), not about to finish.
 # `model_context_window_exceeded` is not retried: the prompt and answer filled the model's
 # whole window, and more max_tokens cannot make the window larger; it fails as truncated.
 TRUNCATION_RETRIES = 2
-TRUNCATION_GROWTH = 2
 
 # Per chunk (a Prefect task run).
 MIN_CHUNK_SIZE = 50

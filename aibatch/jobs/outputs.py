@@ -4,7 +4,7 @@
 - `LabelOutput`: one label from a set. Stored in the set's own spelling; the model's answer
   is matched ignoring case.
 - `JsonOutput`: a JSON object matching a JSON Schema, stored as JSON text and as one typed
-  column per top-level property (`aibatch/output/answer_columns.py`).
+  column per top-level property (`aibatch/jobs/answer_columns.py`).
 
 Labels and JSON are asked for with native structured outputs
 (`output_config.format = {"type": "json_schema", "schema": ...}`), never with a forced tool
@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import jsonschema
 
 from aibatch.errors import ColumnError, SchemaError
-from aibatch.output.answer_columns import NO_COLUMNS, AnswerColumns
+from aibatch.jobs.answer_columns import NO_COLUMNS, AnswerColumns
 
 OutputKindName = Literal["text", "label", "json"]
 OUTPUT_KINDS: tuple[OutputKindName, ...] = ("text", "label", "json")

@@ -25,7 +25,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aibatch.engine import policy
 from aibatch.errors import BadInput, JobFileError, SchemaError, TemplateError
 from aibatch.jobs.models import EFFORTS, THINKING_ROOM, Effort, ModelBook, ModelRules
 from aibatch.jobs.outputs import (
@@ -52,6 +51,11 @@ DEFAULT_EFFORT: Effort = "low"
 REQUEST_FORMAT = "v2"
 
 MAX_INSTRUCTIONS_CHARS = 200_000  # about 50k tokens: every request carries them
+
+
+# An answer cut short by max_tokens is asked again with this many times the room, each time
+# (the engine's policy bounds how often: TRUNCATION_RETRIES).
+TRUNCATION_GROWTH = 2
 
 
 class OutputDefinition(BaseModel):
@@ -316,9 +320,9 @@ class JobSpec:
 
     def max_tokens(self, grown: int = 0) -> int:
         """`max_tokens` for a first attempt (`grown` 0), or after `grown` cut-short answers:
-        room for the answer and for thinking, times policy.TRUNCATION_GROWTH each time."""
+        room for the answer and for thinking, times TRUNCATION_GROWTH each time."""
         planned = self.output.answer_tokens + self.thinking_room
-        return min(self.rules.max_output_tokens, planned * int(policy.TRUNCATION_GROWTH**grown))
+        return min(self.rules.max_output_tokens, planned * int(TRUNCATION_GROWTH**grown))
 
     @cached_property
     def system_text(self) -> str:

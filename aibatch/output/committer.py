@@ -20,10 +20,9 @@ import pandas as pd
 import pyarrow as pa
 
 from aibatch.errors import OutputUnwritable
+from aibatch.jobs.answer_columns import NO_COLUMNS, AnswerColumns
 from aibatch.output import crashpoints
-from aibatch.output.answer_columns import NO_COLUMNS, AnswerColumns
 from aibatch.output.store import (
-    RESULT_COLUMNS,
     Journal,
     ResultStore,
     carried_schema,
@@ -34,6 +33,7 @@ from aibatch.output.store import (
     results_table,
     run_date_of,
 )
+from aibatch.result_columns import RESULT_COLUMNS
 
 # Committing results to Parquet: often enough that a crash re-commits little, seldom
 # enough that the dataset is not thousands of tiny files.

@@ -53,24 +53,8 @@ import pyarrow.parquet as pq
 
 from aibatch.errors import BadInput, OutputLocked, SchemaConflict
 from aibatch.output import crashpoints
+from aibatch.result_columns import RESULT_COLUMNS
 
-RESULT_COLUMNS = pa.schema([
-    ("id", pa.string()),
-    ("job", pa.string()),
-    ("result", pa.string()),
-    ("model", pa.string()),
-    ("prompt_version", pa.string()),
-    ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()),
-    ("cache_creation_input_tokens", pa.int64()),
-    ("cache_read_input_tokens", pa.int64()),
-    ("attempts", pa.int32()),
-    ("latency_ms", pa.float64()),
-    ("cost_usd", pa.float64()),
-    ("mode", pa.string()),  # realtime, or batch (Message Batches: half price, no latency)
-    ("run_id", pa.string()),
-    ("completed_at", pa.timestamp("us", tz="UTC")),
-])  # fmt: skip
 FAILURE_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("job", pa.string()),
@@ -85,9 +69,6 @@ FAILURE_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("failed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
-# aibatch's own columns in every results dataset, the partition column included: input
-# columns and answer properties of these names would overwrite one of them.
-OWN_COLUMNS = frozenset([*RESULT_COLUMNS.names, "run_date"])
 PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.string())]), flavor="hive")
 
 

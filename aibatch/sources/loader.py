@@ -19,8 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aibatch.errors import InputError
-from aibatch.jobs.templates import MissingValue, PromptTemplate
-from aibatch.output.store import OWN_COLUMNS
+from aibatch.result_columns import OWN_COLUMNS
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
@@ -195,7 +194,7 @@ def load_rows(
                     path, f"must be text or a number, not {type(value).__name__}", row=row,
                     column=original.get(column, column),
                 ))  # fmt: skip
-    _raise_all(path, problems)
+    raise_all(path, problems)
     rest = frame.drop(columns=[id_column]).reset_index(drop=True)
     if "id" in rest.columns:  # another column named id, beside the one the job uses
         rest = rest.rename(columns={"id": "input_id"})
@@ -208,47 +207,12 @@ def rename_back(renamed: Mapping[str, str]) -> str:
     return next((k for k, v in renamed.items() if v == "text"), "text")
 
 
-def _blank(value: object) -> bool:
+def blank(value: object) -> bool:
     if value is None or value is pd.NA:
         return True
     if isinstance(value, float) and pd.isna(value):
         return True
     return isinstance(value, str) and not value.strip()
-
-
-def render_prompts(tickets: Tickets, template: PromptTemplate) -> list[str]:
-    """Each row's prompt; InputError naming file, row and column for every row that lacks a
-    value the template needs (a null or blank cell, and no default in the template)."""
-    columns = sorted(template.columns & set(tickets.frame.columns))
-    names = {"text": tickets.text_column}
-    values = tickets.frame[columns].to_dict("records") if columns else [{}] * len(tickets.frame)
-    problems: list[InputError] = []
-    prompts: list[str] = []
-    for row, record in enumerate(values, start=1):
-        present = {str(k): v for k, v in record.items() if not _blank(v)}
-        try:
-            prompts.append(template.render(present))
-        except MissingValue as missing:
-            column = names.get(missing.column, missing.column)
-            problems.append(InputError(
-                tickets.path,
-                f"empty or null {column} (the prompt needs it; a default in the template, "
-                f'{{{{ {missing.column} | default("...") }}}}, would allow it)',
-                row=row, column=column,
-            ))  # fmt: skip
-            prompts.append("")
-    _raise_all(tickets.path, problems)
-    return prompts
-
-
-def load_job_rows(
-    path: str | Path, template: PromptTemplate, id_column: str, text_column: str = "text"
-) -> tuple[Tickets, list[str]]:
-    """The rows a job's template reads, validated, and each row's prompt (`text_column`:
-    the input column read as `text`, for the built-in jobs)."""
-    rename = {text_column: "text"} if text_column != "text" else {}
-    tickets = load_rows(path, id_column, template.columns, rename)
-    return tickets, render_prompts(tickets, template)
 
 
 TRIAL_SEED = 0
@@ -264,7 +228,7 @@ def trial_rows(pending: pd.DataFrame, limit: int | None, sample: int | None) -> 
     return pending
 
 
-def _raise_all(path: Path, problems: list[InputError]) -> None:
+def raise_all(path: Path, problems: list[InputError]) -> None:
     if not problems:
         return
     if len(problems) == 1:

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from aibatch.errors import SchemaConflict, SchemaError
+from aibatch.jobs.answer_columns import ENUM_TYPE, AnswerColumns
 from aibatch.jobs.outputs import InvalidModelOutput, JsonOutput
 from aibatch.output import crashpoints
-from aibatch.output.answer_columns import ENUM_TYPE, AnswerColumns
 from aibatch.output.committer import Committer
 from aibatch.output.store import ResultStore
 from tests.helpers import read_everywhere

@@ -14,14 +14,14 @@ import httpx2
 import pandas as pd
 import pytest
 
-from aibatch.cost import estimate as est
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine import policy
 from aibatch.engine.backend import AnthropicBackend
 from aibatch.jobs.models import THINKING_EXPECTED
+from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec, builtin_job
+from aibatch.run import estimate as est
 from aibatch.simulator import SimulatorServer
-from aibatch.sources.loader import load_job_rows
 from tests.helpers import write_tickets
 
 PRICE_FILE = """

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from aibatch.errors import InputError, JobFileError
+from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import BUILT_IN_JOBS, JobSpec, builtin_job, load_job_file
 from aibatch.jobs.templates import MissingValue, PromptTemplate
-from aibatch.sources.loader import load_job_rows
 
 PRODUCT_JOB = '''
 name = "product-category"

@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from aibatch.errors import ColumnError
-from aibatch.output.store import OWN_COLUMNS
+from aibatch.result_columns import OWN_COLUMNS
 
 INT64_RANGE = range(-(2**63), 2**63)
 ENUM_TYPE = pa.dictionary(pa.int32(), pa.string())
