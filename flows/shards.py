@@ -27,9 +27,9 @@ from aibatch.errors import RunIncomplete
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore
+from aibatch.prefect_server.artifacts import artifact_key, publish_summary
 from aibatch.run.parameters import RunParameters
 from aibatch.sources.loader import Tickets, trial_rows
-from aibatch.tasks.report import artifact_key, publish_summary
 
 
 def write_shard_inputs(

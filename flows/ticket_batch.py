@@ -23,20 +23,20 @@ from prefect.runtime import flow_run
 from aibatch.flows.batch_mode import BatchModeReport, run_batch_mode
 from aibatch.flows.run_all import run_all
 from aibatch.flows.shards import fan_out
-from aibatch.run.builder import open_run, prices_for, raise_for_chunk_outcomes
-from aibatch.run.parameters import RunParameters
-from aibatch.run.progress import progress_bar
-from aibatch.tasks.chunks import process_chunk
-from aibatch.tasks.limits import prepare_limits
-from aibatch.tasks.load import load_rows_task
-from aibatch.tasks.report import (
+from aibatch.prefect_server.artifacts import (
     artifact_key,
     publish_batches,
     publish_summary,
     start_progress,
     update_progress,
 )
-from aibatch.tasks.secrets import require_api_key
+from aibatch.prefect_server.limits import prepare_limits
+from aibatch.prefect_server.secrets import require_api_key
+from aibatch.run.builder import open_run, prices_for, raise_for_chunk_outcomes
+from aibatch.run.parameters import RunParameters
+from aibatch.run.progress import progress_bar
+from aibatch.tasks.chunks import process_chunk
+from aibatch.tasks.load import load_rows_task
 
 
 def _run_name() -> str:

@@ -10,9 +10,9 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import task_run as this_task_run
 
-from aibatch.engine import policy
 from aibatch.engine.processor import TicketProcessor
 from aibatch.errors import ChunkIncomplete, RunStopped
+from aibatch.run import orchestration
 
 
 def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -27,9 +27,9 @@ def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[A
 @task(
     name="process-chunk",
     task_run_name="chunk {index} of {count}: {source}",
-    tags=[policy.CHUNK_LIMIT_TAG],
-    retries=policy.CHUNK_RETRIES,
-    retry_delay_seconds=policy.CHUNK_RETRY_DELAYS_S,
+    tags=[orchestration.CHUNK_LIMIT_TAG],
+    retries=orchestration.CHUNK_RETRIES,
+    retry_delay_seconds=orchestration.CHUNK_RETRY_DELAYS_S,
     retry_condition_fn=retry_unless_stopped,
     cache_policy=NONE,
     persist_result=False,
@@ -50,10 +50,10 @@ async def process_chunk(
     every run and worker, holds them while it runs and sends no more than that at once.
     """
     chunk_run = max(0, this_task_run.run_count - 1)  # 1 on the first run
-    retries = policy.CHUNK_RETRIES
+    retries = orchestration.CHUNK_RETRIES
     if width is None:
         report = await processor.process_chunk(tickets, None, chunk_run, retries)
     else:
-        async with concurrency(policy.IN_FLIGHT_LIMIT_NAME, occupy=width, strict=True):
+        async with concurrency(orchestration.IN_FLIGHT_LIMIT_NAME, occupy=width, strict=True):
             report = await processor.process_chunk(tickets, width, chunk_run, retries)
     return report.as_dict()

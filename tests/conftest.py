@@ -11,6 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from aibatch.run import orchestration
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 
 
@@ -93,11 +94,9 @@ def release_leaked_slots(prefect_api: str) -> Iterator[None]:
     yield
     from prefect.client.orchestration import get_client
 
-    from aibatch.engine import policy
-
     async def drop() -> None:
         async with get_client() as client:
-            await client.delete_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+            await client.delete_global_concurrency_limit_by_name(orchestration.CHUNK_LIMIT_NAME)
 
     asyncio.run(drop())
 

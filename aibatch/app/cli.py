@@ -9,6 +9,12 @@ from pydantic import ValidationError
 
 from aibatch.engine import policy
 from aibatch.jobs.spec import JOBS
+from aibatch.run.orchestration import (
+    API_KEY_BLOCK,
+    DEFAULT_CHUNK_SLOTS,
+    SHARED_RATE_LIMIT_NAME,
+    WORK_POOL,
+)
 from aibatch.simulator.config import SimulatorConfig, StormWindow
 
 app = typer.Typer(
@@ -163,14 +169,14 @@ def run(
         int | None,
         typer.Option(
             help="Set the chunks running at once across every run on the Prefect server "
-            f"(default: as it is, or {policy.DEFAULT_CHUNK_SLOTS} if unset)."
+            f"(default: as it is, or {DEFAULT_CHUNK_SLOTS} if unset)."
         ),
     ] = None,
     shared_rpm: Annotated[
         int | None,
         typer.Option(
             help="Set the requests/min shared by every run and worker on this Prefect server "
-            f"(the rate limit {policy.SHARED_RATE_LIMIT_NAME!r}); default: use it if it "
+            f"(the rate limit {SHARED_RATE_LIMIT_NAME!r}); default: use it if it "
             "exists."
         ),
     ] = None,
@@ -305,10 +311,10 @@ def jobs() -> None:
 def setup(
     work_pool: Annotated[
         str, typer.Option(help="Process work pool the deployments in prefect.yaml use.")
-    ] = policy.WORK_POOL,
+    ] = WORK_POOL,
     chunk_slots: Annotated[
         int, typer.Option(help="Chunks running at once across every run and worker.")
-    ] = policy.DEFAULT_CHUNK_SLOTS,
+    ] = DEFAULT_CHUNK_SLOTS,
     shared_rpm: Annotated[
         int | None,
         typer.Option(help="Requests/min shared by every run and worker (the API key's limit)."),
@@ -321,7 +327,7 @@ def setup(
         bool,
         typer.Option(
             help="Store $ANTHROPIC_API_KEY (or, if unset, one typed at a hidden prompt) in "
-            f"the Prefect Secret block {policy.API_KEY_BLOCK!r}, for workers without the key."
+            f"the Prefect Secret block {API_KEY_BLOCK!r}, for workers without the key."
         ),
     ] = False,
 ) -> None:
@@ -356,7 +362,7 @@ def setup(
         key = os.environ.get("ANTHROPIC_API_KEY") or typer.prompt(
             "Anthropic API key", hide_input=True
         )
-    from aibatch.tasks.setup import setup_server
+    from aibatch.prefect_server.setup import setup_server
 
     try:
         report = asyncio.run(setup_server(work_pool, chunk_slots, shared_rpm, in_flight, key))

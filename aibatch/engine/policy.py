@@ -1,4 +1,7 @@
-"""The retry and limit policy: every number and every per-error decision, in one place.
+"""The retry and limit policy: every number of the engine and every per-error decision.
+
+The numbers of a run on Prefect (chunks, limits on the server) are in run/orchestration.py;
+a job's room for answers in jobs/; the commit cadence in output/committer.py.
 
 aibatch owns the only retry loop (the SDK client is built with `max_retries=0`, so its
 retries and ours never multiply). For each failed attempt `decide` says what to do:
@@ -20,7 +23,6 @@ after all of them is left unfinished: a re-run sends it again.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Mapping
@@ -53,12 +55,6 @@ REQUEST_TIMEOUT_S = 60.0
 # whole window, and more max_tokens cannot make the window larger; it fails as truncated.
 TRUNCATION_RETRIES = 2
 
-# Per chunk (a Prefect task run).
-MIN_CHUNK_SIZE = 50
-MAX_CHUNK_SIZE = 500
-CHUNK_RETRIES = 3
-CHUNK_RETRY_DELAYS_S: list[float] = [5.0, 15.0, 45.0]
-
 # An outage: when nothing but overload, server or connection errors come back (this many in
 # a row, for requests sent after the first of them), one gate holds every send and lets a
 # single probe through, after a wait that grows from the first to the cap (or the server's
@@ -69,34 +65,8 @@ OUTAGE_PROBE_GROWTH = 2.0
 OUTAGE_PROBE_MAX_S = 15.0
 OUTAGE_DEADLINE_S = 600.0
 
-# Concurrency.
+# Pacing and concurrency (engine/pacer.py, engine/admission.py).
 DEFAULT_MAX_CONCURRENCY = 16
-CHUNK_LIMIT_TAG = "aibatch-chunks"
-CHUNK_LIMIT_NAME = f"tag:{CHUNK_LIMIT_TAG}"  # how Prefect names a tag's concurrency limit
-DEFAULT_CHUNK_SLOTS = 4
-
-# On a Prefect server (`aibatch setup` creates these; prefect.yaml names the pool).
-WORK_POOL = "aibatch-process"
-API_KEY_BLOCK = "anthropic-api-key"  # a Secret block, read when the environment has no key
-
-# Requests in flight across every run and worker: a Prefect concurrency limit; each chunk
-# holds its share (limit // chunk slots) of it while it runs, and sends no more at once.
-IN_FLIGHT_LIMIT_NAME = "aibatch-in-flight"
-
-# Several processes, one API key: a Prefect rate limit (a global concurrency limit with
-# slot decay) grants requests to every run and worker that uses this server.
-SHARED_RATE_LIMIT_NAME = "aibatch-requests"
-# One slot is a tenth of a request: the server decays whole slots only, and drops the
-# fraction at every update, so coarse slots would lose a visible share of the rate.
-SLOTS_PER_REQUEST = 10
-# Each acquisition costs a round trip to the server (~100 ms): fetch about this many
-# seconds of the shared rate at once, never per request.
-SHARED_BATCH_S = 0.5
-# The limit's burst (its slot count) in seconds of the rate: what may go at once after a
-# pause. Two batches, so one process can hold a batch while the next decays.
-SHARED_BURST_S = 1.0
-
-# Pacing and concurrency (engine/pacer.py).
 # The bucket of each limit holds this many seconds of it: small enough that we never
 # burst past a limit enforced over short windows, large enough to absorb jitter.
 BUCKET_SECONDS = 1.0
@@ -272,14 +242,6 @@ def should_retry(headers: Mapping[str, str]) -> bool | None:
     """The server's `x-should-retry` (the SDK obeys it over the status), or None."""
     value = headers.get("x-should-retry", "").strip().lower()
     return {"true": True, "false": False}.get(value)
-
-
-def auto_chunk_size(rows: int, chunk_slots: int) -> int:
-    """Rows per chunk when none is given: the pending rows spread over the chunk slots,
-    within MIN_CHUNK_SIZE..MAX_CHUNK_SIZE. Few task runs: each costs API calls and database
-    rows on the Prefect server, and a chunk waits for its task run to start (seconds, on a
-    busy local server) while the others' rows keep the engine busy."""
-    return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, math.ceil(rows / max(1, chunk_slots))))
 
 
 def attempt_cap(max_attempts: int, chunk_run: int | None, retries: int = 0) -> int:

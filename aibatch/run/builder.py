@@ -29,6 +29,7 @@ from aibatch.errors import ChunkIncomplete, RunIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore
+from aibatch.run import orchestration
 from aibatch.run.parameters import RunParameters
 from aibatch.sources.loader import Tickets, trial_rows
 
@@ -74,8 +75,8 @@ class Run:
     def __post_init__(self) -> None:
         self.stats = RunStats(total=len(self.pairs))
 
-    def chunks(self, chunk_slots: int = policy.DEFAULT_CHUNK_SLOTS) -> list[list[Pair]]:
-        size = self.params.chunk_size or policy.auto_chunk_size(len(self.pairs), chunk_slots)
+    def chunks(self, chunk_slots: int = orchestration.DEFAULT_CHUNK_SLOTS) -> list[list[Pair]]:
+        size = self.params.chunk_size or orchestration.auto_chunk_size(len(self.pairs), chunk_slots)
         return [self.pairs[i : i + size] for i in range(0, len(self.pairs), size)]
 
     def processor(self, shared: RequestAllowance | None) -> TicketProcessor:

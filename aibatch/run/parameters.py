@@ -17,6 +17,7 @@ from aibatch.jobs.spec import (
     load_job_file,
     read_instructions,
 )
+from aibatch.run import orchestration
 
 
 class RunParameters(BaseModel):
@@ -73,8 +74,8 @@ class RunParameters(BaseModel):
     text_column: str = Field(default="text", min_length=1)
     chunk_size: int | None = Field(
         default=None,
-        ge=policy.MIN_CHUNK_SIZE,
-        le=policy.MAX_CHUNK_SIZE,
+        ge=orchestration.MIN_CHUNK_SIZE,
+        le=orchestration.MAX_CHUNK_SIZE,
         description="Rows per Prefect task run; default: the pending rows spread over the "
         "chunk slots (50-500).",
     )
@@ -97,14 +98,14 @@ class RunParameters(BaseModel):
         ge=1,
         le=256,
         description="Set the chunks running at once across every run on the server (the "
-        f"Prefect concurrency limit {policy.CHUNK_LIMIT_NAME!r}); default: leave it as it "
-        f"is, or create it with {policy.DEFAULT_CHUNK_SLOTS} slots.",
+        f"Prefect concurrency limit {orchestration.CHUNK_LIMIT_NAME!r}); default: leave it as it "
+        f"is, or create it with {orchestration.DEFAULT_CHUNK_SLOTS} slots.",
     )
     shared_rpm: int | None = Field(
         default=None,
         ge=1,
         description="Set the Prefect rate limit shared by every run and worker on this server "
-        f"({policy.SHARED_RATE_LIMIT_NAME!r}) to this many requests/min before running; "
+        f"({orchestration.SHARED_RATE_LIMIT_NAME!r}) to this many requests/min before running; "
         "default: use that limit as it is, if it exists.",
     )
     shards: int = Field(

@@ -13,8 +13,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.engine import policy
 from aibatch.flows.ticket_batch import process_tickets
+from aibatch.run.orchestration import (
+    CHUNK_LIMIT_NAME,
+    SHARED_BATCH_S,
+    SHARED_RATE_LIMIT_NAME,
+    SLOTS_PER_REQUEST,
+)
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.helpers import job_dataset, summary_belongs_to, write_tickets
@@ -106,7 +111,7 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
             task_runs = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
             )
-            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+            limit = await client.read_global_concurrency_limit_by_name(CHUNK_LIMIT_NAME)
             artifacts = await client.read_artifacts()
             return [t.name for t in task_runs], limit.limit, [a.key or "" for a in artifacts]
 
@@ -136,15 +141,15 @@ def test_chunk_slots_no_live_run_holds_are_freed_so_the_next_run_does_not_wait_f
 
     async def leak_every_slot() -> None:
         async with get_client() as client:
-            await client.upsert_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME, 2)
+            await client.upsert_global_concurrency_limit_by_name(CHUNK_LIMIT_NAME, 2)
             # Taken without a lease, as the database holds them once the leases are lost.
             await client.increment_concurrency_slots(
-                [policy.CHUNK_LIMIT_NAME], slots=2, mode="concurrency"
+                [CHUNK_LIMIT_NAME], slots=2, mode="concurrency"
             )
 
     async def active_slots() -> int:
         async with get_client() as client:
-            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
+            limit = await client.read_global_concurrency_limit_by_name(CHUNK_LIMIT_NAME)
             return limit.active_slots
 
     asyncio.run(leak_every_slot())
@@ -177,7 +182,7 @@ def drop_shared_limit(prefect_api: str) -> Iterator[None]:
 
     async def drop() -> None:
         async with get_client() as client:
-            await client.delete_global_concurrency_limit_by_name(policy.SHARED_RATE_LIMIT_NAME)
+            await client.delete_global_concurrency_limit_by_name(SHARED_RATE_LIMIT_NAME)
 
     asyncio.run(drop())
 
@@ -205,15 +210,15 @@ def test_a_shared_rate_limit_on_the_server_paces_the_run(
 
     async def read_limit() -> Any:
         async with get_client() as client:
-            return await client.read_global_concurrency_limit_by_name(policy.SHARED_RATE_LIMIT_NAME)
+            return await client.read_global_concurrency_limit_by_name(SHARED_RATE_LIMIT_NAME)
 
     limit = asyncio.run(read_limit())
-    assert limit.slot_decay_per_second == 10 * policy.SLOTS_PER_REQUEST  # 600/min
-    burst = limit.limit / policy.SLOTS_PER_REQUEST  # 1 s of the rate
+    assert limit.slot_decay_per_second == 10 * SLOTS_PER_REQUEST  # 600/min
+    burst = limit.limit / SLOTS_PER_REQUEST  # 1 s of the rate
     per_second = {int(s): n for s, n in server.stats()["ok_per_second"].items()}
     seconds = sorted(per_second)
     counts = [per_second.get(s, 0) for s in range(seconds[0], seconds[-1] + 1)]
-    batch = round(10 * policy.SHARED_BATCH_S)  # requests fetched ahead, spent later
+    batch = round(10 * SHARED_BATCH_S)  # requests fetched ahead, spent later
     for width in (1, 3, 5):
         busiest = max(sum(counts[i : i + width]) for i in range(max(1, len(counts) - width + 1)))
         assert busiest <= 10 * width + burst + batch, (width, counts)

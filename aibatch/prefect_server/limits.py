@@ -14,10 +14,19 @@ from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 
-from aibatch.engine import policy
 from aibatch.engine.pacer import RequestAllowance
 from aibatch.errors import LimitMissing
 from aibatch.run.builder import Logger
+from aibatch.run.orchestration import (
+    CHUNK_LIMIT_NAME,
+    CHUNK_LIMIT_TAG,
+    DEFAULT_CHUNK_SLOTS,
+    IN_FLIGHT_LIMIT_NAME,
+    SHARED_BATCH_S,
+    SHARED_BURST_S,
+    SHARED_RATE_LIMIT_NAME,
+    SLOTS_PER_REQUEST,
+)
 from aibatch.run.parameters import RunParameters
 
 
@@ -55,10 +64,10 @@ async def ensure_chunk_limit(slots: int | None) -> int:
     """The chunk-slot limit's size: set to `slots` if given; else the server's as it is
     (as `aibatch setup` left it), created with the default size if missing."""
     if slots is not None:
-        return await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, slots)
-    limit = await read_active_limit(policy.CHUNK_LIMIT_NAME)
+        return await ensure_concurrency_limit(CHUNK_LIMIT_NAME, slots)
+    limit = await read_active_limit(CHUNK_LIMIT_NAME)
     if limit is None:
-        return await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, policy.DEFAULT_CHUNK_SLOTS)
+        return await ensure_concurrency_limit(CHUNK_LIMIT_NAME, DEFAULT_CHUNK_SLOTS)
     return limit.limit
 
 
@@ -78,15 +87,15 @@ async def release_orphaned_chunk_slots() -> int:
     """
     async with get_client() as client:
         try:
-            limit = await client.read_global_concurrency_limit_by_name(policy.CHUNK_LIMIT_NAME)
-            holders = await client.read_concurrency_limit_by_tag(policy.CHUNK_LIMIT_TAG)
+            limit = await client.read_global_concurrency_limit_by_name(CHUNK_LIMIT_NAME)
+            holders = await client.read_concurrency_limit_by_tag(CHUNK_LIMIT_TAG)
         except ObjectNotFound:
             return 0
         orphaned = limit.active_slots - len(holders.active_slots)
         if orphaned <= 0:
             return 0
         await client.update_global_concurrency_limit(
-            policy.CHUNK_LIMIT_NAME,
+            CHUNK_LIMIT_NAME,
             GlobalConcurrencyLimitUpdate(active_slots=len(holders.active_slots)),
         )
     return orphaned
@@ -94,19 +103,17 @@ async def release_orphaned_chunk_slots() -> int:
 
 def rate_limit_shape(requests_per_min: int) -> tuple[int, float]:
     """(slots, decay per second) of a Prefect rate limit granting `requests_per_min`."""
-    decay = requests_per_min / 60 * policy.SLOTS_PER_REQUEST
-    slots = math.ceil(
-        max(requests_per_min / 60 * policy.SHARED_BURST_S, 2) * policy.SLOTS_PER_REQUEST
-    )
+    decay = requests_per_min / 60 * SLOTS_PER_REQUEST
+    slots = math.ceil(max(requests_per_min / 60 * SHARED_BURST_S, 2) * SLOTS_PER_REQUEST)
     return slots, decay
 
 
 def shared_rpm(limit: GlobalConcurrencyLimitResponse) -> float:
-    return (limit.slot_decay_per_second or 0.0) / policy.SLOTS_PER_REQUEST * 60
+    return (limit.slot_decay_per_second or 0.0) / SLOTS_PER_REQUEST * 60
 
 
 async def ensure_shared_rate_limit(
-    requests_per_min: int, name: str = policy.SHARED_RATE_LIMIT_NAME
+    requests_per_min: int, name: str = SHARED_RATE_LIMIT_NAME
 ) -> GlobalConcurrencyLimitResponse:
     """Create or update the rate limit every run and worker on this server shares."""
     slots, decay = rate_limit_shape(requests_per_min)
@@ -129,7 +136,7 @@ async def ensure_shared_rate_limit(
 
 
 async def read_shared_rate_limit(
-    name: str = policy.SHARED_RATE_LIMIT_NAME,
+    name: str = SHARED_RATE_LIMIT_NAME,
 ) -> GlobalConcurrencyLimitResponse | None:
     """The shared rate limit if it exists and is active (created by `aibatch setup` or
     `--shared-rpm`); None means this run paces on its own."""
@@ -141,12 +148,12 @@ def request_allowance(limit: GlobalConcurrencyLimitResponse) -> RequestAllowance
     """Requests from the Prefect rate limit `limit`, a batch per server round trip."""
 
     async def acquire(requests: int) -> None:
-        await rate_limit(limit.name, occupy=requests * policy.SLOTS_PER_REQUEST, strict=True)
+        await rate_limit(limit.name, occupy=requests * SLOTS_PER_REQUEST, strict=True)
 
-    return RequestAllowance.for_rate(acquire, shared_rpm(limit), policy.SHARED_BATCH_S)
+    return RequestAllowance.for_rate(acquire, shared_rpm(limit), SHARED_BATCH_S)
 
 
-async def read_in_flight_limit(name: str = policy.IN_FLIGHT_LIMIT_NAME) -> int | None:
+async def read_in_flight_limit(name: str = IN_FLIGHT_LIMIT_NAME) -> int | None:
     """Requests in flight allowed across every run and worker, if `aibatch setup
     --in-flight` set such a limit on this server (and it is active)."""
     limit = await read_active_limit(name)
@@ -174,7 +181,7 @@ async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
     if orphaned := await release_orphaned_chunk_slots():
         logger.warning(
             "Freed %d slot(s) of %r that no live chunk held (left by a run that was killed,"
-            " or by a server restart)", orphaned, policy.CHUNK_LIMIT_NAME,
+            " or by a server restart)", orphaned, CHUNK_LIMIT_NAME,
         )  # fmt: skip
     shared_limit: GlobalConcurrencyLimitResponse | None
     if params.shared_rpm is not None:
@@ -186,7 +193,7 @@ async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
     if width is not None:
         logger.info(
             "At most %d requests in flight across every run on this server (limit %r): "
-            "%d per chunk", in_flight, policy.IN_FLIGHT_LIMIT_NAME, width,
+            "%d per chunk", in_flight, IN_FLIGHT_LIMIT_NAME, width,
         )  # fmt: skip
     if shared_limit is None:
         return RunLimits(chunk_slots, None, width)

@@ -14,8 +14,15 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.workers.process import ProcessWorker
 from pydantic import SecretStr
 
-from aibatch.engine import policy
-from aibatch.tasks.limits import ensure_concurrency_limit, ensure_shared_rate_limit
+from aibatch.prefect_server.limits import ensure_concurrency_limit, ensure_shared_rate_limit
+from aibatch.run.orchestration import (
+    API_KEY_BLOCK,
+    CHUNK_LIMIT_NAME,
+    DEFAULT_CHUNK_SLOTS,
+    IN_FLIGHT_LIMIT_NAME,
+    SHARED_RATE_LIMIT_NAME,
+    WORK_POOL,
+)
 
 
 @dataclass
@@ -31,20 +38,20 @@ class SetupReport:
         out = [
             f"work pool {self.work_pool!r} (process): "
             + ("created" if self.pool_created else "already there"),
-            f"concurrency limit {policy.CHUNK_LIMIT_NAME!r}: {self.chunk_slots} chunks at once",
+            f"concurrency limit {CHUNK_LIMIT_NAME!r}: {self.chunk_slots} chunks at once",
         ]
         if self.shared_rpm is not None:
             out.append(
-                f"rate limit {policy.SHARED_RATE_LIMIT_NAME!r}: {self.shared_rpm} requests/min "
+                f"rate limit {SHARED_RATE_LIMIT_NAME!r}: {self.shared_rpm} requests/min "
                 "shared by every run and worker"
             )
         if self.in_flight is not None:
             out.append(
-                f"concurrency limit {policy.IN_FLIGHT_LIMIT_NAME!r}: {self.in_flight} requests "
+                f"concurrency limit {IN_FLIGHT_LIMIT_NAME!r}: {self.in_flight} requests "
                 "in flight at once across every run and worker"
             )
         if self.api_key_stored:
-            out.append(f"API key stored in the Secret block {policy.API_KEY_BLOCK!r}")
+            out.append(f"API key stored in the Secret block {API_KEY_BLOCK!r}")
         return out
 
 
@@ -68,22 +75,22 @@ async def ensure_work_pool(name: str) -> bool:
 async def store_api_key(api_key: str) -> None:
     """Keep the key in a Prefect Secret block (shown masked in the UI); flows read it from
     there when their environment has none."""
-    await Secret(value=SecretStr(api_key)).save(policy.API_KEY_BLOCK, overwrite=True)
+    await Secret(value=SecretStr(api_key)).save(API_KEY_BLOCK, overwrite=True)
 
 
 async def setup_server(
-    work_pool: str = policy.WORK_POOL,
-    chunk_slots: int = policy.DEFAULT_CHUNK_SLOTS,
+    work_pool: str = WORK_POOL,
+    chunk_slots: int = DEFAULT_CHUNK_SLOTS,
     shared_rpm: int | None = None,
     in_flight: int | None = None,
     api_key: str | None = None,
 ) -> SetupReport:
     created = await ensure_work_pool(work_pool)
-    await ensure_concurrency_limit(policy.CHUNK_LIMIT_NAME, chunk_slots)
+    await ensure_concurrency_limit(CHUNK_LIMIT_NAME, chunk_slots)
     if shared_rpm is not None:
         await ensure_shared_rate_limit(shared_rpm)
     if in_flight is not None:
-        await ensure_concurrency_limit(policy.IN_FLIGHT_LIMIT_NAME, in_flight)
+        await ensure_concurrency_limit(IN_FLIGHT_LIMIT_NAME, in_flight)
     if api_key:
         await store_api_key(api_key)
     return SetupReport(work_pool, created, chunk_slots, shared_rpm, in_flight, bool(api_key))

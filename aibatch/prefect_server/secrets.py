@@ -10,8 +10,8 @@ from typing import cast
 
 from prefect.blocks.system import Secret
 
-from aibatch.engine import policy
 from aibatch.errors import MissingAPIKey
+from aibatch.run.orchestration import API_KEY_BLOCK
 
 
 async def api_key_from_environment_or_block() -> str | None:
@@ -19,7 +19,7 @@ async def api_key_from_environment_or_block() -> str | None:
     if key:
         return key
     try:
-        block = cast("Secret[str]", await Secret.aload(policy.API_KEY_BLOCK))
+        block = cast("Secret[str]", await Secret.aload(API_KEY_BLOCK))
     except ValueError:  # Prefect's "Unable to find block document named ..."
         return None
     value = block.get()
@@ -32,6 +32,6 @@ async def require_api_key() -> str:
     if key is None:
         raise MissingAPIKey(
             "no API key: set ANTHROPIC_API_KEY where this flow runs, or store one on the "
-            f"server with `aibatch setup --store-api-key` (Secret block {policy.API_KEY_BLOCK!r})"
+            f"server with `aibatch setup --store-api-key` (Secret block {API_KEY_BLOCK!r})"
         )
     return key

@@ -1,0 +1,51 @@
+"""How a run is spread over Prefect: chunk sizes and their retries, and the names and sizes
+of what aibatch keeps on a Prefect server (limits, work pool, Secret block).
+
+Plain values, no Prefect import: the run's parameters describe them (the UI's form), the
+Prefect layer (flows/, tasks/, aibatch/prefect_server/) acts on them. The engine knows
+none of them: a chunk's retries reach it only as a number (`policy.attempt_cap`).
+"""
+
+from __future__ import annotations
+
+import math
+
+# Per chunk (a Prefect task run).
+MIN_CHUNK_SIZE = 50
+MAX_CHUNK_SIZE = 500
+CHUNK_RETRIES = 3
+CHUNK_RETRY_DELAYS_S: list[float] = [5.0, 15.0, 45.0]
+
+# Chunks running at once, across every run on the server: the concurrency limit of a tag.
+CHUNK_LIMIT_TAG = "aibatch-chunks"
+CHUNK_LIMIT_NAME = f"tag:{CHUNK_LIMIT_TAG}"  # how Prefect names a tag's concurrency limit
+DEFAULT_CHUNK_SLOTS = 4
+
+# On a Prefect server (`aibatch setup` creates these; prefect.yaml names the pool).
+WORK_POOL = "aibatch-process"
+API_KEY_BLOCK = "anthropic-api-key"  # a Secret block, read when the environment has no key
+
+# Requests in flight across every run and worker: a Prefect concurrency limit; each chunk
+# holds its share (limit // chunk slots) of it while it runs, and sends no more at once.
+IN_FLIGHT_LIMIT_NAME = "aibatch-in-flight"
+
+# Several processes, one API key: a Prefect rate limit (a global concurrency limit with
+# slot decay) grants requests to every run and worker that uses this server.
+SHARED_RATE_LIMIT_NAME = "aibatch-requests"
+# One slot is a tenth of a request: the server decays whole slots only, and drops the
+# fraction at every update, so coarse slots would lose a visible share of the rate.
+SLOTS_PER_REQUEST = 10
+# Each acquisition costs a round trip to the server (~100 ms): fetch about this many
+# seconds of the shared rate at once, never per request.
+SHARED_BATCH_S = 0.5
+# The limit's burst (its slot count) in seconds of the rate: what may go at once after a
+# pause. Two batches, so one process can hold a batch while the next decays.
+SHARED_BURST_S = 1.0
+
+
+def auto_chunk_size(rows: int, chunk_slots: int) -> int:
+    """Rows per chunk when none is given: the pending rows spread over the chunk slots,
+    within MIN_CHUNK_SIZE..MAX_CHUNK_SIZE. Few task runs: each costs API calls and database
+    rows on the Prefect server, and a chunk waits for its task run to start (seconds, on a
+    busy local server) while the others' rows keep the engine busy."""
+    return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, math.ceil(rows / max(1, chunk_slots))))
