@@ -60,8 +60,8 @@ import anthropic
 import flow_scenarios
 import pandas as pd
 
-from aibatch.engine.backend import AnthropicBackend
-from aibatch.engine.processor import TicketProcessor
+from aibatch.engine.backend import ApiTarget
+from aibatch.engine.processor import RowProcessor
 from aibatch.engine.stats import RunStats
 from aibatch.errors import ChunkIncomplete
 from aibatch.jobs.spec import JobSpec
@@ -205,7 +205,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
-def load_tickets(count: int, first_lap: int = 0) -> list[tuple[str, str]]:
+def load_text_rows(count: int, first_lap: int = 0) -> list[tuple[str, str]]:
     """`count` tickets from the sample; `first_lap` > 0 gives other ids and prompts (a
     second client on the same key)."""
     frame = pd.read_csv(ROOT / "data" / "tickets.csv", dtype=str)
@@ -220,7 +220,7 @@ def load_tickets(count: int, first_lap: int = 0) -> list[tuple[str, str]]:
 
 def tickets_csv(path: Path, count: int) -> Path:
     """The input file of a CLI contestant: columns id,text."""
-    pd.DataFrame(load_tickets(count), columns=["id", "text"]).to_csv(path, index=False)
+    pd.DataFrame(load_text_rows(count), columns=["id", "text"]).to_csv(path, index=False)
     return path
 
 
@@ -293,9 +293,9 @@ async def aibatch_engine(
         with store.locked():
             carried = pd.DataFrame(index=pd.Index([], name="id"))
             committer = Committer.open(store, "bench", carried)
-            backend = AnthropicBackend(api_key="bench", base_url=base_url)
+            backend = ApiTarget("bench", base_url).connect()
             stats = RunStats(total=len(tickets))
-            processor = TicketProcessor.with_defaults(
+            processor = RowProcessor.with_defaults(
                 backend, SPEC, committer, "bench", stats=stats, max_concurrency=concurrency,
                 max_attempts=max_attempts,
             )  # fmt: skip
@@ -363,7 +363,7 @@ def run_contestant(
     start_at: float | None = None,
 ) -> dict[str, Any]:
     """One contestant's run; with `start_at` (epoch seconds) it starts then, not now."""
-    tickets = load_tickets(count, first_lap)
+    tickets = load_text_rows(count, first_lap)
     kind, _, size = name.partition("-")
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.time()))
@@ -707,7 +707,7 @@ def run_scenario(
     rows: list[dict[str, Any]] = []
     if "flow" in spec:
         assert server is not None
-        frame = pd.DataFrame(load_tickets(spec["tickets"]), columns=["id", "text"])
+        frame = pd.DataFrame(load_text_rows(spec["tickets"]), columns=["id", "text"])
         if spec["flow"] == "scale":
             rows = flow_scenarios.scale(server, frame, work, spec["chunk_size"])
         else:
@@ -720,7 +720,7 @@ def run_scenario(
     if "cli" in spec:  # O45, OP: one `aibatch run` through an outage
         assert server is not None
         config = SimulatorConfig(**spec["sim"])
-        frame = pd.DataFrame(load_tickets(spec["tickets"]), columns=["id", "text"])
+        frame = pd.DataFrame(load_text_rows(spec["tickets"]), columns=["id", "text"])
         row = flow_scenarios.cli_fault(
             scenario, server, config, frame, work, spec["timeout_s"], spec.get("args")
         )

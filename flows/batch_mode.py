@@ -1,4 +1,4 @@
-"""`--mode batch`: the flow's pending tickets as Message Batches, at half price.
+"""`--mode batch`: the flow's pending rows as Message Batches, at half price.
 
 Orchestration only (the runner in aibatch/engine/batches.py holds the logic): resume the batches a
 previous run left open, submit what no batch carries yet, poll each batch in its own task,
@@ -20,8 +20,8 @@ from aibatch.engine.batches import (
     CollectReport,
     Submission,
     next_round,
+    rows_in,
     texts_of,
-    tickets_in,
 )
 from aibatch.errors import BatchGone, RunIncomplete, RunStopped
 from aibatch.flows.run_all import run_all
@@ -46,7 +46,7 @@ class BatchModeReport:
             raise RunStopped(f"run stopped: {self.budget_note}. Everything answered is saved")
         if self.unfinished:
             raise RunIncomplete(
-                f"{self.unfinished} ticket(s) unfinished (errored or expired after "
+                f"{self.unfinished} row(s) unfinished (errored or expired after "
                 f"{resubmits} resubmission(s), or in a batch the API no longer has); "
                 "everything answered is saved, re-run to continue"
             )
@@ -65,7 +65,7 @@ async def run_batch_mode(
     claimed = {s.batch_id for s in runner.ledger.load() if s.batch_id is not None}
     resumed = await _resume(runner, claimed, budget)
     report.batches_resumed = len(resumed)
-    covered = tickets_in(resumed)
+    covered = rows_in(resumed)
     try:
         active = resumed + await _submit(
             runner, [(i, t) for i, t in pending if i not in covered], 0, claimed, report
@@ -86,7 +86,7 @@ async def run_batch_mode(
                 )
             if runner.left_out:
                 # Batches settle below their worst case: what they did not use may carry
-                # some of the tickets the budget kept out (the plan says if none fits).
+                # some of the rows the budget kept out (the plan says if none fits).
                 left, runner.left_out = runner.left_out, []
                 active += await _submit(runner, left, 0, claimed, report)
     except Exception:
@@ -133,14 +133,14 @@ async def _cancel_open(runner: BatchRunner) -> None:
 
 async def _submit(
     runner: BatchRunner,
-    tickets: list[tuple[str, str]],
+    rows: list[tuple[str, str]],
     round_: int,
     claimed: set[str],
     report: BatchModeReport,
     grown: int = 0,
 ) -> list[Submission]:
     submitted = []
-    for group in runner.plan(tickets, grown):
+    for group in runner.plan(rows, grown):
         submission = await submit_batch(runner, group, round_, len(group), claimed, grown)
         if submission.batch_id is not None:  # never to be taken for another's lost batch
             claimed.add(submission.batch_id)

@@ -1,8 +1,8 @@
 """Fan one input out as shard flow runs that several workers pick up.
 
-The parent folds in what crashed runs journaled, drops done ids, writes the pending tickets
+The parent folds in what crashed runs journaled, drops done ids, writes the pending rows
 as N Parquet parts (outside the dataset roots), and starts one run of the shard deployment
-per part. Each shard is an ordinary `process_tickets` run on its part, writing into the
+per part. Each shard is an ordinary `process_rows` run on its part, writing into the
 same output directory under its own shard lock and journal; every shard draws on the same
 server-side limits (chunk slots, in-flight, shared rate), so N workers together stay under
 what one would. Re-running the parent resumes: done ids are never sent again.
@@ -24,18 +24,16 @@ from prefect import get_run_logger
 from prefect.deployments import arun_deployment
 
 from aibatch.errors import RunIncomplete
-from aibatch.jobs.spec import JobSpec
-from aibatch.output.committer import Committer, new_run_id
-from aibatch.output.store import ResultStore
+from aibatch.output.committer import new_run_id
 from aibatch.prefect_server.artifacts import artifact_key, publish_summary
-from aibatch.run.parameters import RunParameters
-from aibatch.sources.loader import Tickets, trial_rows
+from aibatch.run.builder import open_committer
+from aibatch.run.plan import RunPlan
 
 
 def write_shard_inputs(
     pending: pd.DataFrame, directory: Path, shards: int, source_name: str
 ) -> list[Path]:
-    """The pending tickets in `shards` nearly equal Parquet parts, each fsynced; named after
+    """The pending rows in `shards` nearly equal Parquet parts, each fsynced; named after
     the input, so that runs and chunks of a shard say which input they came from."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -49,26 +47,25 @@ def write_shard_inputs(
     return paths
 
 
-async def fan_out(params: RunParameters, tickets: Tickets, spec: JobSpec) -> dict[str, Any]:
+async def fan_out(plan: RunPlan) -> dict[str, Any]:
     logger = get_run_logger()
+    params, spec = plan.params, plan.spec
     run_id = new_run_id()
-    store = ResultStore(params.output_dir, spec.job)
-    frame = tickets.frame
+    store = plan.store  # the whole output: the parent is no shard
+    frame = plan.rows.frame
     with store.locked():  # briefly, alone: recover every crashed run's journal first
-        answer = spec.output.columns
-        committer = Committer.open(store, run_id, tickets.carried(answer.schema.names), answer)
-        store.record_definition(spec.definition.model_dump(mode="json", by_alias=True))
+        committer = open_committer(plan, run_id)
         recovered = committer.fold_in()
         committer.close()
         done = store.settled_ids(spec.model, spec.prompt_version)
-    pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
+    pending = plan.pending_after(done)
     shards = min(params.shards, max(1, len(pending)))
     shard_dir = store.state_dir / "shard-inputs" / run_id
     paths = (
         write_shard_inputs(pending, shard_dir, shards, params.input_name) if len(pending) else []
     )
     logger.info(
-        "%d tickets, %d already done; %d pending in %d shards of %s",
+        "%d rows, %d already done; %d pending in %d shards of %s",
         len(frame), len(done & set(frame["id"])), len(pending), len(paths),
         params.shard_deployment,
     )  # fmt: skip
@@ -93,7 +90,7 @@ async def fan_out(params: RunParameters, tickets: Tickets, spec: JobSpec) -> dic
                 "flow_run_id": str(run.id)} for run in runs]  # fmt: skip
     failed = [o for o in outcome if o["state"] != "Completed"]
     summary = {"run_id": run_id, "job": spec.job, "model": spec.model, "shards": len(paths),
-               "tickets": len(pending), "already_done": len(done & set(frame["id"])),
+               "rows": len(pending), "already_done": len(done & set(frame["id"])),
                "recovered": recovered, "shards_failed": len(failed)}  # fmt: skip
     key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
     await publish_summary(f"{key}-shards", summary, f"aibatch sharded run {run_id}")

@@ -42,7 +42,7 @@ def rehearse(output: Path, input_path: Path) -> None:
     """Summarise and classify `input_path` into `output` on a faulty simulator."""
     from aibatch.app.local import run_locally
     from aibatch.errors import EXIT_OK
-    from aibatch.flows.ticket_batch import process_tickets
+    from aibatch.flows.process_rows import process_rows
     from aibatch.run.parameters import RunParameters
     from aibatch.simulator import SimulatorConfig
     from aibatch.simulator.config import StormWindow
@@ -57,7 +57,7 @@ def rehearse(output: Path, input_path: Path) -> None:
         os.environ["ANTHROPIC_BASE_URL"] = sim.base_url
         for job in ("summarize", "classify"):
             params = RunParameters(input_path=str(input_path), output_dir=str(output), job=job)
-            if run_locally(params, process_tickets) != EXIT_OK:
+            if run_locally(params, process_rows) != EXIT_OK:
                 raise SystemExit(f"the {job} rehearsal run failed")
 
 

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks around the batch runner: one task run per batch, never per ticket."""
+"""Thin Prefect tasks around the batch runner: one task run per batch, never per row."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import task_run as this_task_run
 
-from aibatch.engine.processor import TicketProcessor
+from aibatch.engine.processor import RowProcessor
 from aibatch.errors import ChunkIncomplete, RunStopped
 from aibatch.run import orchestration
 
@@ -35,8 +35,8 @@ def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[A
     persist_result=False,
 )
 async def process_chunk(
-    processor: TicketProcessor,
-    tickets: list[tuple[str, str]],
+    processor: RowProcessor,
+    rows: list[tuple[str, str]],
     index: int,
     count: int,
     source: str,
@@ -52,8 +52,8 @@ async def process_chunk(
     chunk_run = max(0, this_task_run.run_count - 1)  # 1 on the first run
     retries = orchestration.CHUNK_RETRIES
     if width is None:
-        report = await processor.process_chunk(tickets, None, chunk_run, retries)
+        report = await processor.process_chunk(rows, None, chunk_run, retries)
     else:
         async with concurrency(orchestration.IN_FLIGHT_LIMIT_NAME, occupy=width, strict=True):
-            report = await processor.process_chunk(tickets, width, chunk_run, retries)
+            report = await processor.process_chunk(rows, width, chunk_run, retries)
     return report.as_dict()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -17,6 +17,9 @@ from aibatch.run.orchestration import (
 )
 from aibatch.simulator.config import SimulatorConfig, StormWindow
 
+if TYPE_CHECKING:
+    from aibatch.run.parameters import RunParameters
+
 app = typer.Typer(
     help="Push thousands of Anthropic Messages API requests through a rate limit, losing nothing.",
     no_args_is_help=True,
@@ -26,7 +29,7 @@ app = typer.Typer(
 
 @app.callback()
 def main() -> None:
-    """aibatch: summarise or classify thousands of tickets with Claude."""
+    """aibatch: ask Claude the same question of thousands of rows, at the rate limit."""
 
 
 # `aibatch run`'s options (by parameter name) and the RunParameters field each sets: the one
@@ -125,7 +128,7 @@ EffortOption = Annotated[
 IdColumn = Annotated[
     str | None, typer.Option(help="Column holding the row id; default: the job file's, else id.")
 ]
-TextColumn = Annotated[str, typer.Option(help="Column the built-in jobs read as the ticket text.")]
+TextColumn = Annotated[str, typer.Option(help="Column the built-in jobs read as the row text.")]
 
 
 @app.command("run")
@@ -207,7 +210,7 @@ def run(
     mode: Annotated[
         str,
         typer.Option(
-            help="realtime (one call per ticket at the rate limit) or batch (Message "
+            help="realtime (one call per row at the rate limit) or batch (Message "
             "Batches: half price, answered within 24 h)."
         ),
     ] = "realtime",
@@ -253,7 +256,6 @@ def run(
 
     from aibatch.app.local import dry_run_locally, run_locally, say
     from aibatch.errors import EXIT_BAD_INPUT
-    from aibatch.run.parameters import RunParameters
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
@@ -266,17 +268,27 @@ def run(
     if shards > 1 and not os.environ.get("PREFECT_API_URL"):
         say("error: --shards needs a Prefect server with aibatch deployed: set PREFECT_API_URL")
         raise typer.Exit(EXIT_BAD_INPUT)
-    options = {field: given[name] for name, field in RUN_OPTIONS.items()}
+    params = _run_parameters(given)
+    if dry_run:
+        raise typer.Exit(dry_run_locally(params))
+    from aibatch.flows.process_rows import process_rows  # Prefect loads in seconds: only to run
+
+    raise typer.Exit(run_locally(params, process_rows))
+
+
+def _run_parameters(given: dict[str, Any]) -> RunParameters:
+    """The run's parameters from options as typed (by parameter name; those not given keep
+    their defaults); exit 2 naming each option at fault."""
+    from aibatch.app.local import say
+    from aibatch.errors import EXIT_BAD_INPUT
+    from aibatch.run.parameters import RunParameters
+
+    options = {field: given[name] for name, field in RUN_OPTIONS.items() if name in given}
     try:
-        params = RunParameters.model_validate(options)
+        return RunParameters.model_validate(options)
     except ValidationError as exc:
         say(f"error: {run_option_errors(exc)}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    if dry_run:
-        raise typer.Exit(dry_run_locally(params))
-    from aibatch.flows.ticket_batch import process_tickets  # Prefect loads in seconds: only to run
-
-    raise typer.Exit(run_locally(params, process_tickets))
 
 
 def _job_file_or_exit(path: str | None) -> object:
@@ -492,10 +504,10 @@ def simulate_api(
         float, typer.Option(help="Multiply thinking tokens (e.g. 100 forces long thinking).")
     ] = _simulator_default("thinking_scale"),
     p_refusal: Annotated[
-        float, typer.Option(help="Share of tickets refused (stop_reason refusal), by ticket.")
+        float, typer.Option(help="Share of rows refused (stop_reason refusal), by row.")
     ] = _simulator_default("p_refusal"),
     obey_injection: Annotated[
-        bool, typer.Option(help="Let instructions inside tickets steer answers (for tests).")
+        bool, typer.Option(help="Let instructions inside rows steer answers (for tests).")
     ] = _simulator_default("obey_injection"),
     batch_processing_seconds: Annotated[
         float, typer.Option(help="How long a Message Batch takes to end.")
@@ -556,7 +568,7 @@ def estimate(
         str, typer.Option(help="Output directory whose earlier results calibrate output tokens.")
     ] = "data/output",
     sample: Annotated[
-        int, typer.Option(help="Tickets whose prompt is counted with count_tokens, per model.")
+        int, typer.Option(help="Rows whose prompt is counted with count_tokens, per model.")
     ] = 200,
     prices: PricesOption = None,
     instructions: InstructionsOption = None,
@@ -569,7 +581,7 @@ def estimate(
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
-    """Estimate the tokens and cost of processing every ticket of INPUT_PATH, per model,
+    """Estimate the tokens and cost of processing every row of INPUT_PATH, per model,
     realtime and batch, before any generation call (prompts are counted with count_tokens).
 
     Without ANTHROPIC_API_KEY it counts on the built-in simulator and says so.
@@ -578,20 +590,8 @@ def estimate(
     import json
     from pathlib import Path
 
-    from aibatch.app.local import api_backend, say
-    from aibatch.cost.pricing import PriceBook
-    from aibatch.errors import (
-        EXIT_BAD_INPUT,
-        EXIT_FAILED,
-        BadInput,
-        EstimateError,
-        InputError,
-        PriceFileError,
-        exit_code,
-    )
-    from aibatch.jobs.models import EFFORTS, ModelBook
-    from aibatch.jobs.prompts import load_job_rows
-    from aibatch.jobs.spec import JobDefinition, JobSpec, builtin_job, read_instructions
+    from aibatch.app.local import api_target, plan_or_say, say
+    from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EstimateError, exit_code
     from aibatch.run import estimate as estimating
 
     if job not in JOBS:
@@ -600,36 +600,37 @@ def estimate(
     if sample < 1:
         say("error: --sample must be at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
-    if effort is not None and effort not in EFFORTS:
-        say(f"error: --effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+    given = dict(locals())  # every option as typed, by its parameter name
+    given["job_file"] = _job_file_or_exit(job_file)  # the file's definition
+    given["labels"] = [label.strip() for label in labels.split(",")] if labels else None
+    # The plan's own spec uses the job's model; the estimate asks each of `names` below.
+    # (Its --sample is the count's sample size, not a trial's rows.)
+    shared = ("input_path", "job", "labels", "output", "prices", "instructions", "effort",
+              "models", "id_column", "text_column", "job_file")  # fmt: skip
+    params = _run_parameters({name: given[name] for name in shared})
+    plan = plan_or_say(params)
+    if isinstance(plan, int):
+        raise typer.Exit(plan)
+    definition = plan.spec.definition
+    names = estimating.candidate_models(definition, model, plan.models)
+    if not names:
+        say("error: --model is empty")
         raise typer.Exit(EXIT_BAD_INPUT)
-    label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
-    given = _job_file_or_exit(job_file)
     try:
-        table = ModelBook.load(models)
-        definition = (given if isinstance(given, JobDefinition) else builtin_job(job)).with_options(
-            label_list, read_instructions(instructions), effort
-        )
-        names = estimating.candidate_models(definition, model, table)
-        if not names:
-            raise BadInput("--model is empty")
-        specs = [JobSpec.of(definition, name, table) for name in names]
-        book = PriceBook.load(prices)
-        tickets, prompts = load_job_rows(
-            input_path, specs[0].template, id_column or definition.id_column or "id", text_column
-        )
-    except (InputError, PriceFileError, ValueError) as exc:
+        specs = [plan.spec_for(name) for name in names]
+    except ValueError as exc:
         say(f"error: {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    say(f"{len(tickets.frame):,} rows in {input_path}: estimating {definition.name} for "
+    say(f"{len(plan.rows.frame):,} rows in {input_path}: estimating {definition.name} for "
         f"{', '.join(names)}")  # fmt: skip
     try:
-        with api_backend():
+        with api_target() as target:
             result = asyncio.run(
                 estimating.estimate(
-                    tickets, prompts, specs, book, output_dir=Path(output), sample_size=sample
+                    plan.rows, plan.prompts, specs, plan.prices, backend=target,
+                    output_dir=Path(output), sample_size=sample,
                 )
-            )
+            )  # fmt: skip
     except EstimateError as exc:
         say(f"error: {exc}")
         raise typer.Exit(exit_code(exc)) from None
@@ -637,4 +638,4 @@ def estimate(
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:
         estimating.render(result)
-    raise typer.Exit(EXIT_FAILED if result.failed else 0)
+    raise typer.Exit(EXIT_FAILED if result.failed else EXIT_OK)

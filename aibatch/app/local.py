@@ -1,7 +1,8 @@
 """Run the flow from a terminal: validate first, pick the backend, keep Prefect's history.
 
 With no ANTHROPIC_API_KEY the built-in simulator is started and used (and the user is
-told so); with a key the SDK's own ANTHROPIC_BASE_URL handling applies. With no
+told so); with a key, ANTHROPIC_BASE_URL (a gateway) is honoured, as the SDK does. Both
+are read here, once, into the `ApiTarget` the run is handed. With no
 PREFECT_API_URL the flow runs on Prefect's local server, whose history is kept in
 PREFECT_HOME (by default ~/.prefect) so every run and chunk stays readable afterwards.
 """
@@ -18,12 +19,11 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from aibatch.cost.budget import WorstCase
-from aibatch.cost.pricing import PriceBook
-from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
-from aibatch.jobs.prompts import load_job_rows
+from aibatch.engine.backend import ApiTarget
+from aibatch.errors import EXIT_FAILED, EXIT_OK, BadInput, exit_code
 from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
 from aibatch.run.parameters import RunParameters
+from aibatch.run.plan import RunPlan
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
@@ -49,27 +49,19 @@ def prefect_environment() -> None:
 
 
 @contextlib.contextmanager
-def api_backend(simulator: SimulatorConfig | None = None) -> Iterator[str]:
-    """Yield a description of the API in use; start the simulator when there is no key."""
-    if os.environ.get("ANTHROPIC_API_KEY"):
-        yield os.environ.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
+def api_target(simulator: SimulatorConfig | None = None) -> Iterator[ApiTarget]:
+    """Where this run's requests go, read from the environment here, at the top: the key
+    and ANTHROPIC_BASE_URL (a gateway); with no key, the simulator, started for the run."""
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    if key:
+        yield ApiTarget(key, os.environ.get("ANTHROPIC_BASE_URL") or None)
         return
     with SimulatorProcess(simulator or SimulatorConfig()) as sim:
         say(
             f"No ANTHROPIC_API_KEY set: using aibatch's built-in API simulator at {sim.base_url}"
             " (no real API calls, no cost)."
         )
-        saved = {k: os.environ.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
-        os.environ["ANTHROPIC_API_KEY"] = SIMULATOR_KEY
-        os.environ["ANTHROPIC_BASE_URL"] = sim.base_url
-        try:
-            yield sim.base_url
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        yield ApiTarget(SIMULATOR_KEY, sim.base_url)
 
 
 class Interrupted(BaseException):
@@ -87,40 +79,38 @@ def _raise_interrupted(signal_number: int, frame: object) -> None:
 DRY_RUN_REQUESTS = 3  # requests a dry run prints
 
 
+def plan_or_say(params: RunParameters) -> RunPlan | int:
+    """The run's plan, or the exit code after saying what in the input is at fault."""
+    try:
+        return RunPlan.build(params)
+    except BadInput as exc:
+        say(f"error: {exc}")
+        return exit_code(exc)
+
+
 def dry_run_locally(params: RunParameters) -> int:
     """Validate, print the first requests a run would send (JSON) and its estimate; no
     generation call, nothing written. Returns the process exit code."""
     import json
     from pathlib import Path
 
-    from aibatch.output.store import ResultStore
     from aibatch.run import estimate
-    from aibatch.sources.loader import trial_rows
 
-    try:
-        spec = params.job_spec()
-        prices = PriceBook.load(params.prices_path)
-        tickets, prompts = load_job_rows(
-            params.input_path, spec.template, params.id_column_used, params.text_column
-        )
-    except ValueError as exc:  # any option, file or row found unusable before a call
-        say(f"error: {exc}")
-        return EXIT_BAD_INPUT
-    frame = tickets.frame
-    store = ResultStore(params.output_dir, spec.job)
-    done = store.settled_ids(spec.model, spec.prompt_version)
-    pending = trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
+    plan = plan_or_say(params)
+    if isinstance(plan, int):
+        return plan
+    spec, frame, pending = plan.spec, plan.rows.frame, plan.pending
     positions = pending.index.tolist()
     say(f"dry run: {len(pending)} of {len(frame)} rows would be sent ({spec.job}, "
         f"{spec.model}, key {spec.prompt_version}); the first {DRY_RUN_REQUESTS}:")  # fmt: skip
     for position in positions[:DRY_RUN_REQUESTS]:
-        print(json.dumps(spec.request(prompts[position]), indent=2, ensure_ascii=False))
+        print(json.dumps(spec.request(plan.prompts[position]), indent=2, ensure_ascii=False))
     if not positions:
         return EXIT_OK  # every row is done: a run would send nothing
-    chosen = dataclasses.replace(tickets, frame=frame.loc[positions].reset_index(drop=True))
-    with api_backend():
+    chosen = dataclasses.replace(plan.rows, frame=frame.loc[positions].reset_index(drop=True))
+    with api_target() as target:
         result = asyncio.run(estimate.estimate(
-            chosen, [prompts[p] for p in positions], [spec], prices,
+            chosen, [plan.prompts[p] for p in positions], [spec], plan.prices, backend=target,
             output_dir=Path(params.output_dir),
         ))  # fmt: skip
     estimate.render(result)
@@ -130,24 +120,25 @@ def dry_run_locally(params: RunParameters) -> int:
 def run_locally(
     params: RunParameters, flow: RunFlow, simulator: SimulatorConfig | None = None
 ) -> int:
-    """Validate, then run `flow` (the flow, passed in: this module imports no flow); return
-    the process exit code."""
-    try:
-        spec = params.job_spec()
-        prices = PriceBook.load(params.prices_path)
-        if params.budget_usd is not None:
-            WorstCase(prices, spec.model).check_price()
-        tickets, _ = load_job_rows(
-            params.input_path, spec.template, params.id_column_used, params.text_column
-        )
-    except ValueError as exc:  # any option, file or row found unusable before a call
-        say(f"error: {exc}")
-        return EXIT_BAD_INPUT
+    """Plan the run (validating everything), then run `flow` (the flow, passed in: this
+    module imports no flow) with that plan; return the process exit code. A run with
+    nothing to do says so without starting Prefect or the simulator."""
+    plan = plan_or_say(params)
+    if isinstance(plan, int):
+        return plan
+    spec, rows = plan.spec, plan.rows
     retiring = deprecated_models().get(spec.model)
     if retiring is not None:
         say(f"warning: {spec.model} reaches its end of life on {retiring} (the SDK's list)")
+    if plan.nothing_to_do:
+        say(
+            f"nothing to do: all {len(rows.frame)} rows of {params.input_path} are done for "
+            f"{spec.job}/{spec.model}/{spec.prompt_version}; results in "
+            f"{params.output_dir}/{spec.job}/results"
+        )
+        return EXIT_OK
     say(
-        f"{len(tickets.frame)} rows in {params.input_path}: {spec.job} → {params.output_dir}"
+        f"{len(rows.frame)} rows in {params.input_path}: {spec.job} → {params.output_dir}"
         + (" (Message Batches, half price)" if params.mode == "batch" else "")
     )
     prefect_environment()
@@ -161,7 +152,9 @@ def run_locally(
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
     in_loop = SIGTERM_IN_EVENT_LOOP.set(True)  # asyncio.run's task starts from this context
     try:
-        with api_backend(simulator):
+        with api_target(simulator) as target:
+            plan.api = target
+            plan.hand_on()  # the flow, started next in this process, takes this plan
             try:
                 summary = asyncio.run(flow(params))
             except Exception as exc:  # the flow's own failure message says what to do

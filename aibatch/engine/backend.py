@@ -2,12 +2,13 @@
 
 `MessagesBackend` is all the engine knows. `AnthropicBackend` implements it with the real
 SDK, and that same class talks to the simulator: the simulator is an HTTP endpoint, so
-nothing in aibatch works only against it.
+nothing in aibatch works only against it. Where it connects is an `ApiTarget`, passed in
+from the top: the real API, a gateway, the simulator over HTTP, or (tests) the simulator in
+process through an httpx transport, with the SDK, its parsing and its errors unchanged.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,31 +86,54 @@ class BatchesBackend(Protocol):
     def recent_batches(self, limit: int) -> AsyncIterator[BatchStatus]: ...
 
 
+@dataclass(frozen=True)
+class ApiTarget:
+    """Where a run's requests go, decided once at the top (the app, the flow) and passed
+    down: the key, the base URL (None: the real API), and for tests an in-process transport
+    in place of the network. The engine never looks at the environment for these."""
+
+    api_key: str = field(repr=False)  # never shown: not in a repr, a log or a state
+    base_url: str | None = None
+    transport: httpx2.AsyncBaseTransport | None = field(default=None, repr=False)
+
+    def connect(
+        self, max_connections: int = 256, timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> AnthropicBackend:
+        return AnthropicBackend(self, max_connections=max_connections, timeout_s=timeout_s)
+
+
 class AnthropicBackend:
     """The SDK's async client with its own retries off: aibatch owns the only retry loop."""
 
     def __init__(
         self,
-        api_key: str | None = None,
-        base_url: str | None = None,
+        target: ApiTarget,
         max_connections: int = 256,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
-        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
+        if not target.api_key:
             raise MissingAPIKey("no API key: set ANTHROPIC_API_KEY")
-        # The SDK's aiohttp transport: httpx2's own pool scans every connection per request,
-        # which made the client CPU-bound above ~100 in flight (benchmarks/, P2). Sized for
-        # the concurrency we run at (a bare client caps at 100 connections).
-        limits = httpx2.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+        http_client: httpx2.AsyncClient
+        if target.transport is not None:
+            http_client = anthropic.DefaultAsyncHttpxClient(
+                transport=target.transport, timeout=timeout_s
+            )
+        else:
+            # The SDK's aiohttp transport: httpx2's own pool scans every connection per
+            # request, which made the client CPU-bound above ~100 in flight (benchmarks/,
+            # P2). Sized for the concurrency we run at (a bare client caps at 100).
+            limits = httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+            http_client = anthropic.DefaultAioHttpClient(limits=limits, timeout=timeout_s)
         self.client = anthropic.AsyncAnthropic(
-            api_key=key,
-            base_url=base_url,  # None: the SDK reads ANTHROPIC_BASE_URL, else the real API
+            api_key=target.api_key,
+            # None: the SDK's own choice. The app and the flow always resolve
+            # ANTHROPIC_BASE_URL into the target, so only a caller passing None leaves it here.
+            base_url=target.base_url,
             max_retries=0,
             timeout=timeout_s,
-            http_client=anthropic.DefaultAioHttpClient(limits=limits, timeout=timeout_s),
+            http_client=http_client,
         )
 
     async def create(self, params: dict[str, Any]) -> Reply:

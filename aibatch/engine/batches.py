@@ -1,11 +1,11 @@
-"""Message Batches mode: the pending tickets as batches at half price, collected into the
+"""Message Batches mode: the pending rows as batches at half price, collected into the
 same results and failures datasets as realtime answers.
 
 Paying twice is the risk a batch brings: a batch, once created, is processed and billed
 whether or not its creator is still alive. So every submission is written to a ledger
 (OUTPUT/_aibatch/batches/) before the batch is created, and its batch id as soon as it is
 known; a re-run resumes polling the batches of the ledger instead of creating new ones, and
-never submits a ticket that an open batch already carries. If a crash fell between creating
+never submits a row that an open batch already carries. If a crash fell between creating
 a batch and recording its id, the batch is found among the key's newest batches by its
 creation time and request count.
 """
@@ -46,14 +46,14 @@ SubmissionState = Literal["submitting", "submitted", "collected", "abandoned"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def custom_id_for(ticket_id: str) -> str:
-    """A `custom_id` the API accepts (`^[a-zA-Z0-9_-]{1,64}$`) for any ticket id.
+def custom_id_for(row_id: str) -> str:
+    """A `custom_id` the API accepts (`^[a-zA-Z0-9_-]{1,64}$`) for any row id.
 
-    The readable part helps a person find a ticket in the console; the hash keeps ids that
+    The readable part helps a person find a row in the console; the hash keeps ids that
     clean to the same text (`a/b`, `a_b`) apart. The ledger maps it back exactly.
     """
-    readable = _UNSAFE.sub("_", ticket_id)[:40]
-    digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).hexdigest()
+    readable = _UNSAFE.sub("_", row_id)[:40]
+    digest = hashlib.blake2b(row_id.encode(), digest_size=8).hexdigest()
     return f"{readable}-{digest}" if readable else digest
 
 
@@ -65,11 +65,11 @@ class Submission:
     job: str
     model: str
     prompt_version: str
-    round: int  # 0 for a first submission, n for the n-th resubmission of its tickets
+    round: int  # 0 for a first submission, n for the n-th resubmission of its rows
     recorded_at: str
-    custom_ids: dict[str, str]  # custom_id -> ticket id
+    custom_ids: dict[str, str]  # custom_id -> row id
     reserved_usd: float = 0.0
-    grown: int = 0  # times its tickets' answers were cut short and max_tokens grown
+    grown: int = 0  # times its rows' answers were cut short and max_tokens grown
     state: SubmissionState = "submitting"
     batch_id: str | None = None
     cancel_requested: bool = False
@@ -122,7 +122,7 @@ class BatchLedger:
 @dataclass
 class BatchRequest:
     custom_id: str
-    ticket_id: str
+    row_id: str
     params: dict[str, Any]
     size_bytes: int
     worst_usd: float = 0.0
@@ -132,10 +132,10 @@ class BatchRequest:
 class CollectReport:
     succeeded: int = 0
     failed: int = 0
-    to_resubmit: list[str] = field(default_factory=list)  # ticket ids (errored, expired)
+    to_resubmit: list[str] = field(default_factory=list)  # row ids (errored, expired)
     to_grow: list[str] = field(default_factory=list)  # cut short: submit with more room
     canceled: list[str] = field(default_factory=list)  # never processed: submit again
-    gone: int = 0  # tickets of a batch the API no longer has: a re-run submits them
+    gone: int = 0  # rows of a batch the API no longer has: a re-run submits them
 
 
 class BatchRunner:
@@ -175,34 +175,34 @@ class BatchRunner:
         self.estimator = InputEstimator()
         self.rng = random.Random()
         self.statuses: dict[str, BatchStatus] = {}  # batch id -> last poll
-        self.budget_note: str | None = None  # why the last plan left tickets out
-        self.left_out: list[tuple[str, str]] = []  # tickets the budget kept out, for now
+        self.budget_note: str | None = None  # why the last plan left rows out
+        self.left_out: list[tuple[str, str]] = []  # rows the budget kept out, for now
 
     # -- submitting ----------------------------------------------------------------------
 
-    def plan(self, tickets: Sequence[tuple[str, str]], grown: int = 0) -> list[list[BatchRequest]]:
-        """Split tickets into batches within the API's request and size limits (and the
-        budget: tickets whose worst case does not fit are left out, and noted). `grown`:
-        how many times these tickets' answers were cut short (max_tokens grows with it)."""
+    def plan(self, rows: Sequence[tuple[str, str]], grown: int = 0) -> list[list[BatchRequest]]:
+        """Split rows into batches within the API's request and size limits (and the
+        budget: rows whose worst case does not fit are left out, and noted). `grown`:
+        how many times these rows' answers were cut short (max_tokens grows with it)."""
         self.budget_note = None
         groups: list[list[BatchRequest]] = []
         current: list[BatchRequest] = []
         size = 0
         seen: dict[str, str] = {}
-        for position, (ticket_id, text) in enumerate(tickets):
+        for position, (row_id, text) in enumerate(rows):
             params = self.spec.request(text, grown)
-            custom_id = custom_id_for(ticket_id)
-            if seen.setdefault(custom_id, ticket_id) != ticket_id:  # 2^-64: but never silent
-                raise ValueError(f"tickets {seen[custom_id]!r} and {ticket_id!r} share a custom_id")
+            custom_id = custom_id_for(row_id)
+            if seen.setdefault(custom_id, row_id) != row_id:  # 2^-64: but never silent
+                raise ValueError(f"rows {seen[custom_id]!r} and {row_id!r} share a custom_id")
             body = orjson.dumps({"custom_id": custom_id, "params": params})
-            request = BatchRequest(custom_id, ticket_id, params, len(body) + 1)
+            request = BatchRequest(custom_id, row_id, params, len(body) + 1)
             if self.budget is not None:
                 request.worst_usd = self.worst_case.cost_usd(
                     self.estimator.estimate(self.estimator.raw(params)), params["max_tokens"]
                 )
                 if not self.budget.try_reserve(request.worst_usd):
                     self.budget_note = self.budget.exhausted_message(request.worst_usd)
-                    self.left_out.extend(tickets[position:])
+                    self.left_out.extend(rows[position:])
                     break
             if current and (
                 len(current) >= self.max_requests or size + request.size_bytes > self.max_bytes
@@ -226,7 +226,7 @@ class BatchRunner:
             prompt_version=self.spec.prompt_version,
             round=round_,
             recorded_at=datetime.now(UTC).isoformat(),
-            custom_ids={r.custom_id: r.ticket_id for r in group},
+            custom_ids={r.custom_id: r.row_id for r in group},
             reserved_usd=sum(r.worst_usd for r in group),
             grown=grown,
         )
@@ -243,7 +243,7 @@ class BatchRunner:
 
     async def recover(self, submission: Submission, claimed: set[str]) -> Submission:
         """A submission recorded without a batch id: adopt its batch if the API has one,
-        else mark it abandoned (its tickets are then pending again)."""
+        else mark it abandoned (its rows are then pending again)."""
         recorded = datetime.fromisoformat(submission.recorded_at)
         earliest = recorded - timedelta(seconds=policy.BATCH_RECOVERY_SKEW_S)
         candidates = []
@@ -278,12 +278,12 @@ class BatchRunner:
                 status = await self.api.retrieve_batch(submission.batch_id)
             except anthropic.NotFoundError:
                 # Deleted at the API (or not this key's): nothing to collect, ever. Its
-                # tickets are pending again for the next run.
+                # rows are pending again for the next run.
                 submission.state, submission.note = "abandoned", "the API no longer has it"
                 self.ledger.save(submission)
                 raise BatchGone(
                     f"batch {submission.batch_id} is gone from the API (deleted?); its "
-                    f"{len(submission.custom_ids)} tickets will be submitted again by a re-run"
+                    f"{len(submission.custom_ids)} rows will be submitted again by a re-run"
                 ) from None
             self.statuses[status.id] = status
             self.stats.status = self.describe()
@@ -308,7 +308,7 @@ class BatchRunner:
     # -- collecting ----------------------------------------------------------------------
 
     async def collect(self, submission: Submission, finished: set[str]) -> CollectReport:
-        """Journal every result of an ended batch; say which tickets to submit again.
+        """Journal every result of an ended batch; say which rows to submit again.
 
         `finished` holds ids already in results: a batch collected twice (a crash during
         collection) journals them again, and publishing keeps each id once.
@@ -317,10 +317,10 @@ class BatchRunner:
         report = CollectReport()
         spent = 0.0
         async for outcome in self.api.batch_results(submission.batch_id):
-            ticket_id = submission.custom_ids.get(outcome.custom_id)
-            if ticket_id is None:
+            row_id = submission.custom_ids.get(outcome.custom_id)
+            if row_id is None:
                 continue  # not ours: cannot happen unless the ledger was edited
-            spent += self._take(outcome, ticket_id, submission, finished, report)
+            spent += self._take(outcome, row_id, submission, finished, report)
             await self.committer.commit_if_due()
         await self.committer.commit()
         crashpoints.reached("batch:collected")
@@ -333,14 +333,14 @@ class BatchRunner:
     def _take(
         self,
         outcome: BatchOutcome,
-        ticket_id: str,
+        row_id: str,
         submission: Submission,
         finished: set[str],
         report: CollectReport,
     ) -> float:
         """Journal one result; return what it cost."""
         attempts = submission.round + 1
-        if ticket_id in finished:
+        if row_id in finished:
             return 0.0  # collected before a crash: published, and counted in what was spent
         if outcome.kind == "succeeded" and outcome.message is not None:
             cost = self.recorder.bill(outcome.message.usage)
@@ -350,29 +350,29 @@ class BatchRunner:
                 decision = policy.decide(error, 0, self.rng, submission.grown)
                 if decision.action is policy.Action.GROW:
                     self.stats.truncated_retries += 1
-                    report.to_grow.append(ticket_id)  # paid for, and asked again larger
+                    report.to_grow.append(row_id)  # paid for, and asked again larger
                     return cost or 0.0
                 self.recorder.failed(
-                    ticket_id, decision.error_type, None, decision.message, attempts, cost,
+                    row_id, decision.error_type, None, decision.message, attempts, cost,
                     decision.stop_reason,
                 )  # fmt: skip
                 report.failed += 1
             else:
-                self.recorder.ok(ticket_id, result, outcome.message.usage, attempts, cost)
+                self.recorder.ok(row_id, result, outcome.message.usage, attempts, cost)
                 report.succeeded += 1
-            finished.add(ticket_id)
+            finished.add(row_id)
             return cost or 0.0
         if outcome.kind == "errored" and outcome.error_type in policy.BATCH_PERMANENT_ERRORS:
             error_type = outcome.error_type or "errored"
             self.recorder.failed(
-                ticket_id, error_type, None, outcome.error_message or "", attempts, 0.0
+                row_id, error_type, None, outcome.error_message or "", attempts, 0.0
             )
-            finished.add(ticket_id)
+            finished.add(row_id)
             report.failed += 1
         elif outcome.kind in ("errored", "expired"):
-            report.to_resubmit.append(ticket_id)  # neither is billed
+            report.to_resubmit.append(row_id)  # neither is billed
         else:
-            report.canceled.append(ticket_id)  # an earlier run was cancelled before it ran
+            report.canceled.append(row_id)  # an earlier run was cancelled before it ran
         return 0.0
 
     # -- cancelling ----------------------------------------------------------------------
@@ -397,7 +397,7 @@ def next_round(
     collected: Iterable[tuple[Submission, CollectReport]], resubmits: int
 ) -> tuple[dict[tuple[int, int], list[str]], int]:
     """What to submit again after a round of collections, grouped by (round, grown), and how
-    many tickets are left unfinished (in a batch the API no longer has, or errored and
+    many rows are left unfinished (in a batch the API no longer has, or errored and
     expired after `resubmits` resubmissions)."""
     again: dict[tuple[int, int], list[str]] = {}
     unfinished = 0
@@ -415,7 +415,7 @@ def next_round(
     return {key: ids for key, ids in sorted(again.items()) if ids}, unfinished
 
 
-def tickets_in(submissions: Iterable[Submission]) -> set[str]:
+def rows_in(submissions: Iterable[Submission]) -> set[str]:
     return {t for s in submissions for t in s.custom_ids.values()}
 
 

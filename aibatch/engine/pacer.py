@@ -426,7 +426,7 @@ class Pacer:
         # (Over the last second too: after a pause, two seconds of sending would pass
         # before the rate could grow.)
         if max(self.send_rate(), self.send_rate(1.0)) < policy.AIMD_IN_USE * self.aimd_rate:
-            # Not sending at this rate (fewer tickets left, or concurrency holds us): clean
+            # Not sending at this rate (fewer rows left, or concurrency holds us): clean
             # answers say nothing about a higher one, so do not raise it (as TCP does not
             # grow a window the application leaves unused).
             return

@@ -9,11 +9,11 @@ retries and ours never multiply). For each failed attempt `decide` says what to 
 - 429 rate limit: wait `retry-after` plus jitter, without holding an in-flight slot;
 - 529, 5xx, timeouts, dropped connections: the server's `retry-after` when it sends one
   (as the SDK honours it on every status), else exponential backoff with full jitter;
-- 400, 404, 413, 422 and other client errors: a permanent failure of that ticket;
+- 400, 404, 413, 422 and other client errors: a permanent failure of that row;
 - `x-should-retry: true|false` from the server overrides the status, as in the SDK;
 - 401, 403, the spend-cap 429: stop the whole run, since no retry can succeed;
 - an answer cut short by `max_tokens`: asked again with more room, a bounded number of times;
-- a refusal: a permanent failure of that ticket on this model (asking again gets the same).
+- a refusal: a permanent failure of that row on this model (asking again gets the same).
 
 `MAX_ATTEMPTS` bounds the requests for one row across every layer that retries: the engine's
 loop spends them, keeping one for each retry of the row's chunk that Prefect may still make
@@ -158,7 +158,7 @@ class Action(Enum):
     RETRY_AFTER = "retry_after"  # the server said when
     GROW = "grow"  # cut short: ask again at once with a larger max_tokens
     BACKOFF = "backoff"  # transient: exponential backoff with full jitter
-    FAIL_TICKET = "fail_ticket"  # permanent for this ticket: record it, never retry
+    FAIL_ROW = "fail_row"  # permanent for this row: record it, never retry
     STOP_RUN = "stop_run"  # nothing can succeed: stop everything now
 
 
@@ -266,7 +266,7 @@ def decide(error: BaseException, attempt: int, rng: random.Random, grown: int = 
     message = _describe(error)
     if isinstance(error, Refused):
         return Decision(
-            Action.FAIL_TICKET, 0.0, "refusal", message, cause=Cause.OUTPUT,
+            Action.FAIL_ROW, 0.0, "refusal", message, cause=Cause.OUTPUT,
             stop_reason=error.stop_reason,
         )  # fmt: skip
     if isinstance(error, Truncated):
@@ -276,11 +276,11 @@ def decide(error: BaseException, attempt: int, rng: random.Random, grown: int = 
                 stop_reason=error.stop_reason,
             )  # fmt: skip
         return Decision(
-            Action.FAIL_TICKET, 0.0, "truncated", message, cause=Cause.OUTPUT,
+            Action.FAIL_ROW, 0.0, "truncated", message, cause=Cause.OUTPUT,
             stop_reason=error.stop_reason,
         )  # fmt: skip
     if isinstance(error, InvalidModelOutput):
-        return Decision(Action.FAIL_TICKET, 0.0, kind, message, cause=Cause.OUTPUT)
+        return Decision(Action.FAIL_ROW, 0.0, kind, message, cause=Cause.OUTPUT)
     if isinstance(error, anthropic.APIStatusError):
         status = error.status_code
         if isinstance(error, anthropic.RateLimitError) and error.error_code in SPEND_CAP_CODES:
@@ -322,7 +322,7 @@ def _transient_or_not(
         retry = cause is not Cause.REQUEST
     if not retry:
         said = " (the server said not to retry)" if cause is not Cause.REQUEST else ""
-        return Decision(Action.FAIL_TICKET, 0.0, kind, message + said, status, cause)
+        return Decision(Action.FAIL_ROW, 0.0, kind, message + said, status, cause)
     wait = server_wait_s(headers)
     if wait is None and cause is Cause.RATE_LIMITED:
         wait = limit_reset_wait_s(headers)
@@ -343,7 +343,7 @@ BATCH_POLL_GROWTH = 1.5
 BATCH_POLL_MAX_S = 60.0
 # Errored (retryable) and expired requests go into a new batch, at most this many times.
 BATCH_RESUBMITS = 3
-# Batch errors that resubmitting cannot mend: the ticket is a failure, as in realtime.
+# Batch errors that resubmitting cannot mend: the row is a failure, as in realtime.
 BATCH_PERMANENT_ERRORS = frozenset(
     {"invalid_request_error", "not_found_error", "request_too_large", "permission_error"}
 )

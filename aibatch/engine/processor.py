@@ -1,4 +1,4 @@
-"""The engine: send tickets through the Messages API with one retry loop and one in-flight cap.
+"""The engine: send rows through the Messages API with one retry loop and one in-flight cap.
 
 Plain asyncio, no Prefect: the flow hands it chunks, and every response it gets is
 handed to the `Committer` at once, so nothing paid for is lost when something fails later.
@@ -48,8 +48,8 @@ _COUNTER_OF_CAUSE = {
 
 
 @dataclass
-class TicketAttempts:
-    """One ticket's attempts so far."""
+class RowAttempts:
+    """One row's attempts so far."""
 
     id: str
     text: str
@@ -57,7 +57,7 @@ class TicketAttempts:
     raw_tokens: float
     attempt: int = 0  # failed attempts so far
     grown: int = 0  # times max_tokens was grown
-    billed: float | None = 0.0  # what this ticket's answers cost so far (None: unknown)
+    billed: float | None = 0.0  # what this row's answers cost so far (None: unknown)
 
     def decide(self, error: BaseException, rng: random.Random) -> policy.Decision:
         return policy.decide(error, self.attempt, rng, self.grown)
@@ -66,8 +66,8 @@ class TicketAttempts:
         self.billed = None if self.billed is None or cost is None else self.billed + cost
 
 
-class TicketProcessor:
-    """Sends tickets; shared by every chunk of a run (one client, one admission, one recorder).
+class RowProcessor:
+    """Sends rows; shared by every chunk of a run (one client, one admission, one recorder).
 
     Per request: the `Admission` lets it go (wait at the shared 429 gate, take an in-flight
     slot, hold the budget, take a request from the allowance shared with other processes,
@@ -112,7 +112,7 @@ class TicketProcessor:
         max_concurrency: int | None = policy.DEFAULT_MAX_CONCURRENCY,
         max_attempts: int = policy.MAX_ATTEMPTS,
         pacer: Pacer | None = None,
-    ) -> TicketProcessor:
+    ) -> RowProcessor:
         """The engine on its own, as the tests and the benchmark run it: list prices, no
         budget, no allowance shared with other processes, and (unless given one) a pacer
         that learns its limits."""
@@ -128,12 +128,12 @@ class TicketProcessor:
 
     async def process_chunk(
         self,
-        tickets: Sequence[tuple[str, str]],
+        rows: Sequence[tuple[str, str]],
         width: int | None = None,
         chunk_run: int | None = None,
         chunk_retries: int = 0,
     ) -> ChunkReport:
-        """Process every ticket not finished yet; raise if any is left unfinished.
+        """Process every row not finished yet; raise if any is left unfinished.
 
         `width` caps this chunk's own requests in flight (its share of a limit held across
         processes); the run-wide cap applies as well. `chunk_run` is this run of the chunk
@@ -141,8 +141,8 @@ class TicketProcessor:
         still to come (None: outside Prefect, every attempt in this run).
         """
         report = ChunkReport()
-        todo = [(i, t) for i, t in tickets if i not in self.finished]
-        report.skipped = len(tickets) - len(todo)
+        todo = [(i, t) for i, t in rows if i not in self.finished]
+        report.skipped = len(rows) - len(todo)
         own = asyncio.Semaphore(width) if width is not None else None
         cap = policy.attempt_cap(self.max_attempts, chunk_run, chunk_retries)
         outcomes = await asyncio.gather(
@@ -168,46 +168,46 @@ class TicketProcessor:
 
     async def _process_then_commit(
         self,
-        ticket_id: str,
+        row_id: str,
         text: str,
         chunk_slots: asyncio.Semaphore | None,
         cap: int | None = None,
     ) -> str:
         # Commit as rows come in, not only when a chunk ends: a large chunk at a slow rate
         # would otherwise keep its results out of the dataset for minutes.
-        outcome = await self._process(ticket_id, text, chunk_slots, cap)
+        outcome = await self._process(row_id, text, chunk_slots, cap)
         await self.committer.commit_if_due()
         return outcome
 
     async def _process(
         self,
-        ticket_id: str,
+        row_id: str,
         text: str,
         chunk_slots: asyncio.Semaphore | None = None,
         cap: int | None = None,
     ) -> str:
-        """Attempt one ticket until it is answered, failed for good, out of the attempts
+        """Attempt one row until it is answered, failed for good, out of the attempts
         this run of its chunk may make (`cap`, of the row's whole budget), or the run
         stops: "ok", "failed" or "unfinished"."""
         params = self.spec.request(text)
-        ticket = TicketAttempts(ticket_id, text, params, self.admission.estimator.raw(params))
-        ticket.attempt = self.attempts_made.get(ticket_id, 0)
+        row = RowAttempts(row_id, text, params, self.admission.estimator.raw(params))
+        row.attempt = self.attempts_made.get(row_id, 0)
         try:
-            return await self._attempts(ticket, chunk_slots, cap or self.max_attempts)
+            return await self._attempts(row, chunk_slots, cap or self.max_attempts)
         finally:
-            if ticket_id in self.finished:
-                self.attempts_made.pop(ticket_id, None)
-            elif ticket.attempt:
-                self.attempts_made[ticket_id] = ticket.attempt
+            if row_id in self.finished:
+                self.attempts_made.pop(row_id, None)
+            elif row.attempt:
+                self.attempts_made[row_id] = row.attempt
 
     async def _attempts(
-        self, ticket: TicketAttempts, chunk_slots: asyncio.Semaphore | None, cap: int
+        self, row: RowAttempts, chunk_slots: asyncio.Semaphore | None, cap: int
     ) -> str:
-        if ticket.attempt >= cap:
+        if row.attempt >= cap:
             return "unfinished"  # this run of the chunk has no attempt left for it
         while True:
             try:
-                outcome = await self._attempt(ticket, chunk_slots)
+                outcome = await self._attempt(row, chunk_slots)
             except APIUnavailable as error:
                 self.stop(str(error))
                 return "unfinished"
@@ -217,23 +217,23 @@ class TicketProcessor:
                 return outcome
             decision, sent_at = outcome
             # Outside the slot: waiting never holds one.
-            verdict = self._after_error(ticket, decision, sent_at, cap)
+            verdict = self._after_error(row, decision, sent_at, cap)
             if verdict is not None:
                 return verdict
             await self.sleep(decision.delay_s)
 
     async def _attempt(
-        self, ticket: TicketAttempts, chunk_slots: asyncio.Semaphore | None
+        self, row: RowAttempts, chunk_slots: asyncio.Semaphore | None
     ) -> str | tuple[policy.Decision, float] | None:
-        """One send, holding a slot: "ok" or "unfinished" when that settles the ticket, else
+        """One send, holding a slot: "ok" or "unfinished" when that settles the row, else
         the error's decision and when the request went; None if it never went."""
         admission = self.admission
         async with admission.slot(chunk_slots) as probe:
             if self.stop_reason is not None:
                 return "unfinished"
-            input_estimate = admission.estimator.estimate(ticket.raw_tokens)
+            input_estimate = admission.estimator.estimate(row.raw_tokens)
             try:
-                held = await admission.hold_budget(input_estimate, ticket.params["max_tokens"])
+                held = await admission.hold_budget(input_estimate, row.params["max_tokens"])
             except BudgetExhausted as error:
                 self.stop(str(error))
                 return "unfinished"
@@ -246,23 +246,23 @@ class TicketProcessor:
             self.stats.http_requests += 1
             cost: float | None = 0.0
             try:
-                reply = await self.backend.create(ticket.params)
+                reply = await self.backend.create(row.params)
             except (anthropic.AnthropicError, InvalidModelOutput) as error:
                 admission.pacer.release(reservation)
-                return ticket.decide(error, self.rng), started
+                return row.decide(error, self.rng), started
             else:
-                admission.learn(reply, reservation, ticket.raw_tokens, started)
+                admission.learn(reply, reservation, row.raw_tokens, started)
                 cost = self.recorder.bill(reply.message.usage)
-                ticket.bill(cost)
+                row.bill(cost)
                 try:
-                    result = self.spec.parse(reply.message, ticket.params["max_tokens"])
+                    result = self.spec.parse(reply.message, row.params["max_tokens"])
                 except InvalidModelOutput as error:  # refused, cut short, or off-shape
-                    return ticket.decide(error, self.rng), started
+                    return row.decide(error, self.rng), started
                 latency_ms = (time.monotonic() - started) * 1000
                 usage = reply.message.usage
-                answered = ticket.attempt + 1
-                if self._settled(ticket.id, lambda: self.recorder.ok(
-                    ticket.id, result, usage, answered, ticket.billed, latency_ms
+                answered = row.attempt + 1
+                if self._settled(row.id, lambda: self.recorder.ok(
+                    row.id, result, usage, answered, row.billed, latency_ms
                 )):  # fmt: skip
                     return "ok"
                 return "unfinished"  # answered but not journaled: the run stops
@@ -272,9 +272,9 @@ class TicketProcessor:
                 await admission.settle_budget(held, cost or 0.0)
 
     def _after_error(
-        self, ticket: TicketAttempts, decision: policy.Decision, sent_at: float, cap: int
+        self, row: RowAttempts, decision: policy.Decision, sent_at: float, cap: int
     ) -> str | None:
-        """React to a failed attempt: "failed" or "unfinished" if the ticket is settled,
+        """React to a failed attempt: "failed" or "unfinished" if the row is settled,
         None to try again after `decision.delay_s`."""
         self._count_error(decision)
         self.last_error = f"{decision.error_type}: {decision.message}"
@@ -282,30 +282,30 @@ class TicketProcessor:
         if decision.action is Action.STOP_RUN:
             self.stop(decision.message)
             return "unfinished"
-        if decision.action is Action.FAIL_TICKET:
-            journaled = self._settled(ticket.id, lambda: self.recorder.failed(
-                ticket.id, decision.error_type, decision.status_code, decision.message,
-                ticket.attempt + 1, ticket.billed, decision.stop_reason,
+        if decision.action is Action.FAIL_ROW:
+            journaled = self._settled(row.id, lambda: self.recorder.failed(
+                row.id, decision.error_type, decision.status_code, decision.message,
+                row.attempt + 1, row.billed, decision.stop_reason,
             ))  # fmt: skip
             return "failed" if journaled else "unfinished"
-        ticket.attempt += 1
+        row.attempt += 1
         if decision.action is Action.GROW:
-            ticket.grown += 1
+            row.grown += 1
             self.stats.truncated_retries += 1
-            ticket.params = self.spec.request(ticket.text, ticket.grown)
-        if ticket.attempt >= cap:
+            row.params = self.spec.request(row.text, row.grown)
+        if row.attempt >= cap:
             return "unfinished"
         self.stats.retries += 1
         return None
 
-    def _settled(self, ticket_id: str, record: Callable[[], None]) -> bool:
-        """Journal a ticket's outcome; if the output cannot take it, stop the run (False)."""
+    def _settled(self, row_id: str, record: Callable[[], None]) -> bool:
+        """Journal a row's outcome; if the output cannot take it, stop the run (False)."""
         try:
             record()
         except OutputUnwritable as error:
             self.stop(str(error))
             return False
-        self.finished.add(ticket_id)
+        self.finished.add(row_id)
         return True
 
     def _count_error(self, decision: policy.Decision) -> None:

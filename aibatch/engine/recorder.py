@@ -36,17 +36,17 @@ class Recorder:
 
     def ok(
         self,
-        ticket_id: str,
+        row_id: str,
         result: str,
         usage: Any,
         attempts: int,
         cost: float | None,
         latency_ms: float | None = None,
     ) -> None:
-        """Journal an answer; `cost` is what every billed answer for this ticket cost."""
+        """Journal an answer; `cost` is what every billed answer for this row cost."""
         spec = self.spec
         self.committer.record({
-            "kind": "ok", "id": ticket_id, "job": spec.job, "result": result,
+            "kind": "ok", "id": row_id, "job": spec.job, "result": result,
             "model": spec.model, "prompt_version": spec.prompt_version,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
@@ -62,7 +62,7 @@ class Recorder:
 
     def failed(
         self,
-        ticket_id: str,
+        row_id: str,
         error_type: str,
         status_code: int | None,
         message: str,
@@ -73,7 +73,7 @@ class Recorder:
         """Journal a permanent failure."""
         spec = self.spec
         self.committer.record({
-            "kind": "failed", "id": ticket_id, "job": spec.job, "model": spec.model,
+            "kind": "failed", "id": row_id, "job": spec.job, "model": spec.model,
             "prompt_version": spec.prompt_version, "error_type": error_type,
             "status_code": status_code, "message": message[:2000], "attempts": attempts,
             "cost_usd": cost, "stop_reason": stop_reason, "run_id": self.run_id,

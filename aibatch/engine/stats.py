@@ -69,13 +69,13 @@ class RunStats:
         return time.monotonic() - self.started
 
     def all_failed(self, failures_dir: Any) -> str | None:
-        """A plain message when every ticket this run finished failed (None otherwise): such
+        """A plain message when every row this run finished failed (None otherwise): such
         a run must not look like a success."""
         if self.ok or not self.failed:
             return None
         kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.failures_by_type.items()))
         return (
-            f"every ticket sent failed ({self.failed} of {self.failed}: {kinds}); no result "
+            f"every row sent failed ({self.failed} of {self.failed}: {kinds}); no result "
             f"was stored. See {failures_dir} (error_type, message, stop_reason)"
         )
 
@@ -89,7 +89,7 @@ class RunStats:
             return round(latencies[min(len(latencies) - 1, int(share * len(latencies)))], 1)
 
         return {
-            "tickets": self.total,
+            "rows": self.total,
             "ok": self.ok,
             "failed": self.failed,
             "unfinished": self.total - self.done,
@@ -110,7 +110,7 @@ class RunStats:
             "failed_cost_usd": round(self.failed_cost_usd, 8) if not self.cost_unknown else None,
             "cost_unknown_answers": self.cost_unknown,
             "elapsed_s": round(elapsed, 2),
-            "tickets_per_s": round(self.done / elapsed, 2) if elapsed > 0 else None,
+            "rows_per_s": round(self.done / elapsed, 2) if elapsed > 0 else None,
             "latency_p50_ms": percentile(0.50),
             "latency_p95_ms": percentile(0.95),
             "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,

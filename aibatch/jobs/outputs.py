@@ -138,7 +138,7 @@ class OutputKind(Protocol):
         """The value to store, or InvalidModelOutput."""
         ...
 
-    def expected_lengths(self, ticket_text: str) -> tuple[float, ...]:
+    def expected_lengths(self, row_text: str) -> tuple[float, ...]:
         """The lengths in characters of the answers to expect, each as likely as the
         others (for the estimate)."""
         ...
@@ -167,8 +167,8 @@ class TextOutput:
             raise InvalidModelOutput("the answer has no text")
         return text
 
-    def expected_lengths(self, ticket_text: str) -> tuple[float, ...]:
-        return (float(min(len(ticket_text), self.answer_tokens * 4)),)
+    def expected_lengths(self, row_text: str) -> tuple[float, ...]:
+        return (float(min(len(row_text), self.answer_tokens * 4)),)
 
 
 LABEL_PROPERTY = "label"
@@ -228,7 +228,7 @@ class LabelOutput:
             raise InvalidModelOutput(f"the answer is not a label: {error.message}") from None
         return str(value[LABEL_PROPERTY])
 
-    def expected_lengths(self, ticket_text: str) -> tuple[float, ...]:
+    def expected_lengths(self, row_text: str) -> tuple[float, ...]:
         return tuple(float(len(json.dumps({LABEL_PROPERTY: label}))) for label in self.labels)
 
 
@@ -280,7 +280,7 @@ class JsonOutput:
             raise InvalidModelOutput(f"the answer cannot be stored: {error}") from None
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
-    def expected_lengths(self, ticket_text: str) -> tuple[float, ...]:
+    def expected_lengths(self, row_text: str) -> tuple[float, ...]:
         return (float(len(json.dumps(_example(self.json_schema)))),)
 
 

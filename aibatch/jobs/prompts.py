@@ -6,15 +6,15 @@ from pathlib import Path
 
 from aibatch.errors import InputError
 from aibatch.jobs.templates import MissingValue, PromptTemplate
-from aibatch.sources.loader import Tickets, blank, load_rows, raise_all
+from aibatch.sources.loader import Rows, blank, load_rows, raise_all
 
 
-def render_prompts(tickets: Tickets, template: PromptTemplate) -> list[str]:
+def render_prompts(rows: Rows, template: PromptTemplate) -> list[str]:
     """Each row's prompt; InputError naming file, row and column for every row that lacks a
     value the template needs (a null or blank cell, and no default in the template)."""
-    columns = sorted(template.columns & set(tickets.frame.columns))
-    names = {"text": tickets.text_column}
-    values = tickets.frame[columns].to_dict("records") if columns else [{}] * len(tickets.frame)
+    columns = sorted(template.columns & set(rows.frame.columns))
+    names = {"text": rows.text_column}
+    values = rows.frame[columns].to_dict("records") if columns else [{}] * len(rows.frame)
     problems: list[InputError] = []
     prompts: list[str] = []
     for row, record in enumerate(values, start=1):
@@ -24,21 +24,21 @@ def render_prompts(tickets: Tickets, template: PromptTemplate) -> list[str]:
         except MissingValue as missing:
             column = names.get(missing.column, missing.column)
             problems.append(InputError(
-                tickets.path,
+                rows.path,
                 f"empty or null {column} (the prompt needs it; a default in the template, "
                 f'{{{{ {missing.column} | default("...") }}}}, would allow it)',
                 row=row, column=column,
             ))  # fmt: skip
             prompts.append("")
-    raise_all(tickets.path, problems)
+    raise_all(rows.path, problems)
     return prompts
 
 
 def load_job_rows(
     path: str | Path, template: PromptTemplate, id_column: str, text_column: str = "text"
-) -> tuple[Tickets, list[str]]:
+) -> tuple[Rows, list[str]]:
     """The rows a job's template reads, validated, and each row's prompt (`text_column`:
     the input column read as `text`, for the built-in jobs)."""
     rename = {text_column: "text"} if text_column != "text" else {}
-    tickets = load_rows(path, id_column, template.columns, rename)
-    return tickets, render_prompts(tickets, template)
+    rows = load_rows(path, id_column, template.columns, rename)
+    return rows, render_prompts(rows, template)

@@ -64,7 +64,7 @@ FAILURE_SCHEMA = pa.schema([
     ("status_code", pa.int32()),
     ("message", pa.string()),
     ("attempts", pa.int32()),
-    ("cost_usd", pa.float64()),  # answers billed before the ticket failed (bad output)
+    ("cost_usd", pa.float64()),  # answers billed before the row failed (bad output)
     ("stop_reason", pa.string()),  # refusal, max_tokens, ...: why an answer was not complete
     ("run_id", pa.string()),
     ("failed_at", pa.timestamp("us", tz="UTC")),
@@ -298,7 +298,7 @@ class ResultStore:
         return total
 
     def failure_keys(self) -> set[tuple[str, str]]:
-        """(id, run_id) of every failure row: a run records a ticket's failure once."""
+        """(id, run_id) of every failure row: a run records a row's failure once."""
         dataset = self._dataset(self.failures_dir, FAILURE_SCHEMA)
         if dataset is None:
             return set()

@@ -10,6 +10,7 @@ from typing import cast
 
 from prefect.blocks.system import Secret
 
+from aibatch.engine.backend import ApiTarget
 from aibatch.errors import MissingAPIKey
 from aibatch.run.orchestration import API_KEY_BLOCK
 
@@ -24,6 +25,12 @@ async def api_key_from_environment_or_block() -> str | None:
         return None
     value = block.get()
     return value if isinstance(value, str) and value else None
+
+
+async def api_target() -> ApiTarget:
+    """Where this flow run's requests go: the key (environment, else the Secret block) and
+    ANTHROPIC_BASE_URL (a gateway), read here, at the top, once."""
+    return ApiTarget(await require_api_key(), os.environ.get("ANTHROPIC_BASE_URL") or None)
 
 
 async def require_api_key() -> str:

@@ -1,10 +1,10 @@
-"""A run built from its parameters, and its outcome read: the plain half of the flow.
+"""A run opened from its plan, and its outcome read: the plain half of the flow.
 
 `open_run` takes the output's lock, folds in what a crashed run journaled, works out what is
-left to send, and builds only the engine the mode uses (a `TicketProcessor` for realtime, a
+left to send, and builds only the engine the mode uses (a `RowProcessor` for realtime, a
 `BatchRunner` for Message Batches); leaving it publishes what was answered and closes the
 client. `raise_for_chunk_outcomes` turns what the chunks returned into the run's verdict.
-The flow (flows/ticket_batch.py) calls these and does the orchestrating.
+The flow (flows/process_rows.py) calls these and does the orchestrating.
 """
 
 from __future__ import annotations
@@ -16,24 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aibatch.cost.budget import Budget, WorstCase
-from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
 from aibatch.engine.admission import Admission
-from aibatch.engine.backend import AnthropicBackend
+from aibatch.engine.backend import AnthropicBackend, ApiTarget
 from aibatch.engine.batches import BatchLedger, BatchRunner
 from aibatch.engine.pacer import Pacer, RequestAllowance
-from aibatch.engine.processor import TicketProcessor
+from aibatch.engine.processor import RowProcessor
 from aibatch.engine.recorder import Recorder
 from aibatch.engine.stats import RunStats
 from aibatch.errors import ChunkIncomplete, RunIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore
-from aibatch.run import orchestration
+from aibatch.run.orchestration import DEFAULT_CHUNK_SLOTS, auto_chunk_size
 from aibatch.run.parameters import RunParameters
-from aibatch.sources.loader import Tickets, trial_rows
+from aibatch.run.plan import RunPlan
 
-Pair = tuple[str, str]  # (ticket id, prompt)
+Pair = tuple[str, str]  # (row id, prompt)
 
 
 class Logger(Protocol):
@@ -44,22 +43,11 @@ class Logger(Protocol):
     def warning(self, msg: str, *args: Any) -> None: ...
 
 
-def prices_for(params: RunParameters, spec: JobSpec) -> PriceBook:
-    """The price table; with a budget, the model must have a price (else fail now)."""
-    prices = PriceBook.load(params.prices_path)
-    if params.budget_usd is not None:
-        WorstCase(prices, spec.model).check_price()
-    return prices
-
-
 @dataclass
 class Run:
     """One run over one output: what is left to send and the pieces that send it."""
 
-    params: RunParameters
-    spec: JobSpec
-    prices: PriceBook
-    store: ResultStore
+    plan: RunPlan
     committer: Committer
     ledger: BatchLedger
     backend: AnthropicBackend
@@ -75,26 +63,38 @@ class Run:
     def __post_init__(self) -> None:
         self.stats = RunStats(total=len(self.pairs))
 
-    def chunks(self, chunk_slots: int = orchestration.DEFAULT_CHUNK_SLOTS) -> list[list[Pair]]:
-        size = self.params.chunk_size or orchestration.auto_chunk_size(len(self.pairs), chunk_slots)
+    @property
+    def params(self) -> RunParameters:
+        return self.plan.params
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.plan.spec
+
+    @property
+    def store(self) -> ResultStore:
+        return self.plan.store
+
+    def chunks(self, chunk_slots: int = DEFAULT_CHUNK_SLOTS) -> list[list[Pair]]:
+        size = self.params.chunk_size or auto_chunk_size(len(self.pairs), chunk_slots)
         return [self.pairs[i : i + size] for i in range(0, len(self.pairs), size)]
 
-    def processor(self, shared: RequestAllowance | None) -> TicketProcessor:
-        params, spec = self.params, self.spec
+    def processor(self, shared: RequestAllowance | None) -> RowProcessor:
+        params, spec, prices = self.params, self.spec, self.plan.prices
         pacer = Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm)
-        worst_case = WorstCase(self.prices, spec.model)
+        worst_case = WorstCase(prices, spec.model)
         admission = Admission(
             pacer, params.fixed_concurrency, worst_case, shared, self.budget,
             outage_deadline_s=params.outage_deadline_s,
         )  # fmt: skip
-        recorder = Recorder(spec, self.run_id, self.committer, self.stats, self.prices, "realtime")
-        return TicketProcessor(self.backend, admission, recorder, max_attempts=params.max_attempts)
+        recorder = Recorder(spec, self.run_id, self.committer, self.stats, prices, "realtime")
+        return RowProcessor(self.backend, admission, recorder, max_attempts=params.max_attempts)
 
     def batch_runner(self) -> BatchRunner:
         params = self.params
         return BatchRunner(
             self.backend, self.spec, self.committer, self.ledger, self.run_id, self.stats,
-            self.prices, self.budget, max_requests=params.batch_max_requests,
+            self.plan.prices, self.budget, max_requests=params.batch_max_requests,
             poll_first_s=min(policy.BATCH_POLL_FIRST_S, params.batch_poll_max_s),
             poll_max_s=params.batch_poll_max_s,
         )  # fmt: skip
@@ -112,50 +112,47 @@ class Run:
             raise RunIncomplete(message)
 
 
+def open_committer(plan: RunPlan, run_id: str) -> Committer:
+    """The committer of a run into the output it holds locked: the results schema settled
+    (SchemaConflict before any call), the job's definition kept beside its state."""
+    spec = plan.spec
+    answer = spec.output.columns
+    committer = Committer.open(plan.store, run_id, plan.rows.carried(answer.schema.names), answer)
+    plan.store.record_definition(spec.definition.model_dump(mode="json", by_alias=True))
+    return committer
+
+
 @contextlib.asynccontextmanager
-async def open_run(
-    params: RunParameters,
-    spec: JobSpec,
-    prices: PriceBook,
-    tickets: Tickets,
-    prompts: Sequence[str],
-    api_key: str,
-    logger: Logger,
-) -> AsyncIterator[Run]:
-    """Lock the output, work out what is left, and yield the run; on leaving, publish what
-    was answered and close the client (also on failure: nothing answered is lost)."""
-    store = ResultStore(params.output_dir, spec.job, shard=params.shard)
+async def open_run(plan: RunPlan, target: ApiTarget, logger: Logger) -> AsyncIterator[Run]:
+    """Lock the output, fold in what crashed runs journaled, work out what is left, and
+    yield the run; on leaving, publish what was answered and close the client (also on
+    failure: nothing answered is lost)."""
+    params, spec, store = plan.params, plan.spec, plan.store
     with store.locked():
         run_id = new_run_id()
-        frame = tickets.frame
-        answer = spec.output.columns
-        committer = Committer.open(store, run_id, tickets.carried(answer.schema.names), answer)
-        store.record_definition(spec.definition.model_dump(mode="json", by_alias=True))
+        committer = open_committer(plan, run_id)
         recovered = committer.fold_in()
         if recovered:
             logger.info("Recovered %d results journaled by an interrupted run", recovered)
         done = store.settled_ids(spec.model, spec.prompt_version)
-        is_done = frame["id"].isin(done)
-        already_done = int(is_done.sum())
-        pending = trial_rows(frame[~is_done], params.limit, params.sample)
+        frame = plan.rows.frame
+        already_done = int(frame["id"].isin(done).sum())
+        pending = plan.pending_after(done)
         logger.info(
-            "%d tickets in %s; %d already done for %s/%s/%s; %d to process",
+            "%d rows in %s; %d already done for %s/%s/%s; %d to process",
             len(frame), params.input_name, already_done, spec.job, spec.model,
             spec.prompt_version, len(pending),
         )  # fmt: skip
         ledger = BatchLedger(store.state_dir / "batches")
         if params.mode == "realtime":
             _refuse_open_batches(ledger, spec)
-        prompt_of = dict(zip(frame["id"].tolist(), prompts, strict=True))
-        backend = AnthropicBackend(
-            api_key=api_key,
+        backend = target.connect(
             max_connections=params.fixed_concurrency or policy.MAX_CONCURRENCY,
             timeout_s=params.request_timeout_s,
         )
         run = Run(
-            params, spec, prices, store, committer, ledger, backend, run_id,
-            pairs=[(i, prompt_of[i]) for i in pending["id"].tolist()], done=set(done),
-            budget=_budget(params, store, spec, logger), recovered=recovered,
+            plan, committer, ledger, backend, run_id, pairs=plan.pairs(pending),
+            done=set(done), budget=_budget(params, store, spec, logger), recovered=recovered,
             already_done=already_done, held_back=len(frame) - already_done - len(pending),
         )  # fmt: skip
         try:
@@ -168,11 +165,11 @@ async def open_run(
 
 def _refuse_open_batches(ledger: BatchLedger, spec: JobSpec) -> None:
     open_batches = [s.batch_id or s.key for s in ledger.open_for(spec)]
-    if open_batches:  # their tickets are being answered (and billed) by the API already
+    if open_batches:  # their rows are being answered (and billed) by the API already
         raise RunStopped(
             f"{len(open_batches)} Message Batch(es) of an earlier batch-mode run are still "
             f"open for this job and model ({', '.join(open_batches)}): run with --mode "
-            "batch to collect them; sending their tickets again would pay twice"
+            "batch to collect them; sending their rows again would pay twice"
         )
 
 

@@ -1,15 +1,15 @@
-"""What processing every ticket would cost, estimated before any generation call.
+"""What processing every row would cost, estimated before any generation call.
 
 Input tokens are counted by the API itself (`POST /v1/messages/count_tokens`, which makes
-no generation and costs nothing) for a seeded random sample of tickets, per candidate
+no generation and costs nothing) for a seeded random sample of rows, per candidate
 model since tokenizers differ between models. The sample calibrates a local model,
 
-    prompt tokens of a ticket ≈ fixed overhead + tokens per character × len(ticket text)
+    prompt tokens of a row ≈ fixed overhead + tokens per character × len(row text)
 
-where the fixed overhead (system prompt, tools, the <ticket> framing) is measured by
-counting one request with an empty ticket, and the ratio is fitted to the sample (ratio of
+where the fixed overhead (system prompt, tools, the <data> framing) is measured by
+counting one request with an empty row, and the ratio is fitted to the sample (ratio of
 sums, so the estimate reproduces the sample's own total). The model is then summed over
-every ticket. The shared prefix (tools + system, what `cache_control` marks) is measured by
+every row. The shared prefix (tools + system, what `cache_control` marks) is measured by
 counting the same request without them.
 
 Output tokens come from history when OUTPUT/JOB/results already holds answers to the same job,
@@ -40,12 +40,12 @@ import anthropic
 
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine import policy
-from aibatch.engine.backend import AnthropicBackend, TokenCountingBackend
+from aibatch.engine.backend import ApiTarget, TokenCountingBackend
 from aibatch.errors import EstimateError, MissingAPIKey
 from aibatch.jobs.models import THINKING_EXPECTED, ModelBook
 from aibatch.jobs.spec import JobDefinition, JobSpec
 from aibatch.output.store import ResultStore
-from aibatch.sources.loader import Tickets
+from aibatch.sources.loader import Rows
 
 DEFAULT_SAMPLE = 200
 COUNT_CONCURRENCY = 8  # count_tokens has its own rate limit: a few calls at a time
@@ -57,7 +57,7 @@ CHARS_PER_TOKEN = 4.0
 DATA_TAGS = re.compile(r"</?data>")  # the framing of row values: not part of a summary
 # What the default output estimate assumes, by job (the built-in summarize) or kind.
 DEFAULT_NOTES = {
-    "summarize": "default: at most two sentences, as long as the ticket's own sentences",
+    "summarize": "default: at most two sentences, as long as the row's own sentences",
     "label": "default: one label as a JSON object",
     "json": "default: a JSON object of the schema's shape, with short values",
     "text": "default: as long as the row's own text, at most max_tokens",
@@ -80,19 +80,19 @@ class CountFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class PromptModel:
-    """Prompt tokens of a ticket's request ≈ overhead + per_char × len(text)."""
+    """Prompt tokens of a row's request ≈ overhead + per_char × len(text)."""
 
-    overhead: float  # system + tools + framing: the request with an empty ticket
-    per_char: float  # tokens per character of ticket text
+    overhead: float  # system + tools + framing: the request with an empty row
+    per_char: float  # tokens per character of row text
 
     def predict(self, length: int) -> float:
         return self.overhead + self.per_char * length
 
 
 def fit_prompt_model(overhead: int, lengths: Sequence[int], counts: Sequence[int]) -> PromptModel:
-    """Fit the ratio to counted tickets (ratio of sums: the sample's total is reproduced)."""
+    """Fit the ratio to counted rows (ratio of sums: the sample's total is reproduced)."""
     if len(lengths) != len(counts) or not lengths:
-        raise ValueError("need one count per sampled ticket, and at least one")
+        raise ValueError("need one count per sampled row, and at least one")
     characters = sum(lengths)
     variable = sum(counts) - overhead * len(counts)
     per_char = max(0.0, variable / characters) if characters else 0.0
@@ -101,7 +101,7 @@ def fit_prompt_model(overhead: int, lengths: Sequence[int], counts: Sequence[int
 
 def spread(values: Iterable[float]) -> list[int]:
     """Whole numbers that add up to the rounded running total of `values` (no rounding
-    bias: 5,000 tickets of 14.4 tokens are 72,000 tokens, not 70,000)."""
+    bias: 5,000 rows of 14.4 tokens are 72,000 tokens, not 70,000)."""
     out: list[int] = []
     total = 0.0
     given = 0
@@ -118,7 +118,7 @@ def extrapolate(
     lengths: Sequence[int],
     counted: dict[int, int] | None = None,
 ) -> list[int]:
-    """Prompt tokens per ticket: counted where known (index → count), predicted elsewhere."""
+    """Prompt tokens per row: counted where known (index → count), predicted elsewhere."""
     counted = counted or {}
     predicted = spread(
         0.0 if i in counted else model.predict(length) for i, length in enumerate(lengths)
@@ -135,7 +135,7 @@ def _sentences(text: str) -> list[str]:
 
 def summary_characters(text: str) -> float:
     """Expected length of a summary of at most two sentences, in characters: two sentences
-    as long as the ticket's own substantive sentences, and never longer than the ticket."""
+    as long as the row's own substantive sentences, and never longer than the row."""
     sentences = _sentences(text)
     if not sentences:
         return 0.0
@@ -145,10 +145,10 @@ def summary_characters(text: str) -> float:
 
 
 def default_output_tokens(spec: JobSpec, texts: Sequence[str]) -> list[float]:
-    """Expected output tokens per ticket when there is no history to learn from.
+    """Expected output tokens per row when there is no history to learn from.
 
     - the answer: summarize asks for at most two sentences about the problem and the ask
-      (`summary_characters` of each ticket); a label is one small JSON object, any label as
+      (`summary_characters` of each row); a label is one small JSON object, any label as
       likely as another; other kinds say how long their answers are (`expected_lengths`).
       Characters become whole tokens (an answer bills whole tokens) at CHARS_PER_TOKEN
       times the model's tokenizer factor;
@@ -239,10 +239,10 @@ def _rounded(value: float | None) -> float | None:
 @dataclass(frozen=True)
 class ModelEstimate:
     model: str
-    tickets: int  # that a run would still send: not already in results for this model
+    rows: int  # that a run would still send: not already in results for this model
     error: str | None = None
-    counted: int = 0  # tickets whose prompt was counted by count_tokens
-    fixed_overhead: float = 0.0  # tokens of a request with an empty ticket
+    counted: int = 0  # rows whose prompt was counted by count_tokens
+    fixed_overhead: float = 0.0  # tokens of a request with an empty row
     tokens_per_char: float = 0.0
     prefix_tokens: int = 0  # shared cacheable prefix (tools + system), per request
     input_tokens: int = 0
@@ -251,8 +251,8 @@ class ModelEstimate:
     output_note: str = ""
     history_rows: int = 0
     already_done: int = 0  # rows OUTPUT/JOB/results already holds for this model
-    output_per_ticket: float = 0.0
-    prompt_per_ticket: float = 0.0
+    output_per_row: float = 0.0
+    prompt_per_row: float = 0.0
     caching: bool = False
     cache_min_tokens: int = 0  # the model's caching minimum (capability table)
     tokenizer_factor: float = 1.0
@@ -271,17 +271,17 @@ class ModelEstimate:
         return {
             "model": self.model,
             "error": None,
-            "tickets": self.tickets,
+            "tickets": self.rows,
             "already_done": self.already_done,
             "counted_tickets": self.counted,
             "input_tokens": self.input_tokens,
             "cacheable_prefix_tokens_per_request": self.prefix_tokens,
-            "prefix_input_tokens": self.prefix_tokens * self.tickets,
-            "ticket_input_tokens": self.input_tokens - self.prefix_tokens * self.tickets,
+            "prefix_input_tokens": self.prefix_tokens * self.rows,
+            "ticket_input_tokens": self.input_tokens - self.prefix_tokens * self.rows,
             "fixed_overhead_tokens": round(self.fixed_overhead, 3),
             "tokens_per_char": round(self.tokens_per_char, 6),
             "output_tokens": self.output_tokens,
-            "output_tokens_per_ticket": round(self.output_per_ticket, 3),
+            "output_tokens_per_ticket": round(self.output_per_row, 3),
             "output_source": self.output_source,
             "output_history_rows": self.history_rows,
             "output_note": self.output_note,
@@ -303,8 +303,8 @@ class Estimate:
     input_path: str
     job: str
     prompt_version: str
-    tickets: int
-    sample: int  # tickets counted per model
+    rows: int
+    sample: int  # rows counted per model
     prices_checked: str
     prices_source: str
     models: list[ModelEstimate] = field(default_factory=list)
@@ -319,7 +319,7 @@ class Estimate:
             "input": self.input_path,
             "job": self.job,
             "prompt_version": self.prompt_version,
-            "tickets": self.tickets,
+            "tickets": self.rows,
             "sampled_tickets": self.sample,
             "count_tokens_calls": self.count_tokens_calls,
             "prices": {"checked": self.prices_checked, "source": self.prices_source},
@@ -339,7 +339,7 @@ def candidate_models(
 
 
 def sample_indices(count: int, size: int, seed: int = SAMPLE_SEED) -> list[int]:
-    """A seeded random sample of ticket positions (all of them when there are few)."""
+    """A seeded random sample of row positions (all of them when there are few)."""
     if size >= count:
         return list(range(count))
     return sorted(random.Random(seed).sample(range(count), size))
@@ -365,7 +365,7 @@ class TokenCounter:
                 decision = policy.decide(error, attempt, self.rng)
                 if decision.action is policy.Action.STOP_RUN:
                     raise EstimateError(decision.message) from None
-                if decision.action is policy.Action.FAIL_TICKET:
+                if decision.action is policy.Action.FAIL_ROW:
                     raise CountFailed(f"{decision.error_type}: {decision.message}") from None
                 if attempt == policy.MAX_ATTEMPTS - 1:
                     raise CountFailed(
@@ -392,7 +392,7 @@ async def _awaited(awaitable: Awaitable[T]) -> T:
 
 
 def _prefix_request(spec: JobSpec) -> dict[str, Any]:
-    """The request with an empty ticket and without the shared prefix (system and tools)."""
+    """The request with an empty row and without the shared prefix (system and tools)."""
     params = spec.request(spec.template.render_empty())
     for key in ("system", "tools", "tool_choice"):
         params.pop(key, None)
@@ -408,7 +408,7 @@ async def estimate_model(
     output_dir: Path | None,
     ids: Sequence[str] | None = None,
 ) -> ModelEstimate:
-    """Count the sample for one model and extrapolate tokens and cost to every ticket a run
+    """Count the sample for one model and extrapolate tokens and cost to every row a run
     would still send (those OUTPUT/JOB/results does not hold yet for this model)."""
     lengths = [len(t) for t in texts]
     try:
@@ -432,14 +432,14 @@ async def estimate_model(
 
     history = output_history(output_dir, spec) if output_dir is not None else None
     if history is not None:
-        per_ticket = [min(float(spec.max_tokens()), history.mean_output_tokens)] * len(texts)
+        per_row = [min(float(spec.max_tokens()), history.mean_output_tokens)] * len(texts)
         source = "history"
         note = (
             f"mean of {history.rows:,} earlier answers in {output_dir}/{spec.job}/results "
             f"(same job, model and prompt version; thinking included)"
         )
     else:
-        per_ticket = default_output_tokens(spec, texts)
+        per_row = default_output_tokens(spec, texts)
         source = "default"
         note = DEFAULT_NOTES.get(spec.job) or DEFAULT_NOTES[spec.output.name]
         note += f" at tokenizer factor {spec.rules.tokenizer_factor:g}"
@@ -447,7 +447,7 @@ async def estimate_model(
             effort = spec.effort or spec.rules.default_effort or "high"
             note += f", plus thinking at effort {effort} ({THINKING_EXPECTED[effort]:,} tokens)"
         note += f"; at most max_tokens={spec.max_tokens()}"
-    outputs = spread(per_ticket)
+    outputs = spread(per_row)
 
     caching = prefix >= spec.rules.cache_min_tokens
     price_known = book.price_for(spec.model) is not None
@@ -461,10 +461,10 @@ async def estimate_model(
     ]
     return ModelEstimate(
         model=spec.model,
-        tickets=len(todo),
+        rows=len(todo),
         already_done=len(texts) - len(todo),
-        output_per_ticket=statistics.fmean(outputs) if outputs else 0.0,
-        prompt_per_ticket=statistics.fmean(prompts) if prompts else 0.0,
+        output_per_row=statistics.fmean(outputs) if outputs else 0.0,
+        prompt_per_row=statistics.fmean(prompts) if prompts else 0.0,
         counted=len(sample),
         fixed_overhead=prompt_model.overhead,
         tokens_per_char=prompt_model.per_char,
@@ -485,47 +485,48 @@ async def estimate_model(
 
 
 async def estimate(
-    tickets: Tickets,
+    rows: Rows,
     prompts: Sequence[str],
     specs: Sequence[JobSpec],
     book: PriceBook,
+    *,
+    backend: TokenCountingBackend | ApiTarget,
     output_dir: Path | None = None,
     sample_size: int = DEFAULT_SAMPLE,
-    backend: TokenCountingBackend | None = None,
     seed: int = SAMPLE_SEED,
 ) -> Estimate:
-    """Estimate tokens and cost of every ticket under each job spec (one per model); no
-    generation calls."""
+    """Estimate tokens and cost of every row under each job spec (one per model); no
+    generation calls. `backend`: one to count with, or where to connect (closed after)."""
     if sample_size < 1:
-        raise ValueError("the sample must hold at least one ticket")
+        raise ValueError("the sample must hold at least one row")
     if not specs:
         raise ValueError("no model to estimate for")
     texts = list(prompts)
-    ids = [str(i) for i in tickets.frame["id"].tolist()]
+    ids = [str(i) for i in rows.frame["id"].tolist()]
     sample = sample_indices(len(texts), sample_size, seed)
-    own_backend = backend is None
-    if backend is None:
-        try:  # base_url: the SDK reads ANTHROPIC_BASE_URL
-            backend = AnthropicBackend(timeout_s=COUNT_TIMEOUT_S)
+    own_backend = isinstance(backend, ApiTarget)
+    if isinstance(backend, ApiTarget):
+        try:
+            backend = backend.connect(timeout_s=COUNT_TIMEOUT_S)
         except MissingAPIKey as error:
             raise EstimateError(str(error)) from None
     counter = TokenCounter(backend)
     try:
-        rows = await _all_or_cancel(
+        per_model = await _all_or_cancel(
             estimate_model(counter, spec, texts, sample, book, output_dir, ids) for spec in specs
         )
     finally:
         if own_backend:
             await backend.aclose()
     return Estimate(
-        input_path=str(tickets.path),
+        input_path=str(rows.path),
         job=specs[0].job,
         prompt_version=specs[0].prompt_version,
-        tickets=len(texts),
+        rows=len(texts),
         sample=len(sample),
         prices_checked=book.checked,
         prices_source=book.source,
-        models=rows,
+        models=per_model,
         count_tokens_calls=counter.calls,
     )
 
@@ -547,29 +548,27 @@ def render(result: Estimate) -> None:
     console = Console(highlight=False, markup=False)
     if not console.is_terminal:  # piped or redirected: wide enough that no name is cut
         console = Console(highlight=False, markup=False, width=max(console.width, 120))
-    table = Table(
-        title=f"{result.job} of {result.tickets:,} tickets in {result.input_path}: estimate"
-    )
+    table = Table(title=f"{result.job} of {result.rows:,} rows in {result.input_path}: estimate")
     for name, justify in (
-        ("model", "left"), ("tickets", "right"), ("input tokens", "right"),
+        ("model", "left"), ("rows", "right"), ("input tokens", "right"),
         ("output tokens", "right"), ("total tokens", "right"), ("realtime $", "right"),
         ("batch $", "right"),
     ):  # fmt: skip
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for m in result.models:
         if m.error is not None:
-            table.add_row(m.model, f"{m.tickets:,}", "error", "", "", "", "")
+            table.add_row(m.model, f"{m.rows:,}", "error", "", "", "", "")
             continue
         table.add_row(
-            m.model, f"{m.tickets:,}", f"{m.input_tokens:,}", f"{m.output_tokens:,}",
+            m.model, f"{m.rows:,}", f"{m.input_tokens:,}", f"{m.output_tokens:,}",
             f"{m.total_tokens:,}", _usd(m.realtime_usd), _usd(m.batch_usd),
         )  # fmt: skip
     console.print(table)
     lines: list[str] = []
     sampled = (
-        "every ticket"
-        if result.sample >= result.tickets
-        else f"a seeded random sample of {result.sample:,} tickets, extrapolated by length"
+        "every row"
+        if result.sample >= result.rows
+        else f"a seeded random sample of {result.sample:,} rows, extrapolated by length"
     )
     lines.append(f"Input: counted with count_tokens on {sampled}, per model.")
     for m in result.models:
@@ -584,19 +583,19 @@ def render(result: Estimate) -> None:
         )
         lines.append(
             f"  {m.model}: shared prefix (system + tools) {m.prefix_tokens:,} tokens per "
-            f"request, {caching}; per ticket {m.prompt_per_ticket - m.prefix_tokens:,.1f}"
+            f"request, {caching}; per row {m.prompt_per_row - m.prefix_tokens:,.1f}"
             f" tokens on average"
         )
     for m in result.models:
         if m.error is None and m.already_done:
             lines.append(
-                f"  {m.model}: {m.already_done:,} tickets already done in the output "
+                f"  {m.model}: {m.already_done:,} rows already done in the output "
                 "directory: not counted (a run skips them)"
             )
-    lines.append("Output tokens per ticket:")
+    lines.append("Output tokens per row:")
     for m in result.models:
         if m.error is None:
-            lines.append(f"  {m.model}: {m.output_per_ticket:,.1f} ({m.output_note})")
+            lines.append(f"  {m.model}: {m.output_per_row:,.1f} ({m.output_note})")
     lines.append(f"Prices: {result.prices_source}, checked {result.prices_checked}; batch = "
                  "Message Batches API.")  # fmt: skip
     for m in result.models:

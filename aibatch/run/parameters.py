@@ -25,7 +25,7 @@ class RunParameters(BaseModel):
 
     input_path: str = Field(
         default="data/tickets.csv",
-        description="Tickets as CSV, JSON (array), JSONL or Parquet.",
+        description="Rows as CSV, JSON (array), JSONL or Parquet.",
     )
     job: str = Field(
         default="summarize",
@@ -112,12 +112,12 @@ class RunParameters(BaseModel):
         default=1,
         ge=1,
         le=64,
-        description="Split the pending tickets into this many parts, each a flow run of "
+        description="Split the pending rows into this many parts, each a flow run of "
         "`shard_deployment` that any worker may pick up (needs a Prefect server, the "
         "deployment, and an output directory every worker can reach).",
     )
     shard_deployment: str = Field(
-        default="aibatch-tickets/shard",
+        default="aibatch-rows/shard",
         description="The deployment that runs one shard (flow name/deployment name).",
     )
     shard: str | None = Field(
@@ -145,7 +145,7 @@ class RunParameters(BaseModel):
     )
     mode: Literal["realtime", "batch"] = Field(
         default="realtime",
-        description="realtime: one Messages API call per ticket, at the rate limit; batch: "
+        description="realtime: one Messages API call per row, at the rate limit; batch: "
         "Message Batches at half the price, answered within 24 h (usually much sooner).",
     )
     budget_usd: float | None = Field(
@@ -241,12 +241,12 @@ class RunParameters(BaseModel):
     def job_name(self) -> str:
         return self.definition.name
 
-    def job_spec(self) -> JobSpec:
+    def job_spec(self, models: ModelBook | None = None) -> JobSpec:
         """The job as asked of its model (ValueError naming the file or option at fault)."""
         definition = self.definition.with_options(
             self.labels, read_instructions(self.instructions_path), self.effort
         )
-        return JobSpec.of(definition, self.model, ModelBook.load(self.models_path))
+        return JobSpec.of(definition, self.model, models or ModelBook.load(self.models_path))
 
     @property
     def id_column_used(self) -> str:

@@ -27,9 +27,9 @@ MAX_PROBLEMS_LISTED = 10
 
 
 @dataclass(frozen=True)
-class Tickets:
+class Rows:
     """Validated rows: `frame` has a string `id` column, then the input's other columns (for
-    the built-in jobs, the ticket text as `text`)."""
+    the built-in jobs, the row text as `text`)."""
 
     path: Path
     frame: pd.DataFrame
@@ -85,7 +85,7 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
         except json.JSONDecodeError as exc:
             raise InputError(path, f"not valid JSON ({exc.msg} on line {exc.lineno})") from exc
         if not isinstance(records, list):
-            raise InputError(path, "a .json input must be an array of objects, one per ticket")
+            raise InputError(path, "a .json input must be an array of objects, one per row")
     else:
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -97,7 +97,7 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
                 raise InputError(path, f"line {number} is not valid JSON ({exc.msg})") from exc
     for row, record in enumerate(records, start=1):
         if not isinstance(record, dict):
-            raise InputError(path, "each ticket must be a JSON object", row=row)
+            raise InputError(path, "each row must be a JSON object", row=row)
     return pd.DataFrame.from_records(records)
 
 
@@ -111,13 +111,13 @@ def _as_id(value: object) -> str | None:
     if isinstance(value, (bool, list, dict, tuple)) or hasattr(value, "__array__"):
         raise _NotAnId(f"id must be a string or a number, not {type(value).__name__}")
     if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # 17.0 from a JSON number column is ticket 17
+        return str(int(value))  # 17.0 from a JSON number column is row 17
     text = str(value).strip()
     return text or None
 
 
-def load_tickets(path: str | Path, id_column: str = "id", text_column: str = "text") -> Tickets:
-    """Tickets for the built-in jobs: an id and a text column (named as given; read as
+def load_text_rows(path: str | Path, id_column: str = "id", text_column: str = "text") -> Rows:
+    """Rows for the built-in jobs: an id and a text column (named as given; read as
     `text`); InputError naming file, row and column."""
     return load_rows(path, id_column, {"text"}, {text_column: "text"} if text_column else {})
 
@@ -127,7 +127,7 @@ def load_rows(
     id_column: str = "id",
     needed: Collection[str] = ("text",),
     rename: Mapping[str, str] | None = None,
-) -> Tickets:
+) -> Rows:
     """Read and validate rows: the id column, and the `needed` columns a prompt reads (after
     `rename`, input name → name the prompt uses); InputError naming file, row and column."""
     path = Path(path)
@@ -144,7 +144,7 @@ def load_rows(
     except PermissionError as exc:
         raise InputError(path, "cannot be read (permission denied)") from exc
     if frame.empty:
-        raise InputError(path, "contains no tickets")
+        raise InputError(path, "contains no rows")
     frame.columns = [str(c) for c in frame.columns]
     renamed = {k: v for k, v in (rename or {}).items() if k != v}
     for source, target in renamed.items():
@@ -168,25 +168,25 @@ def load_rows(
     first_row: dict[str, int] = {}
     for row, value in enumerate(frame[id_column].tolist(), start=1):
         try:
-            ticket_id = _as_id(value)
+            row_id = _as_id(value)
         except _NotAnId as exc:
             problems.append(InputError(path, str(exc), row=row, column=id_column))
             ids.append(None)
             continue
-        ids.append(ticket_id)
-        if ticket_id is None:
+        ids.append(row_id)
+        if row_id is None:
             problems.append(InputError(path, "empty or null id", row=row, column=id_column))
-        elif ticket_id in first_row:
+        elif row_id in first_row:
             problems.append(
                 InputError(
                     path,
-                    f"duplicate id {ticket_id!r} (first at row {first_row[ticket_id]})",
+                    f"duplicate id {row_id!r} (first at row {first_row[row_id]})",
                     row=row,
                     column=id_column,
                 )
             )
         else:
-            first_row[ticket_id] = row
+            first_row[row_id] = row
     for column in sorted(needed):
         for row, value in enumerate(frame[column].tolist(), start=1):
             if isinstance(value, (list, dict, tuple)) or hasattr(value, "__array__"):
@@ -199,7 +199,7 @@ def load_rows(
     if "id" in rest.columns:  # another column named id, beside the one the job uses
         rest = rest.rename(columns={"id": "input_id"})
     frame = pd.concat([pd.DataFrame({"id": pd.array(ids, dtype="string")}), rest], axis=1)
-    return Tickets(path, frame, id_column, rename_back(renamed), frozenset(needed))
+    return Rows(path, frame, id_column, rename_back(renamed), frozenset(needed))
 
 
 def rename_back(renamed: Mapping[str, str]) -> str:

@@ -48,7 +48,7 @@ def test_plan_splits_at_the_request_limit(tmp_path: Path) -> None:
     tickets = [(f"T-{i}", f"ticket {i} text") for i in range(25)]
     groups = runner(tmp_path, max_requests=10).plan(tickets)
     assert [len(g) for g in groups] == [10, 10, 5]
-    assert [r.ticket_id for g in groups for r in g] == [t for t, _ in tickets]
+    assert [r.row_id for g in groups for r in g] == [t for t, _ in tickets]
 
 
 def test_plan_splits_at_the_size_limit(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine.batches import BatchLedger, Submission, custom_id_for
 from aibatch.errors import RunStopped
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -37,13 +37,13 @@ def test_batch_mode_gives_the_realtime_results_at_half_the_cost(
 
     realtime_api = start_simulator(seed=1)
     use_simulator(realtime_api)
-    realtime = asyncio.run(process_tickets(common.model_copy(update={
+    realtime = asyncio.run(process_rows(common.model_copy(update={
         "output_dir": str(tmp_path / "realtime"), "max_concurrency": 32,
     })))  # fmt: skip
 
     batch_api = start_simulator(seed=1, batch_processing_seconds=1.0)
     use_simulator(batch_api)
-    batch = asyncio.run(process_tickets(common.model_copy(update={
+    batch = asyncio.run(process_rows(common.model_copy(update={
         "output_dir": str(tmp_path / "batch"), "mode": "batch", "batch_max_requests": 800,
         "batch_poll_max_s": 0.5,
     })))  # fmt: skip
@@ -81,7 +81,7 @@ def test_errored_and_expired_batch_requests_are_submitted_again(
     )
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 400, long_ids=2)
-    summary = asyncio.run(process_tickets(RunParameters(
+    summary = asyncio.run(process_rows(RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         mode="batch", batch_poll_max_s=0.2, batch_resubmits=5,
     )))  # fmt: skip
@@ -112,7 +112,7 @@ def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
         model="claude-sonnet-5-5", max_concurrency=8, budget_usd=cap,
     )  # fmt: skip
     with pytest.raises(RunStopped, match="budget reached"):
-        asyncio.run(process_tickets(params))
+        asyncio.run(process_rows(params))
     results = read(tmp_path / "out")
     assert 0 < len(results) < 300
     assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=False)
@@ -122,10 +122,10 @@ def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
     # The same budget again: nothing more fits (earlier runs count), so nothing is sent.
     before = server.stats()["requests_total"]
     with pytest.raises(RunStopped, match="budget reached"):
-        asyncio.run(process_tickets(params))
+        asyncio.run(process_rows(params))
     assert server.stats()["requests_total"] == before
 
-    done = asyncio.run(process_tickets(params.model_copy(update={"budget_usd": 1.0})))
+    done = asyncio.run(process_rows(params.model_copy(update={"budget_usd": 1.0})))
     assert done["already_done"] == len(results)
     assert len(read(tmp_path / "out")) == 300
     assert server.stats()["prompts_paid_repeated"] == 0
@@ -140,7 +140,7 @@ def test_cache_reads_appear_after_the_first_call_and_lower_the_cost(
     server = start_simulator(cache_min_tokens=50)
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 60)
-    summary = asyncio.run(process_tickets(RunParameters(
+    summary = asyncio.run(process_rows(RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", model="claude-haiku-5-5", max_concurrency=1,
     )))  # fmt: skip
@@ -175,14 +175,14 @@ def test_in_batch_mode_the_budget_caps_what_is_submitted(
         model="claude-sonnet-5-5", mode="batch", batch_poll_max_s=0.05, budget_usd=cap,
     )  # fmt: skip
     with pytest.raises(RunStopped, match="budget reached"):
-        asyncio.run(process_tickets(params))
+        asyncio.run(process_rows(params))
     results = read(tmp_path / "out")
     assert 0 < len(results) < 200
     assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=True)
     # Only what was answered was submitted: nothing left waiting at the API.
     assert server.stats()["batch_requests"] == len(results)
 
-    done = asyncio.run(process_tickets(params.model_copy(update={"budget_usd": 1.0})))
+    done = asyncio.run(process_rows(params.model_copy(update={"budget_usd": 1.0})))
     assert done["already_done"] == len(results) and done["ok"] == 200 - len(results)
     assert server.stats()["prompts_paid_repeated"] == 0
 
@@ -211,17 +211,17 @@ def test_open_batches_are_never_paid_twice_by_another_mode_and_a_lost_one_is_red
 
     # A realtime run would send those ten again while the batch may still answer them.
     with pytest.raises(RunStopped, match=r"msgbatch_gone.*--mode batch"):
-        asyncio.run(process_tickets(params.model_copy(update={"mode": "realtime"})))
+        asyncio.run(process_rows(params.model_copy(update={"mode": "realtime"})))
     assert server.stats()["requests_total"] == 0
 
     # Batch mode polls it, finds it gone, collects the rest and says what is left.
-    with pytest.raises(RuntimeError, match=r"10 ticket.*no longer has"):
-        asyncio.run(process_tickets(params))
+    with pytest.raises(RuntimeError, match=r"10 row.*no longer has"):
+        asyncio.run(process_rows(params))
     assert len(read(output)) == 40
     (lost,) = [s for s in BatchLedger(output / "_aibatch" / "batches").load() if s.note]
     assert lost.state == "abandoned"
 
-    done = asyncio.run(process_tickets(params))  # the re-run submits the ten again
+    done = asyncio.run(process_rows(params))  # the re-run submits the ten again
     assert done["ok"] == 10 and len(read(output)) == 50
     assert server.stats()["prompts_paid_repeated"] == 0
 
@@ -247,12 +247,12 @@ def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
         max_concurrency=1,
     )  # fmt: skip
 
-    asyncio.run(process_tickets(common.model_copy(update={"output_dir": str(tmp_path / "a")})))
+    asyncio.run(process_rows(common.model_copy(update={"output_dir": str(tmp_path / "a")})))
     plain = read(tmp_path / "a", job="classify")
     assert plain["cache_read_input_tokens"].sum() == 0  # too short to cache
     assert plain["cache_creation_input_tokens"].sum() == 0
 
-    asyncio.run(process_tickets(common.model_copy(update={
+    asyncio.run(process_rows(common.model_copy(update={
         "output_dir": str(tmp_path / "b"), "instructions_path": str(instructions),
     })))  # fmt: skip
     rows = read(tmp_path / "b", job="classify").sort_values("completed_at")

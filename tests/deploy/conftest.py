@@ -151,7 +151,7 @@ def overloaded_run(
     params = {"input_path": str(work / "tickets.csv"), "output_dir": str(work / "out"),
               "job": "classify", "chunk_size": 50, "max_attempts": 4}  # fmt: skip
     run = asyncio.run(
-        start_deployment_run(prefect_server.api_url, "aibatch-tickets/hourly-classification",
+        start_deployment_run(prefect_server.api_url, "aibatch-rows/hourly-classification",
                              params)
     )  # fmt: skip
     simulator.configure(first_529s=0)

@@ -51,7 +51,7 @@ def test_cancelling_the_flow_run_cancels_its_batches(
     async def scenario() -> Any:
         async with PrefectClient(prefect_server.api_url) as client:
             run = await arun_deployment(
-                "aibatch-tickets/batch-summaries", client=client,
+                "aibatch-rows/batch-summaries", client=client,
                 parameters={"params": params}, timeout=0, as_subflow=False,
             )  # fmt: skip
             deadline = time.monotonic() + 300

@@ -101,7 +101,7 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
               "job_definition": definition.model_dump(mode="json", by_alias=True),
               "chunk_size": 50, "shards": 2}  # fmt: skip
     parent = asyncio.run(
-        start_deployment_run(prefect_server.api_url, "aibatch-tickets/product-categories",
+        start_deployment_run(prefect_server.api_url, "aibatch-rows/product-categories",
                              params)
     )  # fmt: skip
     assert parent.state.is_completed(), parent.state
@@ -136,7 +136,7 @@ def test_jobs_given_inline_or_by_file_in_prefect_yaml_deploy_as_their_job_files(
 
     async def read(name: str) -> dict[str, Any]:
         async with PrefectClient(prefect_server.api_url) as client:
-            deployment = await client.read_deployment_by_name(f"aibatch-tickets/{name}")
+            deployment = await client.read_deployment_by_name(f"aibatch-rows/{name}")
             return dict(deployment.parameters["params"])
 
     inline = RunParameters.model_validate(asyncio.run(read("product-categories")))

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from aibatch.engine.backend import AnthropicBackend
-from aibatch.engine.processor import TicketProcessor
+from aibatch.engine.backend import ApiTarget
+from aibatch.engine.processor import RowProcessor
 from aibatch.engine.stats import RunStats
 from aibatch.errors import ChunkIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
@@ -45,9 +45,9 @@ class Harness:
         self.run_id = new_run_id()  # unique per run, as the flow makes it
         carried = pd.DataFrame(index=pd.Index([], name="id"))
         self.committer = Committer.open(self.store, self.run_id, carried)
-        self.backend = AnthropicBackend(api_key="test-key", base_url=server.base_url)
+        self.backend = ApiTarget("test-key", server.base_url).connect()
         self.stats = RunStats()
-        self.processor = TicketProcessor.with_defaults(
+        self.processor = RowProcessor.with_defaults(
             self.backend, SUMMARY, self.committer, self.run_id, stats=self.stats,
             **processor_options,  # type: ignore[arg-type]
         )  # fmt: skip
@@ -261,8 +261,8 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
     )
     with store.locked():
         committer = Committer.open(store, "crashed", carried)
-        backend = AnthropicBackend(api_key="k", base_url=server.base_url)
-        processor = TicketProcessor.with_defaults(backend, SUMMARY, committer, "crashed")
+        backend = ApiTarget("k", server.base_url).connect()
+        processor = RowProcessor.with_defaults(backend, SUMMARY, committer, "crashed")
 
         async def answer_without_commit() -> None:
             await asyncio.gather(*(processor._process(i, t) for i, t in tickets(5)))
@@ -347,8 +347,8 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
     shard = Store(tmp_path / "out", shard="1-of-2")
     with shard.locked():
         committer = Committer.open(shard, "shard-run", carried)
-        backend = AnthropicBackend(api_key="k", base_url=server.base_url)
-        processor = TicketProcessor.with_defaults(backend, SUMMARY, committer, "shard-run")
+        backend = ApiTarget("k", server.base_url).connect()
+        processor = RowProcessor.with_defaults(backend, SUMMARY, committer, "shard-run")
 
         async def answer_without_commit() -> None:
             await asyncio.gather(*(processor._process(i, t) for i, t in tickets(3)))

@@ -16,7 +16,7 @@ import pytest
 
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine import policy
-from aibatch.engine.backend import AnthropicBackend
+from aibatch.engine.backend import ApiTarget
 from aibatch.jobs.models import THINKING_EXPECTED
 from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec, builtin_job
@@ -207,7 +207,7 @@ def test_an_unknown_price_is_unknown_never_zero(capsys: pytest.CaptureFixture[st
     assert book.price_for("claude-nobody-9") is None
     assert est.total_cost(book, "claude-nobody-9", [Usage(100, 10)], batch=False) is None
     row = est.ModelEstimate(
-        "claude-nobody-9", tickets=10, counted=10, input_tokens=1000, output_tokens=100,
+        "claude-nobody-9", rows=10, counted=10, input_tokens=1000, output_tokens=100,
         output_source="default", output_note="default",
     )  # fmt: skip
     assert row.as_json()["cost_usd"] == {"realtime": None, "batch": None}
@@ -228,7 +228,7 @@ def test_every_ticket_counted_when_the_sample_covers_them(
     write_tickets(tmp_path / "t.csv", 12)
     spec = JobSpec.build("classify", "claude-haiku-5-5", None)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    backend = AnthropicBackend(api_key="k", base_url=simulator.base_url)
+    backend = ApiTarget("k", simulator.base_url).connect()
     result = asyncio.run(
         est.estimate(tickets, prompts, [spec], PriceBook.load(None), sample_size=50,
                      backend=backend)
@@ -249,7 +249,7 @@ def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
     write_tickets(tmp_path / "t.csv", 300)
     spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    backend = AnthropicBackend(api_key="k", base_url=simulator.base_url)
+    backend = ApiTarget("k", simulator.base_url).connect()
     result = asyncio.run(
         est.estimate(tickets, prompts, [spec, JobSpec.build("summarize", "claude-nobody-9", None)],
                      PriceBook.load(None), sample_size=40, backend=backend)
@@ -304,7 +304,7 @@ def test_caching_is_assumed_only_at_each_models_own_minimum_and_the_tokenizer_co
     instructions = "Always name the product and the customer's exact ask. " * 70
     models = ("claude-sonnet-5-5", "claude-haiku-4-5", "claude-haiku-5-5")
     specs = [JobSpec.build("summarize", model, None, instructions) for model in models]
-    backend = AnthropicBackend(api_key="k", base_url=simulator.base_url)
+    backend = ApiTarget("k", simulator.base_url).connect()
     tickets, prompts = load_job_rows(tmp_path / "t.csv", specs[0].template, "id")
     result = asyncio.run(
         est.estimate(tickets, prompts, specs, PriceBook.load(None), backend=backend)

@@ -50,16 +50,16 @@ def status_error(
         (anthropic.APIConnectionError(request=REQUEST), Action.BACKOFF, Cause.CONNECTION),
         (anthropic.APITimeoutError(request=REQUEST), Action.BACKOFF, Cause.CONNECTION),
         (status_error(anthropic.BadRequestError, 400, "invalid_request_error"),
-         Action.FAIL_TICKET, Cause.REQUEST),
+         Action.FAIL_ROW, Cause.REQUEST),
         (status_error(anthropic.NotFoundError, 404, "not_found_error"),
-         Action.FAIL_TICKET, Cause.REQUEST),
+         Action.FAIL_ROW, Cause.REQUEST),
         (status_error(anthropic.ContentTooLargeError, 413, "request_too_large"),
-         Action.FAIL_TICKET, Cause.REQUEST),
+         Action.FAIL_ROW, Cause.REQUEST),
         (status_error(anthropic.AuthenticationError, 401, "authentication_error"),
          Action.STOP_RUN, Cause.REFUSED),
         (status_error(anthropic.PermissionDeniedError, 403, "permission_error"),
          Action.STOP_RUN, Cause.REFUSED),
-        (InvalidModelOutput("label 'x' is not one of a, b"), Action.FAIL_TICKET, Cause.OUTPUT),
+        (InvalidModelOutput("label 'x' is not one of a, b"), Action.FAIL_ROW, Cause.OUTPUT),
     ],
 )  # fmt: skip
 def test_each_error_gets_its_action(error: BaseException, action: Action, cause: Cause) -> None:
@@ -105,19 +105,19 @@ def test_a_cut_short_answer_grows_a_bounded_number_of_times_then_is_truncated() 
     cut = Truncated("max_tokens", 300)
     grows = [policy.decide(cut, attempt=g, rng=rng, grown=g) for g in range(3)]
     assert [d.action for d in grows] == [Action.GROW] * policy.TRUNCATION_RETRIES + [
-        Action.FAIL_TICKET
+        Action.FAIL_ROW
     ]
     assert all(d.error_type == "truncated" and d.stop_reason == "max_tokens" for d in grows)
     assert all(d.delay_s == 0 and not d.congestion for d in grows)
     # A full context window is not mended by more max_tokens: truncated at once.
     window = policy.decide(Truncated("model_context_window_exceeded"), 0, rng)
-    assert window.action is Action.FAIL_TICKET and window.error_type == "truncated"
+    assert window.action is Action.FAIL_ROW and window.error_type == "truncated"
     assert window.stop_reason == "model_context_window_exceeded"
 
 
 def test_a_refusal_fails_the_ticket_with_its_category_and_is_never_retried() -> None:
     decision = policy.decide(Refused("cyber", "declined"), 0, random.Random(1))
-    assert decision.action is Action.FAIL_TICKET and decision.error_type == "refusal"
+    assert decision.action is Action.FAIL_ROW and decision.error_type == "refusal"
     assert decision.stop_reason == "refusal" and "cyber" in decision.message
 
 
@@ -161,7 +161,7 @@ def test_x_should_retry_overrides_the_status() -> None:
         anthropic.OverloadedError, 529, "overloaded_error", {"x-should-retry": "false"}
     )
     decision = policy.decide(no, 0, random.Random(4))
-    assert decision.action is Action.FAIL_TICKET
+    assert decision.action is Action.FAIL_ROW
     assert "not to retry" in decision.message
     yes = status_error(anthropic.ConflictError, 409, "api_error", {"x-should-retry": "true"})
     assert policy.decide(yes, 0, random.Random(4)).action is Action.BACKOFF

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aibatch.app.cli import app
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -79,7 +79,7 @@ def test_a_label_job_over_two_columns_answers_each_row_from_the_set(
     server = start_simulator()
     use_simulator(server)
     write_products(tmp_path / "products.csv")
-    summary = asyncio.run(process_tickets(params_for(tmp_path, LABEL_JOB, "products.csv")))
+    summary = asyncio.run(process_rows(params_for(tmp_path, LABEL_JOB, "products.csv")))
 
     assert summary["ok"] == 5 and summary["job"] == "product-category"
     results = pd.read_parquet(tmp_path / "out" / "product-category" / "results").set_index("id")
@@ -93,10 +93,10 @@ def test_a_label_job_over_two_columns_answers_each_row_from_the_set(
 
     # Unchanged: not one call. Edited (one definition more): every row again.
     before = server.stats()["requests_total"]
-    again = asyncio.run(process_tickets(params_for(tmp_path, LABEL_JOB, "products.csv")))
-    assert again["tickets"] == 0 and server.stats()["requests_total"] == before
+    again = asyncio.run(process_rows(params_for(tmp_path, LABEL_JOB, "products.csv")))
+    assert again["rows"] == 0 and server.stats()["requests_total"] == before
     edited = LABEL_JOB + 'other = "anything the four others do not cover"\n'
-    changed = asyncio.run(process_tickets(params_for(tmp_path, edited, "products.csv")))
+    changed = asyncio.run(process_rows(params_for(tmp_path, edited, "products.csv")))
     assert changed["ok"] == 5 and changed["prompt_version"] != summary["prompt_version"]
     assert server.stats()["requests_total"] == before + 5
 
@@ -108,7 +108,7 @@ def test_a_text_job_whose_template_uses_two_columns(
     use_simulator(start_simulator())
     texts = write_tickets(tmp_path / "tickets.csv", 20)
     products = pd.read_csv(tmp_path / "tickets.csv", dtype=str).set_index("id")["product"]
-    summary = asyncio.run(process_tickets(params_for(tmp_path, DIGEST_JOB, "tickets.csv")))
+    summary = asyncio.run(process_rows(params_for(tmp_path, DIGEST_JOB, "tickets.csv")))
 
     assert summary["ok"] == 20
     results = pd.read_parquet(tmp_path / "out" / "ticket-digest" / "results")
@@ -154,13 +154,11 @@ def test_trial_runs_send_a_few_rows_and_a_dry_run_sends_none(
     server = start_simulator()
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 40)
-    first = asyncio.run(process_tickets(params_for(tmp_path, DIGEST_JOB, "tickets.csv", limit=5)))
+    first = asyncio.run(process_rows(params_for(tmp_path, DIGEST_JOB, "tickets.csv", limit=5)))
     assert first["ok"] == 5 and first["held_back"] == 35
     results = pd.read_parquet(tmp_path / "out" / "ticket-digest" / "results")
     assert sorted(results["id"]) == [f"T-{i:05d}" for i in range(1, 6)]  # the first five
-    sampled = asyncio.run(
-        process_tickets(params_for(tmp_path, DIGEST_JOB, "tickets.csv", sample=7))
-    )
+    sampled = asyncio.run(process_rows(params_for(tmp_path, DIGEST_JOB, "tickets.csv", sample=7)))
     assert sampled["ok"] == 7 and sampled["already_done"] == 5
     assert server.stats()["requests_total"] == 12
 
@@ -170,5 +168,5 @@ def test_trial_runs_send_a_few_rows_and_a_dry_run_sends_none(
     ])  # fmt: skip
     assert dry.exit_code == 0, dry.output
     assert dry.output.count('"model": "claude-sonnet-5-5"') == 2
-    assert "Product: <data>" in dry.output and "ticket-digest of 2 tickets" in dry.output
+    assert "Product: <data>" in dry.output and "ticket-digest of 2 rows" in dry.output
     assert server.stats()["requests_total"] == 12  # counted, not sent

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from aibatch.app.cli import app
 from aibatch.errors import RunStopped
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.output import crashpoints
 from aibatch.run.parameters import RunParameters
@@ -53,13 +53,13 @@ def test_invoice_extraction_fills_typed_columns_each_from_its_own_invoice(
     server = start_simulator(latency_ms=5)
     use_simulator(server)
     truth = write_invoices(tmp_path / "invoices.jsonl", 60)
-    summary = asyncio.run(process_tickets(params(tmp_path)))
+    summary = asyncio.run(process_rows(params(tmp_path)))
     assert summary["ok"] == 60 and summary["job"] == "invoice-extract"
     realtime = assert_typed_and_true(tmp_path / "out" / "invoice-extract" / "results", truth)
     assert set(realtime.index) == set(truth)
 
     # Batch mode: the same typed columns, at half the price.
-    batch = asyncio.run(process_tickets(params(
+    batch = asyncio.run(process_rows(params(
         tmp_path, output_dir=str(tmp_path / "batch"), mode="batch", batch_poll_max_s=0.05,
     )))  # fmt: skip
     assert batch["ok"] == 60
@@ -77,13 +77,13 @@ def test_a_json_job_under_a_budget_stops_within_one_request_and_resumes(
     truth = write_invoices(tmp_path / "invoices.jsonl", 120)
     cap = 0.004
     with pytest.raises(RunStopped, match="budget reached"):
-        asyncio.run(process_tickets(params(tmp_path, budget_usd=cap, max_concurrency=4)))
+        asyncio.run(process_rows(params(tmp_path, budget_usd=cap, max_concurrency=4)))
     results = pd.read_parquet(tmp_path / "out" / "invoice-extract" / "results")
     assert 0 < len(results) < 120
     spec = JobSpec.of(load_job_file(JOB_FILE))
     assert_stopped_within_one_request(results, cap, spec, batch=False)
 
-    asyncio.run(process_tickets(params(tmp_path, budget_usd=1.0)))
+    asyncio.run(process_rows(params(tmp_path, budget_usd=1.0)))
     assert_typed_and_true(tmp_path / "out" / "invoice-extract" / "results", truth)
     assert server.stats()["prompts_paid_repeated"] == 0
 
@@ -126,7 +126,7 @@ def test_a_property_whose_type_changed_exits_2_naming_it_and_sends_nothing(
     server = start_simulator(latency_ms=5)
     use_simulator(server)
     write_invoices(tmp_path / "invoices.jsonl", 10)
-    asyncio.run(process_tickets(params(tmp_path, limit=5)))
+    asyncio.run(process_rows(params(tmp_path, limit=5)))
     sent = server.stats()["requests_total"]
     schema = json.loads((ROOT / "jobs" / "invoice.schema.json").read_text())
     schema["properties"]["total"] = {"type": "string"}

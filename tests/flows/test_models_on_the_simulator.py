@@ -13,7 +13,7 @@ import pytest
 
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_FAILED
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import DEFAULT_LABELS
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -44,7 +44,7 @@ def test_both_jobs_succeed_on_each_model_asked_as_its_rules_require(
     use_simulator(server)
     texts = write_tickets(tmp_path / "tickets.csv", 30)
     for job in ("summarize", "classify"):
-        summary = asyncio.run(process_tickets(params(tmp_path, model=model, job=job, mode=mode)))
+        summary = asyncio.run(process_rows(params(tmp_path, model=model, job=job, mode=mode)))
         assert summary["ok"] == 30 and summary["failed"] == 0, summary
     stats = server.stats()
     assert set(stats["by_status"]) <= {"200"}  # not one request the model refuses
@@ -70,7 +70,7 @@ def test_refused_tickets_are_failures_never_results_and_are_not_asked_again(
     use_simulator(server)
     texts = write_tickets(tmp_path / "tickets.csv", 300)
     run = params(tmp_path, model="claude-sonnet-5-5")
-    summary = asyncio.run(process_tickets(run))
+    summary = asyncio.run(process_rows(run))
 
     results = pd.read_parquet(tmp_path / "out" / "summarize" / "results")
     failures = pd.read_parquet(tmp_path / "out" / "summarize" / "failures")
@@ -86,8 +86,8 @@ def test_refused_tickets_are_failures_never_results_and_are_not_asked_again(
     assert (failures["attempts"] == 1).all()
 
     before = server.stats()["requests_total"]
-    again = asyncio.run(process_tickets(run))
-    assert again["tickets"] == 0 and server.stats()["requests_total"] == before
+    again = asyncio.run(process_rows(run))
+    assert again["rows"] == 0 and server.stats()["requests_total"] == before
 
 
 def test_a_budget_too_small_for_thinking_is_asked_again_with_more_room(
@@ -99,7 +99,7 @@ def test_a_budget_too_small_for_thinking_is_asked_again_with_more_room(
     server = start_simulator(thinking_scale=8.0, seed=2)
     use_simulator(server)
     texts = write_tickets(tmp_path / "tickets.csv", 60)
-    summary = asyncio.run(process_tickets(params(tmp_path, model="claude-opus-5-5")))
+    summary = asyncio.run(process_rows(params(tmp_path, model="claude-opus-5-5")))
 
     assert summary["ok"] == 60 and summary["failed"] == 0
     assert summary["truncated_retries"] > 0
@@ -120,10 +120,10 @@ def test_answers_that_never_fit_are_truncated_failures_and_the_run_exits_non_zer
     server = start_simulator(thinking_scale=100.0)
     use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 20)
-    code = run_locally(params(tmp_path, model="claude-opus-5-5", job="classify"), process_tickets)
+    code = run_locally(params(tmp_path, model="claude-opus-5-5", job="classify"), process_rows)
 
     assert code == EXIT_FAILED
-    assert "every ticket sent failed (20 of 20: truncated: 20)" in capsys.readouterr().err
+    assert "every row sent failed (20 of 20: truncated: 20)" in capsys.readouterr().err
     assert not list((tmp_path / "out" / "classify" / "results").rglob("*.parquet"))
     failures = pd.read_parquet(tmp_path / "out" / "classify" / "failures")
     assert len(failures) == 20 and set(failures["error_type"]) == {"truncated"}

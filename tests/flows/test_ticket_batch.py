@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.run.orchestration import (
     CHUNK_LIMIT_NAME,
     SHARED_BATCH_S,
@@ -43,7 +43,7 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=100, max_concurrency=24,
     )  # fmt: skip
-    summary = asyncio.run(process_tickets(params))
+    summary = asyncio.run(process_rows(params))
 
     results = pd.read_parquet(job_dataset(tmp_path / "out"))
     normal = {i for i in texts if not i.startswith("LONG-")}
@@ -75,8 +75,8 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
     # A re-run skips every result and sends only the failures again (a later run retries
     # them); they fail again, and a run whose every ticket failed says so and fails.
     before = server.stats()["requests_total"]
-    with pytest.raises(RuntimeError, match=r"every ticket sent failed \(5 of 5: BadRequestError"):
-        asyncio.run(process_tickets(params))
+    with pytest.raises(RuntimeError, match=r"every row sent failed \(5 of 5: BadRequestError"):
+        asyncio.run(process_rows(params))
     assert server.stats()["by_status"]["400"] == 10  # the five, once in each run
     assert server.stats()["requests_total"] - before == 5
     assert server.stats()["prompts_paid_repeated"] == 0
@@ -100,7 +100,7 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
     )  # fmt: skip
 
     async def run_for_state() -> Any:
-        return await process_tickets(params, return_state=True)
+        return await process_rows(params, return_state=True)
 
     state = asyncio.run(run_for_state())
     assert state.is_completed()
@@ -126,8 +126,8 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
 
     # Everything is done: the same command again makes zero API calls.
     before = server.stats()["requests_total"]
-    again = asyncio.run(process_tickets(params))
-    assert again["already_done"] == 120 and again["tickets"] == 0
+    again = asyncio.run(process_rows(params))
+    assert again["already_done"] == 120 and again["rows"] == 0
     assert server.stats()["requests_total"] == before
 
 
@@ -205,7 +205,7 @@ def test_a_shared_rate_limit_on_the_server_paces_the_run(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", chunk_size=60, shared_rpm=600,
     )  # fmt: skip
-    summary = asyncio.run(process_tickets(params))
+    summary = asyncio.run(process_rows(params))
     assert summary["ok"] == 120
 
     async def read_limit() -> Any:

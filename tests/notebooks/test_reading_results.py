@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -48,12 +48,12 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     use_simulator(server)
     output = tmp_path / "out"
     for job in ("summarize", "classify"):
-        asyncio.run(process_tickets(RunParameters(
+        asyncio.run(process_rows(RunParameters(
             input_path=str(tmp_path / "tickets.csv"), output_dir=str(output), job=job,
             chunk_size=100,
         )))  # fmt: skip
     write_invoices(tmp_path / "invoices.jsonl", 50)  # a json job: typed fields
-    asyncio.run(process_tickets(RunParameters(
+    asyncio.run(process_rows(RunParameters(
         input_path=str(tmp_path / "invoices.jsonl"), output_dir=str(output),
         job_definition=load_job_file(ROOT / "jobs" / "invoice-extract.toml"),
     )))  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_BAD_INPUT
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.helpers import job_dataset, read_everywhere
@@ -49,7 +49,7 @@ BAD_INPUTS = [
     ("t.json", '[{"id": "1", "text": "a"', None, None, "not valid JSON"),
     ("t.jsonl", '{"id": "1", "text": "a"}\n{"id": "2", "text": \n', None, None, "line 2"),
     ("t.csv", "", None, None, "empty"),
-    ("t.csv", "id,text\n", None, None, "no tickets"),
+    ("t.csv", "id,text\n", None, None, "no rows"),
     ("t.txt", "id,text\n1,a\n", None, None, "unsupported file type"),
     ("t.parquet", truncated_parquet(), None, None, "not a readable Parquet file"),
 ]  # fmt: skip
@@ -77,7 +77,7 @@ def test_bad_input_is_refused_before_any_call_and_nothing_is_written(
     use_simulator(simulator)
     params = RunParameters(input_path=str(path), output_dir=str(output))
 
-    assert run_locally(params, process_tickets) == EXIT_BAD_INPUT
+    assert run_locally(params, process_rows) == EXIT_BAD_INPUT
 
     message = capsys.readouterr().err
     assert f"error: {path}" in message
@@ -125,7 +125,7 @@ def test_odd_ids_round_trip_and_an_over_long_ticket_fails_alone(
         input_path=str(tmp_path / "tickets.parquet"), output_dir=str(tmp_path / "out"),
         chunk_size=50,
     )  # fmt: skip
-    summary = asyncio.run(process_tickets(params))
+    summary = asyncio.run(process_rows(params))
     assert summary["ok"] == len(odd_ids) and summary["failed"] == 1
     # Surrounding spaces are trimmed from ids, as from every text field of the input.
     expected = sorted(i.strip() for i in odd_ids)

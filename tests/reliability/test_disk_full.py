@@ -14,7 +14,7 @@ import pytest
 
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_OK, EXIT_STOPPED
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.output import committer, store
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -110,7 +110,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     monkeypatch.setattr(committer, "COMMIT_EVERY_ROWS", 50)
     with monkeypatch.context() as disk:
         FILL_DISK[where](disk)
-        assert run_locally(params, process_tickets) == EXIT_STOPPED
+        assert run_locally(params, process_rows) == EXIT_STOPPED
 
     told = "\n".join(said)
     assert "No space left on device" in told and "Free space" in told, told
@@ -129,7 +129,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     # Answers not published are in the journal; only those in flight at the stop are lost.
     assert answered - IN_FLIGHT <= len(set(published) | journaled) <= answered
 
-    assert run_locally(params, process_tickets) == EXIT_OK  # space again
+    assert run_locally(params, process_rows) == EXIT_OK  # space again
     final = read_everywhere(job_dataset(output))
     assert sorted(final) == sorted(texts)
     assert server.stats()["prompts_paid_repeated"] <= IN_FLIGHT

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from aibatch.simulator.config import StormWindow
@@ -61,7 +61,7 @@ def test_every_fault_profile_runs_to_completion_losing_nothing(
         chunk_size=100, request_timeout_s=TIMEOUT_S,
     )  # fmt: skip
 
-    summary = asyncio.run(process_tickets(params))
+    summary = asyncio.run(process_rows(params))
 
     normal = {i for i in texts if not i.startswith("LONG-")}
     ids = read_everywhere(job_dataset(tmp_path / "out"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -55,7 +55,7 @@ def test_injected_instructions_never_produce_a_label_outside_the_set(
         job="classify", labels=LABELS, chunk_size=50,
     )  # fmt: skip
 
-    summary = asyncio.run(process_tickets(params))
+    summary = asyncio.run(process_rows(params))
 
     results = pd.read_parquet(job_dataset(tmp_path / "out")).set_index("id")
     assert set(results["result"]) <= set(LABELS)

@@ -11,7 +11,7 @@ import pytest
 
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_OK, EXIT_STOPPED
-from aibatch.flows.ticket_batch import process_tickets
+from aibatch.flows.process_rows import process_rows
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.helpers import job_dataset, read_everywhere, write_tickets
@@ -53,7 +53,7 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
     server = start_simulator(latency_ms=10, **{setting: 120})
     use_simulator(server)
 
-    assert run_locally(params, process_tickets) == EXIT_STOPPED
+    assert run_locally(params, process_rows) == EXIT_STOPPED
     assert any(message in line for line in said), said
     stats = server.stats()
     refused = stats["requests_total"] - stats["by_status"]["200"]
@@ -65,7 +65,7 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
     ), "a stop is not the tickets' failure"
 
     server.configure(**{setting: None})  # the key is replaced, the cap raised
-    assert run_locally(params, process_tickets) == EXIT_OK
+    assert run_locally(params, process_rows) == EXIT_OK
     results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert set(results["id"]) == set(texts) and results["id"].is_unique
     assert server.stats()["prompts_paid_repeated"] == 0
@@ -91,7 +91,7 @@ def test_an_outage_past_its_deadline_stops_cleanly_and_a_rerun_after_it_complete
     server = start_simulator(latency_ms=10, outages=[OutageWindow(start_s=0, duration_s=3600)])
     use_simulator(server)
 
-    assert run_locally(params, process_tickets) == EXIT_STOPPED
+    assert run_locally(params, process_rows) == EXIT_STOPPED
     stop = [line for line in said if "overload" in line]
     assert stop and "run the same command again" in stop[0], said
     # The rows in flight, their retries until the outage was evident, then a probe or two:
@@ -101,6 +101,6 @@ def test_an_outage_past_its_deadline_stops_cleanly_and_a_rerun_after_it_complete
     assert not failures.exists() or not read_everywhere(failures), "an outage is no row's failure"
 
     server.configure(outages=[])  # the API is back
-    assert run_locally(params, process_tickets) == EXIT_OK
+    assert run_locally(params, process_rows) == EXIT_OK
     results = pd.read_parquet(job_dataset(tmp_path / "out"))
     assert set(results["id"]) == set(texts) and results["id"].is_unique

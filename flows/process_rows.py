@@ -1,7 +1,8 @@
-"""aibatch's flow: tickets in, one Messages API call each, crash-safe Parquet out.
+"""aibatch's flow: rows in, one Messages API call each, crash-safe Parquet out.
 
-Read top to bottom, this is where a ticket goes:
-  1. load and validate the input file (a bad file fails here, before any API call);
+Read top to bottom, this is where a row goes:
+  1. plan the run: load and validate the input file (a bad file fails here, before any
+     API call), or take the plan `aibatch run` made in this process;
   2. take the output directory's lock and fold in what a crashed run journaled;
   3. drop ids already in results for this job, model and prompt version;
   4. split the rest into chunks and run one `process-chunk` task per chunk, at most
@@ -9,7 +10,7 @@ Read top to bottom, this is where a ticket goes:
      in-flight cap; every response is journaled as it arrives and published in batches;
   5. publish the rest, and report: a progress artifact while running, a summary table.
 
-Run it directly (`python flows/ticket_batch.py`), through `aibatch run`, or as a deployment.
+Run it directly (`python flows/process_rows.py`), through `aibatch run`, or as a deployment.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from aibatch.prefect_server.artifacts import (
     update_progress,
 )
 from aibatch.prefect_server.limits import prepare_limits
-from aibatch.prefect_server.secrets import require_api_key
-from aibatch.run.builder import open_run, prices_for, raise_for_chunk_outcomes
+from aibatch.prefect_server.secrets import api_target
+from aibatch.run.builder import open_run, raise_for_chunk_outcomes
 from aibatch.run.parameters import RunParameters
 from aibatch.run.progress import progress_bar
 from aibatch.tasks.chunks import process_chunk
-from aibatch.tasks.load import load_rows_task
+from aibatch.tasks.load import plan_run_task
 
 
 def _run_name() -> str:
@@ -48,25 +49,22 @@ def _run_name() -> str:
         return "aibatch-run"
 
 
-@flow(name="aibatch-tickets", flow_run_name=_run_name, persist_result=False, log_prints=True)
-async def process_tickets(params: RunParameters | None = None) -> dict[str, Any]:
-    """Summarise or classify every ticket of an input file through the Messages API."""
+@flow(name="aibatch-rows", flow_run_name=_run_name, persist_result=False, log_prints=True)
+async def process_rows(params: RunParameters | None = None) -> dict[str, Any]:
+    """Ask the job's question of every row of an input file through the Messages API."""
     params = params or RunParameters()
     logger = get_run_logger()
-    spec = params.job_spec()
-    prices = prices_for(params, spec)
-    tickets, prompts = load_rows_task(
-        params.input_path, spec.definition.prompt, params.id_column_used, params.text_column
-    )
-    api_key = await require_api_key()
+    plan = plan_run_task(params)
+    spec = plan.spec
+    target = plan.api or await api_target()
     limits = await prepare_limits(params, logger)
     if params.shards > 1 and params.shard is None:
-        return await fan_out(params, tickets, spec)
+        return await fan_out(plan)
     key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
     report: BatchModeReport | None = None
     outcomes: list[dict[str, int] | BaseException] = []
-    async with open_run(params, spec, prices, tickets, prompts, api_key, logger) as run:
-        title = f"{spec.job} of {params.input_name}: share of tickets done"
+    async with open_run(plan, target, logger) as run:
+        title = f"{spec.job} of {params.input_name}: share of rows done"
         progress_id = await start_progress(f"{key}-progress", title)
 
         async def show_progress() -> None:
@@ -111,4 +109,4 @@ async def process_tickets(params: RunParameters | None = None) -> dict[str, Any]
 if __name__ == "__main__":
     from aibatch.app.local import run_locally
 
-    raise SystemExit(run_locally(RunParameters(show_progress=True), process_tickets))
+    raise SystemExit(run_locally(RunParameters(show_progress=True), process_rows))

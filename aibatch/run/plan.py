@@ -1,0 +1,131 @@
+"""The run plan: everything a run is decided from, worked out once per process.
+
+The job spec, the prices, the rows read and validated (with each row's prompt), the output
+store and what is still pending there. Every entry reads it: `aibatch run` (its checks
+before Prefect starts, the dry run, "nothing to do"), `aibatch estimate`, the flow and its
+shards. `aibatch run` builds it for its checks and hands it on (`hand_on`); the flow it
+then starts in the same process takes that plan (`RunPlan.of`) instead of reading the
+input again, and a flow run with none handed on (a deployment, a test) builds its own.
+Any problem with what the user gave is a `BadInput` (exit 2), found here before any API
+call.
+
+What only the lock may decide (folding in a crashed run's journal, then what is pending
+after it) is `pending_after`, called by `open_run` once it holds the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from aibatch.cost.budget import WorstCase
+from aibatch.cost.pricing import PriceBook
+from aibatch.engine.backend import ApiTarget
+from aibatch.engine.batches import BatchLedger
+from aibatch.errors import BadInput
+from aibatch.jobs.models import ModelBook
+from aibatch.jobs.prompts import load_job_rows
+from aibatch.jobs.spec import JobSpec
+from aibatch.output.store import ResultStore, journal_segments
+from aibatch.run.parameters import RunParameters
+from aibatch.sources.loader import Rows, trial_rows
+
+
+@dataclass(eq=False)  # one per run: compared by identity
+class RunPlan:
+    params: RunParameters
+    spec: JobSpec
+    prices: PriceBook
+    rows: Rows
+    prompts: list[str]  # each row's prompt, in the rows' order
+    store: ResultStore
+    models: ModelBook
+    done: frozenset[str]  # ids settled in the output when the plan was made
+    pending: pd.DataFrame  # the rows to send: not done, the trial's choice (limit, sample)
+    prompt_of: dict[str, str] = field(repr=False)
+    # Where requests go, when the app decided it (the simulator, a key it holds); a flow run
+    # with none resolves its own (the worker's environment, a Secret block).
+    api: ApiTarget | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, params: RunParameters) -> RunPlan:
+        """The plan handed on for `params` in this process (taken: a later run of the same
+        parameters plans afresh), else a new one."""
+        with _PLANS_LOCK:
+            plan = _HANDED_ON.pop(params.model_dump_json(), None)
+        return plan if plan is not None else cls.build(params)
+
+    def hand_on(self) -> None:
+        """Keep this plan for the flow run this process starts next with its parameters."""
+        with _PLANS_LOCK:
+            _HANDED_ON[self.params.model_dump_json()] = self
+
+    @classmethod
+    def build(cls, params: RunParameters) -> RunPlan:
+        """Read and check everything the run needs; BadInput naming what is at fault."""
+        try:
+            models = ModelBook.load(params.models_path)
+            spec = params.job_spec(models)
+            prices = PriceBook.load(params.prices_path)
+            if params.budget_usd is not None:
+                WorstCase(prices, spec.model).check_price()
+            rows, prompts = load_job_rows(
+                params.input_path, spec.template, params.id_column_used, params.text_column
+            )
+            store = ResultStore(params.output_dir, spec.job, shard=params.shard)
+        except BadInput:
+            raise
+        except ValueError as error:  # a value the user gave, refused where it was read
+            raise BadInput(str(error)) from error
+        done = frozenset(store.settled_ids(spec.model, spec.prompt_version))
+        prompt_of = dict(zip(rows.frame["id"].tolist(), prompts, strict=True))
+        pending = _pending(rows.frame, done, params)
+        return cls(params, spec, prices, rows, prompts, store, models, done, pending, prompt_of)
+
+    def pending_after(self, done: AbstractSet[str]) -> pd.DataFrame:
+        """The rows to send once `done` (read under the lock, after a fold-in) is settled."""
+        return _pending(self.rows.frame, done, self.params)
+
+    def pairs(self, pending: pd.DataFrame) -> list[tuple[str, str]]:
+        """(id, prompt) of each pending row, in input order."""
+        return [(i, self.prompt_of[i]) for i in pending["id"].tolist()]
+
+    def spec_for(self, model: str) -> JobSpec:
+        """The same job asked of another model (the estimate compares several)."""
+        return JobSpec.of(self.spec.definition, model, self.models)
+
+    @property
+    def already_done(self) -> int:
+        return int(self.rows.frame["id"].isin(self.done).sum())
+
+    @property
+    def held_back(self) -> int:
+        """Pending rows a trial (limit, sample) leaves for a later run."""
+        return len(self.rows.frame) - self.already_done - len(self.pending)
+
+    def unpublished_journals(self) -> bool:
+        """An earlier run journaled answers it did not publish (it crashed): a run folds
+        them in, so there is work even when no row is pending."""
+        return any(journal_segments(d) for d in self.store.journal_dirs_to_recover())
+
+    def open_batches(self) -> bool:
+        """Message Batches an earlier run left open: a batch-mode run collects them."""
+        return bool(BatchLedger(self.store.state_dir / "batches").open_for(self.spec))
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """No row to send, no journal to fold in, no batch to collect: a run would do
+        nothing but say so."""
+        return self.pending.empty and not self.unpublished_journals() and not self.open_batches()
+
+
+def _pending(frame: pd.DataFrame, done: AbstractSet[str], params: RunParameters) -> pd.DataFrame:
+    """The one place that says what a run sends: rows not settled, then the trial's choice."""
+    return trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
+
+
+_HANDED_ON: dict[str, RunPlan] = {}
+_PLANS_LOCK = threading.Lock()
