@@ -13,6 +13,7 @@ import pytest
 
 from aibatch.run import orchestration
 from aibatch.simulator import SimulatorConfig, SimulatorServer
+from aibatch.testing.in_process import InProcessSimulator
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +62,19 @@ def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
 @pytest.fixture
 def simulator(start_simulator: Callable[..., SimulatorServer]) -> SimulatorServer:
     return start_simulator()
+
+
+Simulate = Callable[..., InProcessSimulator]
+
+
+@pytest.fixture
+def simulate() -> Simulate:
+    """The simulator in this process, with any config (engine and run tests: no server)."""
+
+    def make(**config: Any) -> InProcessSimulator:
+        return InProcessSimulator(SimulatorConfig(**config))
+
+    return make
 
 
 def sdk_client(server: SimulatorServer, **kwargs: Any) -> anthropic.Anthropic:

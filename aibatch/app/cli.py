@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
 
-from aibatch.engine import policy
 from aibatch.jobs.spec import JOBS
 from aibatch.run.orchestration import (
     API_KEY_BLOCK,
     DEFAULT_CHUNK_SLOTS,
-    SHARED_RATE_LIMIT_NAME,
     WORK_POOL,
 )
+from aibatch.run.parameters import RunParameters
 from aibatch.simulator.config import SimulatorConfig, StormWindow
-
-if TYPE_CHECKING:
-    from aibatch.run.parameters import RunParameters
 
 app = typer.Typer(
     help="Push thousands of Anthropic Messages API requests through a rate limit, losing nothing.",
@@ -47,6 +43,9 @@ RUN_OPTIONS: dict[str, str] = {
     "max_concurrency": "max_concurrency", "max_attempts": "max_attempts",
     "outage_deadline": "outage_deadline_s",
 }  # fmt: skip
+# Where an option's help comes from when that is not the field it sets: `--job-file` reads
+# the file and passes its definition, but is described as the file.
+HELP_FIELD = {"job_file": "job_file"}
 
 
 def option_name(parameter: str) -> str:
@@ -78,174 +77,88 @@ def _int(text: str) -> int | str:
         return text  # validation names the option
 
 
-# Options `run` and `estimate` share. (No "[default: ...]" in help texts: rich takes the
-# brackets for markup and drops them.)
-InputPath = Annotated[
-    str, typer.Argument(help="Rows: CSV, JSON (array of objects), JSONL or Parquet.")
-]
-JobOption = Annotated[
-    str, typer.Option(help="A built-in job: summarize or classify (`aibatch jobs` lists them).")
-]
-JobFileOption = Annotated[
-    str | None,
-    typer.Option(help="Your own job: a TOML job file (README, 'Your own job'); replaces --job."),
-]
-LabelsOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Comma-separated label set replacing a label job's own (classify: billing, "
-        "technical, feature request, other)."
-    ),
-]
-PricesOption = Annotated[
-    str | None,
-    typer.Option(
-        help="TOML file of per-model prices laid over the built-in table; default "
-        "$AIBATCH_PRICES, if set."
-    ),
-]
-InstructionsOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Text file of your team's own instructions (house style, examples), added to "
-        "the cached system prompt of every request."
-    ),
-]
-ModelsOption = Annotated[
-    str | None,
-    typer.Option(
-        help="TOML file of model capabilities laid over the built-in table (README, "
-        "'Models'); default $AIBATCH_MODELS, if set."
-    ),
-]
-EffortOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Effort for summarize (low, medium, high, xhigh, max); default low. Labels always "
-        "use the lowest effort the model takes."
-    ),
-]
-IdColumn = Annotated[
-    str | None, typer.Option(help="Column holding the row id; default: the job file's, else id.")
-]
-TextColumn = Annotated[str, typer.Option(help="Column the built-in jobs read as the row text.")]
+def _help(option: str) -> str:
+    """The help of an option that sets a run parameter: the field's description, declared
+    once in RunParameters (the Prefect UI's form shows the same words). No "[default: ...]"
+    in them: rich takes the brackets for markup and drops them."""
+    return RunParameters.model_fields[HELP_FIELD.get(option, RUN_OPTIONS[option])].description or ""
+
+
+# The default of each option that sets a run parameter: the field's own.
+DEFAULT: dict[str, Any] = {
+    option: RunParameters.model_fields[field].default for option, field in RUN_OPTIONS.items()
+}
+
+
+# Options `run` and `estimate` share.
+InputPath = Annotated[str, typer.Argument(help=_help("input_path"))]
+JobOption = Annotated[str, typer.Option(help=_help("job"))]
+JobFileOption = Annotated[str | None, typer.Option(help=_help("job_file"))]
+LabelsOption = Annotated[str | None, typer.Option(help=_help("labels"))]
+PricesOption = Annotated[str | None, typer.Option(help=_help("prices"))]
+InstructionsOption = Annotated[str | None, typer.Option(help=_help("instructions"))]
+ModelsOption = Annotated[str | None, typer.Option(help=_help("models"))]
+EffortOption = Annotated[str | None, typer.Option(help=_help("effort"))]
+IdColumn = Annotated[str | None, typer.Option(help=_help("id_column"))]
+TextColumn = Annotated[str, typer.Option(help=_help("text_column"))]
 
 
 @app.command("run")
 def run(
-    input_path: InputPath = "data/tickets.csv",
-    job: JobOption = "summarize",
-    labels: LabelsOption = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Model; default: the capability table's default for the job."),
-    ] = None,
-    effort: EffortOption = None,
-    models: ModelsOption = None,
-    output: Annotated[str, typer.Option(help="Output directory (results/, failures/).")] = (
-        "data/output"
-    ),
-    chunk_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Rows per Prefect task run (50-500); default: the pending rows spread over "
-            "the chunk slots."
-        ),
-    ] = None,
-    max_concurrency: Annotated[
-        str,
-        typer.Option(
-            help="Requests in flight at once across all chunks: a number, or auto (start "
-            "low, grow while answers are fast and clean, back off on 529s)."
-        ),
-    ] = "auto",
-    rpm: Annotated[
-        int | None, typer.Option(help="Requests per minute; default: learned from the API.")
-    ] = None,
-    itpm: Annotated[
-        int | None, typer.Option(help="Input tokens per minute; default: learned.")
-    ] = None,
-    otpm: Annotated[
-        int | None, typer.Option(help="Output tokens per minute; default: learned.")
-    ] = None,
-    chunk_slots: Annotated[
-        int | None,
-        typer.Option(
-            help="Set the chunks running at once across every run on the Prefect server "
-            f"(default: as it is, or {DEFAULT_CHUNK_SLOTS} if unset)."
-        ),
-    ] = None,
-    shared_rpm: Annotated[
-        int | None,
-        typer.Option(
-            help="Set the requests/min shared by every run and worker on this Prefect server "
-            f"(the rate limit {SHARED_RATE_LIMIT_NAME!r}); default: use it if it "
-            "exists."
-        ),
-    ] = None,
-    shards: Annotated[
-        int,
-        typer.Option(
-            help="Fan out as this many runs of the 'shard' deployment that the server's "
-            "workers pick up (needs PREFECT_API_URL; README, 'Scale out')."
-        ),
-    ] = 1,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for one answer before retrying it.")
-    ] = policy.REQUEST_TIMEOUT_S,
-    max_attempts: Annotated[
-        int,
-        typer.Option(
-            help="Requests at most for one row, across every retry (the engine's and the "
-            "chunk's Prefect retries share them)."
-        ),
-    ] = policy.MAX_ATTEMPTS,
-    outage_deadline: Annotated[
-        float,
-        typer.Option(
-            help="Seconds of nothing but overload, server or connection errors (one probe "
-            "at a time meanwhile) before the run stops with exit 3."
-        ),
-    ] = policy.OUTAGE_DEADLINE_S,
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="realtime (one call per row at the rate limit) or batch (Message "
-            "Batches: half price, answered within 24 h)."
-        ),
-    ] = "realtime",
-    budget_usd: Annotated[
-        float | None,
-        typer.Option(
-            help="Hard cap in US dollars on what this job's results in OUTPUT cost (earlier "
-            "runs count): no request is sent that could pass it; raise it to continue."
-        ),
-    ] = None,
-    prices: PricesOption = None,
-    instructions: InstructionsOption = None,
-    batch_size: Annotated[
-        int, typer.Option(help="Requests per Message Batch (batch mode; API limit 100,000).")
-    ] = policy.BATCH_MAX_REQUESTS,
-    batch_poll_max: Annotated[
-        float, typer.Option(help="Longest wait in seconds between polls of a batch.")
-    ] = policy.BATCH_POLL_MAX_S,
-    batch_resubmits: Annotated[
-        int, typer.Option(help="Times an errored or expired batch request is sent again.")
-    ] = policy.BATCH_RESUBMITS,
-    id_column: IdColumn = None,
-    text_column: TextColumn = "text",
+    input_path: InputPath = DEFAULT["input_path"],
+    job: JobOption = DEFAULT["job"],
+    labels: LabelsOption = DEFAULT["labels"],
+    model: Annotated[str | None, typer.Option(help=_help("model"))] = DEFAULT["model"],
+    effort: EffortOption = DEFAULT["effort"],
+    models: ModelsOption = DEFAULT["models"],
+    output: Annotated[str, typer.Option(help=_help("output"))] = DEFAULT["output"],
+    chunk_size: Annotated[int | None, typer.Option(help=_help("chunk_size"))] = DEFAULT[
+        "chunk_size"
+    ],
+    max_concurrency: Annotated[str, typer.Option(help=_help("max_concurrency"))] = DEFAULT[
+        "max_concurrency"
+    ],
+    rpm: Annotated[int | None, typer.Option(help=_help("rpm"))] = DEFAULT["rpm"],
+    itpm: Annotated[int | None, typer.Option(help=_help("itpm"))] = DEFAULT["itpm"],
+    otpm: Annotated[int | None, typer.Option(help=_help("otpm"))] = DEFAULT["otpm"],
+    chunk_slots: Annotated[int | None, typer.Option(help=_help("chunk_slots"))] = DEFAULT[
+        "chunk_slots"
+    ],
+    shared_rpm: Annotated[int | None, typer.Option(help=_help("shared_rpm"))] = DEFAULT[
+        "shared_rpm"
+    ],
+    shards: Annotated[int, typer.Option(help=_help("shards"))] = DEFAULT["shards"],
+    timeout: Annotated[float, typer.Option(help=_help("timeout"))] = DEFAULT["timeout"],
+    max_attempts: Annotated[int, typer.Option(help=_help("max_attempts"))] = DEFAULT[
+        "max_attempts"
+    ],
+    outage_deadline: Annotated[float, typer.Option(help=_help("outage_deadline"))] = DEFAULT[
+        "outage_deadline"
+    ],
+    mode: Annotated[str, typer.Option(help=_help("mode"))] = DEFAULT["mode"],
+    budget_usd: Annotated[float | None, typer.Option(help=_help("budget_usd"))] = DEFAULT[
+        "budget_usd"
+    ],
+    prices: PricesOption = DEFAULT["prices"],
+    instructions: InstructionsOption = DEFAULT["instructions"],
+    batch_size: Annotated[int, typer.Option(help=_help("batch_size"))] = DEFAULT["batch_size"],
+    batch_poll_max: Annotated[float, typer.Option(help=_help("batch_poll_max"))] = DEFAULT[
+        "batch_poll_max"
+    ],
+    batch_resubmits: Annotated[int, typer.Option(help=_help("batch_resubmits"))] = DEFAULT[
+        "batch_resubmits"
+    ],
+    id_column: IdColumn = DEFAULT["id_column"],
+    text_column: TextColumn = DEFAULT["text_column"],
     job_file: JobFileOption = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Trial run: only the first N rows still pending.")
-    ] = None,
-    sample: Annotated[
-        int | None, typer.Option(help="Trial run: a seeded random N of the rows pending.")
-    ] = None,
+    limit: Annotated[int | None, typer.Option(help=_help("limit"))] = DEFAULT["limit"],
+    sample: Annotated[int | None, typer.Option(help=_help("sample"))] = DEFAULT["sample"],
     dry_run: Annotated[
         bool,
         typer.Option(help="Print the first requests as JSON and the estimate; send nothing."),
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    # A terminal's run shows progress unless told not to (a flow run's default is off).
+    progress: Annotated[bool, typer.Option(help=_help("progress"))] = True,
 ) -> None:
     """Ask the job's question of every row of INPUT_PATH; re-running resumes.
 

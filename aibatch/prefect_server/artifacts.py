@@ -17,7 +17,7 @@ from aibatch.engine.batches import Submission
 
 def artifact_key(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    cleaned = "".join(c if c.isalnum() else "-" for c in text.lower())
+    cleaned = "".join(c if c.isascii() and c.isalnum() else "-" for c in text.lower())
     return "-".join(part for part in cleaned.split("-") if part)[:100]
 
 

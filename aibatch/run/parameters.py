@@ -25,12 +25,12 @@ class RunParameters(BaseModel):
 
     input_path: str = Field(
         default="data/tickets.csv",
-        description="Rows as CSV, JSON (array), JSONL or Parquet.",
+        description="Rows: CSV, JSON (array of objects), JSONL or Parquet.",
     )
     job: str = Field(
         default="summarize",
-        description="A built-in job: " + ", ".join(BUILT_IN_JOBS) + " (ignored when "
-        "job_definition or job_file is given).",
+        description="A built-in job: " + ", ".join(BUILT_IN_JOBS) + " (`aibatch jobs` lists "
+        "them); a job file or definition replaces it.",
     )
     job_definition: JobDefinition | None = Field(
         default=None,
@@ -38,13 +38,13 @@ class RunParameters(BaseModel):
     )
     job_file: str | None = Field(
         default=None,
-        description="Your own job as a job file, read where the flow runs (a deployment's "
-        "way to name one of jobs/*.toml).",
+        description="Your own job: a TOML job file (README, 'Your own job'); replaces the "
+        "built-in job. A deployment's file is read where its flow runs.",
     )
     labels: list[str] | None = Field(
         default=None,
         description="A label set replacing a label job's own (classify: billing, technical, "
-        "feature request, other).",
+        "feature request, other); on the command line, comma-separated.",
     )
     limit: int | None = Field(
         default=None, ge=1, description="Trial run: only the first N rows still pending."
@@ -54,24 +54,30 @@ class RunParameters(BaseModel):
     )
     model: str | None = Field(
         default=None,
-        description="Model name; default: the capability table's default for the job's "
-        "output kind (aibatch/jobs/models.py).",
+        description="Model; default: the capability table's default for the job's kind of "
+        "answer (README, 'Models').",
     )
     effort: Effort | None = Field(
         default=None,
-        description="Effort for text jobs (low, medium, high, xhigh, max; default low). "
-        "Labels are always asked for at the lowest effort the model takes.",
+        description="Effort of text jobs (low, medium, high, xhigh, max); default low. "
+        "Labels always use the lowest effort the model takes.",
     )
     models_path: str | None = Field(
         default=None,
-        description="TOML file of model capabilities laid over the built-in table "
-        "(default: $AIBATCH_MODELS, if set).",
+        description="TOML file of model capabilities laid over the built-in table (README, "
+        "'Models'); default $AIBATCH_MODELS, if set.",
     )
-    output_dir: str = Field(default="data/output", description="Where results/ and failures/ go.")
+    output_dir: str = Field(
+        default="data/output", description="Output directory (results/, failures/)."
+    )
     id_column: str | None = Field(
-        default=None, min_length=1, description="The id column; default: the job's, else id."
+        default=None,
+        min_length=1,
+        description="Column holding the row id; default: the job file's, else id.",
     )
-    text_column: str = Field(default="text", min_length=1)
+    text_column: str = Field(
+        default="text", min_length=1, description="Column the built-in jobs read as the row text."
+    )
     chunk_size: int | None = Field(
         default=None,
         ge=orchestration.MIN_CHUNK_SIZE,
@@ -81,8 +87,8 @@ class RunParameters(BaseModel):
     )
     max_concurrency: int | Literal["auto"] = Field(
         default="auto",
-        description="Requests in flight at once, across all chunks: a number, or auto "
-        "(start low, grow while answers come back fast and clean, back off on 529s).",
+        description="Requests in flight at once across all chunks: a number, or auto (start "
+        "low, grow while answers are fast and clean, back off on 529s).",
     )
     rpm: int | None = Field(
         default=None, ge=1, description="Requests per minute; default: learned from the API."
@@ -97,9 +103,9 @@ class RunParameters(BaseModel):
         default=None,
         ge=1,
         le=256,
-        description="Set the chunks running at once across every run on the server (the "
-        f"Prefect concurrency limit {orchestration.CHUNK_LIMIT_NAME!r}); default: leave it as it "
-        f"is, or create it with {orchestration.DEFAULT_CHUNK_SLOTS} slots.",
+        description="Set the chunks running at once across every run on the Prefect server "
+        f"(the concurrency limit {orchestration.CHUNK_LIMIT_NAME!r}); default: as it is, or "
+        f"{orchestration.DEFAULT_CHUNK_SLOTS} if unset.",
     )
     shared_rpm: int | None = Field(
         default=None,
@@ -112,9 +118,9 @@ class RunParameters(BaseModel):
         default=1,
         ge=1,
         le=64,
-        description="Split the pending rows into this many parts, each a flow run of "
-        "`shard_deployment` that any worker may pick up (needs a Prefect server, the "
-        "deployment, and an output directory every worker can reach).",
+        description="Fan out as this many runs of the shard deployment that the server's "
+        "workers pick up (needs PREFECT_API_URL, the deployment, and an output directory "
+        "every worker can reach; README, 'Scale out').",
     )
     shard_deployment: str = Field(
         default="aibatch-rows/shard",
@@ -141,40 +147,41 @@ class RunParameters(BaseModel):
         default=policy.REQUEST_TIMEOUT_S,
         gt=0,
         le=600,
-        description="Seconds to wait for one answer; a slower one is a timeout, and retried.",
+        description="Seconds to wait for one answer before retrying it.",
     )
     mode: Literal["realtime", "batch"] = Field(
         default="realtime",
-        description="realtime: one Messages API call per row, at the rate limit; batch: "
-        "Message Batches at half the price, answered within 24 h (usually much sooner).",
+        description="realtime (one call per row at the rate limit) or batch (Message "
+        "Batches: half price, answered within 24 h, usually much sooner).",
     )
     budget_usd: float | None = Field(
         default=None,
         gt=0,
         description="Hard cap in US dollars on what this job's results in the output "
-        "directory cost, earlier runs included: no request is sent that could pass it.",
+        "directory cost (earlier runs count): no request is sent that could pass it; raise "
+        "it to continue.",
     )
     instructions_path: str | None = Field(
         default=None,
-        description="Text file of the team's own instructions (house style, examples) added "
-        "to the cached system prompt of every request.",
+        description="Text file of your team's own instructions (house style, examples), "
+        "added to the cached system prompt of every request.",
     )
     prices_path: str | None = Field(
         default=None,
-        description="TOML file of per-model prices laid over the built-in table "
-        "(default: $AIBATCH_PRICES, if set).",
+        description="TOML file of per-model prices laid over the built-in table; default "
+        "$AIBATCH_PRICES, if set.",
     )
     batch_max_requests: int = Field(
         default=policy.BATCH_MAX_REQUESTS,
         ge=1,
         le=policy.BATCH_MAX_REQUESTS,
-        description="Requests per Message Batch (the API allows 100,000 and 256 MB).",
+        description="Requests per Message Batch (batch mode; the API allows 100,000 and 256 MB).",
     )
     batch_poll_max_s: float = Field(
         default=policy.BATCH_POLL_MAX_S,
         gt=0,
         le=3600,
-        description="Longest wait between two polls of a batch (the first come sooner).",
+        description="Longest wait in seconds between two polls of a batch (the first come sooner).",
     )
     batch_resubmits: int = Field(
         default=policy.BATCH_RESUBMITS,
@@ -182,7 +189,7 @@ class RunParameters(BaseModel):
         le=20,
         description="Times an errored or expired batch request is submitted again.",
     )
-    show_progress: bool = Field(default=False, description="Draw a terminal progress bar.")
+    show_progress: bool = Field(default=False, description="Show a progress bar.")
 
     @field_validator("job")
     @classmethod

@@ -27,8 +27,9 @@ from hypothesis.stateful import (
 
 from aibatch.output import crashpoints
 from aibatch.output.store import journal_segments, read_segment
-from aibatch.simulator import SimulatorConfig, SimulatorServer
-from tests.engine.test_engine import Harness
+from aibatch.simulator import SimulatorConfig
+from aibatch.testing.in_process import InProcessSimulator
+from tests.engine.test_processor import Harness
 from tests.helpers import job_dataset, record_figures
 
 pytestmark = pytest.mark.reliability
@@ -51,7 +52,7 @@ class CrashResume(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="aibatch-states-"))
-        self.server = SimulatorServer(SimulatorConfig(p500=0.1, context_window=1_000)).start()
+        self.server = InProcessSimulator(SimulatorConfig(p500=0.1, context_window=1_000))
         self.harness: Harness | None = None
         self.published: set[str] = set()  # ids seen in results: they must stay there
         self.journaled_before_crash: set[str] = set()  # ok ids a crashed run left journaled
@@ -153,7 +154,6 @@ class CrashResume(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.harness is not None:
             self.harness.close()
-        self.server.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -1,4 +1,5 @@
-"""The engine on the simulator, without Prefect: retries, stops, journal and commits."""
+"""The engine on the simulator in process, without Prefect or a server: retries, stops,
+journal and commits."""
 
 from __future__ import annotations
 
@@ -8,19 +9,17 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
-from aibatch.engine.backend import ApiTarget
 from aibatch.engine.processor import RowProcessor
 from aibatch.engine.stats import RunStats
 from aibatch.errors import ChunkIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer, new_run_id
-from aibatch.output.store import ResultStore, carried_schema, journal_segments
-from aibatch.simulator import SimulatorServer
+from aibatch.output.store import ResultStore, journal_segments
+from aibatch.testing.in_process import InProcessSimulator
+from tests.conftest import Simulate
 
-StartSimulator = Callable[..., SimulatorServer]
 Store = partial(ResultStore, job="summarize")
 SUMMARY = JobSpec.build("summarize", "claude-haiku-4-5", None)
 
@@ -35,7 +34,7 @@ def tickets(n: int, prefix: str = "T") -> list[tuple[str, str]]:
 class Harness:
     """A store, committer and processor over a simulator, as the flow wires them."""
 
-    def __init__(self, server: SimulatorServer, root: Path, **processor_options: object) -> None:
+    def __init__(self, server: InProcessSimulator, root: Path, **processor_options: object) -> None:
         # One loop for the harness's life: the SDK's async client is bound to its loop.
         self.loop = asyncio.new_event_loop()
         self.server = server
@@ -45,7 +44,7 @@ class Harness:
         self.run_id = new_run_id()  # unique per run, as the flow makes it
         carried = pd.DataFrame(index=pd.Index([], name="id"))
         self.committer = Committer.open(self.store, self.run_id, carried)
-        self.backend = ApiTarget("test-key", server.base_url).connect()
+        self.backend = server.target().connect()
         self.stats = RunStats()
         self.processor = RowProcessor.with_defaults(
             self.backend, SUMMARY, self.committer, self.run_id, stats=self.stats,
@@ -77,7 +76,7 @@ class Harness:
 def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(server: SimulatorServer, **options: object) -> Harness:
+    def make(server: InProcessSimulator, **options: object) -> Harness:
         made.append(Harness(server, tmp_path / "out", **options))
         return made[-1]
 
@@ -87,9 +86,9 @@ def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
 
 
 def test_each_ticket_gets_its_own_answer_once(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
-    h = harness(start_simulator())
+    h = harness(simulate())
     chunk = tickets(60)
     h.run(chunk)
     results = h.results()
@@ -104,9 +103,9 @@ def test_each_ticket_gets_its_own_answer_once(
 
 
 def test_permanent_errors_are_recorded_once_and_never_retried(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
-    h = harness(start_simulator(context_window=600))
+    h = harness(simulate(context_window=600))
     chunk = [*tickets(5), ("LONG", "word " * 2000)]
     h.run(chunk)
     failures = pd.read_parquet(h.store.failures_dir)
@@ -119,9 +118,9 @@ def test_permanent_errors_are_recorded_once_and_never_retried(
 
 
 def test_transient_errors_are_retried_until_they_pass(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
-    server = start_simulator(p529=0.3, p500=0.1, p_drop=0.05, seed=3)
+    server = simulate(p529=0.3, p500=0.1, p_drop=0.05, seed=3)
     h = harness(server, max_attempts=30)
     h.processor.sleep = lambda _s: asyncio.sleep(0)  # backoff timing is the policy's test
     h.run(tickets(80))
@@ -133,11 +132,11 @@ def test_transient_errors_are_retried_until_they_pass(
 
 
 def test_in_a_429_storm_everyone_waits_out_retry_after_and_one_probe_goes(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
     from aibatch.simulator import StormWindow
 
-    server = start_simulator(storms=[StormWindow(start_s=0, duration_s=3.0)])
+    server = simulate(storms=[StormWindow(start_s=0, duration_s=3.0)])
     h = harness(server, max_concurrency=4, max_attempts=20)
     h.run(tickets(30))
     results = h.results()
@@ -150,9 +149,9 @@ def test_in_a_429_storm_everyone_waits_out_retry_after_and_one_probe_goes(
 
 
 def test_limits_learned_from_headers_keep_429s_away(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
-    server = start_simulator(rpm=1_200, burst_seconds=1, latency_ms=20)
+    server = simulate(rpm=1_200, burst_seconds=1, latency_ms=20)
     h = harness(server, max_concurrency=None)  # auto
     h.run(tickets(120))
     assert len(h.results()) == 120
@@ -161,11 +160,11 @@ def test_limits_learned_from_headers_keep_429s_away(
 
 
 def test_a_chunk_retry_sends_only_what_is_left_within_each_rows_one_budget(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
     """Two attempts per row in all, one of them kept for the chunk's one retry: the first
     run sends each row once, the retry (what Prefect runs) only the unfinished ones."""
-    server = start_simulator(p529=0.5, seed=11)
+    server = simulate(p529=0.5, seed=11)
     h = harness(server, max_attempts=2)
     chunk = tickets(40)
     with pytest.raises(ChunkIncomplete) as caught:
@@ -185,11 +184,11 @@ def test_a_chunk_retry_sends_only_what_is_left_within_each_rows_one_budget(
 
 
 def test_a_row_out_of_attempts_is_not_sent_again_by_a_retry_of_its_chunk(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
     """The budget is the row's, whatever retries: a chunk run after it is spent sends
     nothing, and the message says a re-run is what sends it again."""
-    server = start_simulator(p529=1.0)
+    server = simulate(p529=1.0)
     h = harness(server, max_attempts=2, max_concurrency=5)
     h.processor.sleep = lambda _s: asyncio.sleep(0)
     with pytest.raises(ChunkIncomplete) as caught:
@@ -203,13 +202,13 @@ def test_a_row_out_of_attempts_is_not_sent_again_by_a_retry_of_its_chunk(
 
 
 def test_an_outage_holds_every_send_then_the_run_goes_on(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
     """2.5 s of nothing but 529s: the rows in flight meet it, then one probe at a time
     until one is answered; every row is answered once, within its attempts."""
     from aibatch.simulator import OutageWindow
 
-    server = start_simulator(latency_ms=20, outages=[OutageWindow(start_s=0, duration_s=2.5)])
+    server = simulate(latency_ms=20, outages=[OutageWindow(start_s=0, duration_s=2.5)])
     h = harness(server, max_concurrency=16)
     h.run(tickets(60))
     results = h.results()
@@ -221,11 +220,11 @@ def test_an_outage_holds_every_send_then_the_run_goes_on(
 
 
 def test_an_outage_past_its_deadline_stops_the_run_naming_the_overload(
-    start_simulator: StartSimulator, harness: Callable[..., Harness]
+    simulate: Simulate, harness: Callable[..., Harness]
 ) -> None:
     from aibatch.simulator import OutageWindow
 
-    server = start_simulator(outages=[OutageWindow(start_s=0, duration_s=3600)])
+    server = simulate(outages=[OutageWindow(start_s=0, duration_s=3600)])
     h = harness(server, max_concurrency=4)
     h.processor.admission.outage.deadline_s = 2.0
     with pytest.raises(RunStopped, match=r"overload.*OverloadedError"):
@@ -235,12 +234,9 @@ def test_an_outage_past_its_deadline_stops_the_run_naming_the_overload(
 
 @pytest.mark.parametrize("stop", ["auth", "spend_cap"])
 def test_auth_and_spend_cap_stop_the_run_at_once(
-    start_simulator: StartSimulator, harness: Callable[..., Harness], stop: str
+    simulate: Simulate, harness: Callable[..., Harness], stop: str
 ) -> None:
-    if stop == "auth":
-        server = start_simulator(api_key="the-right-key")
-    else:
-        server = start_simulator(spend_cap_after=10)
+    server = simulate(api_key="the-right-key") if stop == "auth" else simulate(spend_cap_after=10)
     h = harness(server, max_concurrency=2)
     with pytest.raises(RunStopped, match="refused the key" if stop == "auth" else "spend limit"):
         h.run(tickets(100))
@@ -249,118 +245,3 @@ def test_auth_and_spend_cap_stop_the_run_at_once(
     assert stats["requests_total"] <= (2 if stop == "auth" else 12)
     published = len(h.results()) if h.store.results_dir.exists() else 0
     assert published == (0 if stop == "auth" else 10)
-
-
-def test_a_crash_before_commit_is_folded_in_by_the_next_run(
-    start_simulator: StartSimulator, tmp_path: Path
-) -> None:
-    server = start_simulator()
-    store = Store(tmp_path / "out")
-    carried = pd.DataFrame(
-        {"tier": ["gold"] * 5}, index=pd.Index([f"T{i}" for i in range(5)], name="id")
-    )
-    with store.locked():
-        committer = Committer.open(store, "crashed", carried)
-        backend = ApiTarget("k", server.base_url).connect()
-        processor = RowProcessor.with_defaults(backend, SUMMARY, committer, "crashed")
-
-        async def answer_without_commit() -> None:
-            await asyncio.gather(*(processor._process(i, t) for i, t in tickets(5)))
-            await backend.aclose()
-
-        asyncio.run(answer_without_commit())
-        # the process "dies" here: journaled, never published; a torn last line too
-        assert committer.journal.path is not None
-        with committer.journal.path.open("ab") as journal:
-            journal.write(b'{"kind": "ok", "id": "T9", "resu')
-    assert not any(store.results_dir.rglob("*.parquet"))
-
-    with store.locked():
-        second = Committer.open(store, "next", carried)
-        assert second.fold_in() == 5
-        second.close()
-        again = Committer.open(store, "third", carried)
-        assert again.fold_in() == 0
-        again.close()
-    results = pd.read_parquet(store.results_dir)
-    assert sorted(results["id"]) == [f"T{i}" for i in range(5)]
-    assert set(results["tier"]) == {"gold"}
-    assert set(results["run_id"]) == {"crashed"}
-    assert not journal_segments(store.journal_dir)
-
-
-def test_carried_columns_have_a_fixed_schema_even_when_all_null(tmp_path: Path) -> None:
-    carried = pd.DataFrame({"note": [None, None], "n": [1, 2]},
-                           index=pd.Index(["a", "b"], name="id"))  # fmt: skip
-    schema = carried_schema(carried)
-    assert schema.field("note").type == pa.string()
-    assert schema.field("n").type == pa.int64()
-
-
-def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
-    from aibatch.errors import OutputLocked
-
-    store = Store(tmp_path / "out")
-    second = Store(tmp_path / "out")
-    with (
-        store.locked(),
-        pytest.raises(OutputLocked, match="in use by another aibatch run"),
-        second.locked(),
-    ):
-        pass
-
-
-def test_shards_share_an_output_but_a_whole_input_run_excludes_them(tmp_path: Path) -> None:
-    from aibatch.errors import OutputLocked
-
-    out = tmp_path / "out"
-    one, two = (
-        Store(out, shard="1-of-2"),
-        Store(out, shard="2-of-2"),
-    )
-    with one.locked(), two.locked():  # two shards at once: fine
-        with (
-            pytest.raises(OutputLocked, match="another aibatch run"),
-            Store(out).locked(),
-        ):
-            pass
-        with (
-            pytest.raises(OutputLocked, match="shard '1-of-2'"),
-            Store(out, shard="1-of-2").locked(),
-        ):
-            pass
-    with (
-        Store(out).locked(),
-        pytest.raises(OutputLocked, match="whole-input"),
-        one.locked(),
-    ):
-        pass
-    with pytest.raises(ValueError, match="shard name"):
-        Store(out, shard="../elsewhere")
-
-
-def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
-    start_simulator: StartSimulator, tmp_path: Path
-) -> None:
-    server = start_simulator()
-    carried = pd.DataFrame(index=pd.Index([f"T{i}" for i in range(3)], name="id"))
-    shard = Store(tmp_path / "out", shard="1-of-2")
-    with shard.locked():
-        committer = Committer.open(shard, "shard-run", carried)
-        backend = ApiTarget("k", server.base_url).connect()
-        processor = RowProcessor.with_defaults(backend, SUMMARY, committer, "shard-run")
-
-        async def answer_without_commit() -> None:
-            await asyncio.gather(*(processor._process(i, t) for i, t in tickets(3)))
-            await backend.aclose()
-
-        asyncio.run(answer_without_commit())  # then the shard's process dies
-    other = Store(tmp_path / "out", shard="2-of-2")
-    with other.locked():  # another shard leaves it alone
-        assert Committer.open(other, "x", carried).fold_in() == 0
-    whole = Store(tmp_path / "out")
-    with whole.locked():
-        committer = Committer.open(whole, "next", carried)
-        assert committer.fold_in() == 3
-        committer.close()
-    assert sorted(pd.read_parquet(whole.results_dir)["id"]) == ["T0", "T1", "T2"]

@@ -16,12 +16,11 @@ import pytest
 
 from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine import policy
-from aibatch.engine.backend import ApiTarget
 from aibatch.jobs.models import THINKING_EXPECTED
 from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec, builtin_job
 from aibatch.run import estimate as est
-from aibatch.simulator import SimulatorServer
+from tests.conftest import Simulate
 from tests.helpers import write_tickets
 
 PRICE_FILE = """
@@ -223,12 +222,13 @@ def test_an_unknown_price_is_unknown_never_zero(capsys: pytest.CaptureFixture[st
 
 
 def test_every_ticket_counted_when_the_sample_covers_them(
-    simulator: SimulatorServer, tmp_path: Path
+    simulate: Simulate, tmp_path: Path
 ) -> None:
+    simulator = simulate()
     write_tickets(tmp_path / "t.csv", 12)
     spec = JobSpec.build("classify", "claude-haiku-5-5", None)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    backend = ApiTarget("k", simulator.base_url).connect()
+    backend = simulator.target("k").connect()
     result = asyncio.run(
         est.estimate(tickets, prompts, [spec], PriceBook.load(None), sample_size=50,
                      backend=backend)
@@ -244,12 +244,13 @@ def test_every_ticket_counted_when_the_sample_covers_them(
 
 
 def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
-    simulator: SimulatorServer, tmp_path: Path
+    simulate: Simulate, tmp_path: Path
 ) -> None:
+    simulator = simulate()
     write_tickets(tmp_path / "t.csv", 300)
     spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
     tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    backend = ApiTarget("k", simulator.base_url).connect()
+    backend = simulator.target("k").connect()
     result = asyncio.run(
         est.estimate(tickets, prompts, [spec, JobSpec.build("summarize", "claude-nobody-9", None)],
                      PriceBook.load(None), sample_size=40, backend=backend)
@@ -296,15 +297,16 @@ def test_count_tokens_is_retried_on_429_and_529(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_caching_is_assumed_only_at_each_models_own_minimum_and_the_tokenizer_counts(
-    simulator: SimulatorServer, tmp_path: Path
+    simulate: Simulate, tmp_path: Path
 ) -> None:
     """Instructions of about 1,000 tokens: past the 5.x models' 512-token minimum, short of
     Haiku 4.5's 4,096. The newer tokenizer counts the same text about 30% longer."""
+    simulator = simulate()
     write_tickets(tmp_path / "t.csv", 20)
     instructions = "Always name the product and the customer's exact ask. " * 70
     models = ("claude-sonnet-5-5", "claude-haiku-4-5", "claude-haiku-5-5")
     specs = [JobSpec.build("summarize", model, None, instructions) for model in models]
-    backend = ApiTarget("k", simulator.base_url).connect()
+    backend = simulator.target("k").connect()
     tickets, prompts = load_job_rows(tmp_path / "t.csv", specs[0].template, "id")
     result = asyncio.run(
         est.estimate(tickets, prompts, specs, PriceBook.load(None), backend=backend)

@@ -3,21 +3,18 @@ limit counts (uncached input and cache writes), not the cache reads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aibatch.engine.pacer import Pacer, Reservation
-from aibatch.simulator import SimulatorServer
-from tests.engine.test_engine import Harness, tickets
-
-StartSimulator = Callable[..., SimulatorServer]
+from tests.conftest import Simulate
+from tests.engine.test_processor import Harness, tickets
 
 
 def test_cache_reads_are_not_charged_to_the_input_token_limit(
-    start_simulator: StartSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulate: Simulate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pacer = Pacer(itpm=50_000_000)  # a limit, so the input bucket exists; never binding
     reserved: list[float] = []
@@ -34,7 +31,7 @@ def test_cache_reads_are_not_charged_to_the_input_token_limit(
 
     monkeypatch.setattr(pacer, "reserve", record_reserve)
     monkeypatch.setattr(pacer, "settle", record_settle)
-    h = Harness(start_simulator(cache_min_tokens=50), tmp_path, pacer=pacer, max_concurrency=1)
+    h = Harness(simulate(cache_min_tokens=50), tmp_path, pacer=pacer, max_concurrency=1)
     try:
         h.run(tickets(40))
         rows = h.results().sort_values("completed_at")
