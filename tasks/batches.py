@@ -22,14 +22,21 @@ def retry_unless_stopped_or_gone(
     return retry_unless_stopped(task, task_run, state) and not isinstance(state.data, BatchGone)
 
 
+# Every batch task: retried unless the run was stopped (a full disk, a refused key); its
+# inputs and result never cached or stored on the server.
+BATCH_TASK: dict[str, Any] = {
+    "retry_condition_fn": retry_unless_stopped,
+    "cache_policy": NONE,
+    "persist_result": False,
+}
+
+
 @task(
     name="submit-batch",
     task_run_name="submit batch of {count} requests (round {round_})",
     retries=2,
     retry_delay_seconds=[10.0, 30.0],
-    retry_condition_fn=retry_unless_stopped,  # a full disk, a refused key: no retry
-    cache_policy=NONE,
-    persist_result=False,
+    **BATCH_TASK,
 )
 async def submit_batch(
     runner: BatchRunner,
@@ -59,9 +66,7 @@ async def submit_batch(
     task_run_name="find the batch of submission {submission.key}",
     retries=2,
     retry_delay_seconds=10.0,
-    retry_condition_fn=retry_unless_stopped,  # a full disk, a refused key: no retry
-    cache_policy=NONE,
-    persist_result=False,
+    **BATCH_TASK,
 )
 async def recover_batch(
     runner: BatchRunner, submission: Submission, claimed: set[str]
@@ -74,9 +79,7 @@ async def recover_batch(
     task_run_name="poll {submission.batch_id}",
     retries=3,
     retry_delay_seconds=[10.0, 30.0, 60.0],
-    retry_condition_fn=retry_unless_stopped_or_gone,  # nor a batch the API lost
-    cache_policy=NONE,
-    persist_result=False,
+    **{**BATCH_TASK, "retry_condition_fn": retry_unless_stopped_or_gone},  # nor a lost batch
 )
 async def poll_batch(runner: BatchRunner, submission: Submission) -> BatchStatus:
     """Wait for the batch to end; a retried poll only polls again (nothing is re-sent)."""
@@ -88,9 +91,7 @@ async def poll_batch(runner: BatchRunner, submission: Submission) -> BatchStatus
     task_run_name="collect {submission.batch_id}",
     retries=2,
     retry_delay_seconds=[10.0, 30.0],
-    retry_condition_fn=retry_unless_stopped,  # a full disk, a refused key: no retry
-    cache_policy=NONE,
-    persist_result=False,
+    **BATCH_TASK,
 )
 async def collect_batch(
     runner: BatchRunner, submission: Submission, finished: set[str]

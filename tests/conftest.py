@@ -115,6 +115,26 @@ def release_leaked_slots(prefect_api: str) -> Iterator[None]:
     asyncio.run(drop())
 
 
+FlowSimulator = Callable[..., SimulatorServer]
+
+
+@pytest.fixture
+def flow_simulator(
+    prefect_api: str,
+    start_simulator: Callable[..., SimulatorServer],
+    use_simulator: Callable[..., None],
+) -> FlowSimulator:
+    """For a test that runs the flow: the session's Prefect server, and a simulator with any
+    config that this process's API key and base URL point at (as a worker's would)."""
+
+    def start(**config: Any) -> SimulatorServer:
+        server = start_simulator(**config)
+        use_simulator(server)
+        return server
+
+    return start
+
+
 @pytest.fixture
 def use_simulator(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Point this process's API key and base URL at a simulator."""

@@ -9,31 +9,24 @@ import pytest
 from aibatch import errors
 from aibatch.errors import exit_code
 
+BAD_INPUT = [
+    errors.InputError(Path("rows.csv"), "no id column", row=3, column="id"),
+    *(kind("the file at fault") for kind in (errors.JobFileError, errors.ModelFileError,
+      errors.PriceFileError, errors.TemplateError, errors.SchemaError, errors.ColumnError,
+      errors.SchemaConflict)),
+]  # fmt: skip
+STOPPED = [kind("why") for kind in (errors.RunStopped, errors.OutputUnwritable,
+           errors.BudgetExhausted, errors.APIUnavailable)]  # fmt: skip
+FAILED = [errors.RunIncomplete("3 chunks failed"), errors.ChunkIncomplete(2, "timeout", 6),
+          errors.MissingAPIKey("no key"), errors.EstimateError("key refused"),
+          RuntimeError("anything else"), ValueError("a plain one, past the checks")]  # fmt: skip
+
 
 @pytest.mark.parametrize(
     ("error", "code"),
-    [
-        (errors.OutputLocked("held by pid 12"), 4),
-        (errors.InputError(Path("rows.csv"), "no id column", row=3, column="id"), 2),
-        (errors.JobFileError("job.toml: prompt: missing"), 2),
-        (errors.ModelFileError("models.toml"), 2),
-        (errors.PriceFileError("prices.toml"), 2),
-        (errors.TemplateError("line 2"), 2),
-        (errors.SchemaError("schema: 'oneOf'"), 2),
-        (errors.ColumnError("property 'id'"), 2),
-        (errors.SchemaConflict("column price: int64, was string"), 2),
-        (errors.RunStopped("key refused"), 3),
-        (errors.OutputUnwritable("disk full"), 3),
-        (errors.BudgetExhausted("spent"), 3),
-        (errors.APIUnavailable("overloaded for 60 s"), 3),
-        (errors.RunIncomplete("3 chunks failed"), 1),
-        (errors.ChunkIncomplete(2, "timeout", attempts=6), 1),
-        (errors.MissingAPIKey("no key"), 1),
-        (errors.EstimateError("key refused"), 1),
-        (RuntimeError("anything else"), 1),
-        (ValueError("a plain one, raised past the checks"), 1),
-    ],
-)
+    [(errors.OutputLocked("held by pid 12"), 4), *((e, 2) for e in BAD_INPUT),
+     *((e, 3) for e in STOPPED), *((e, 1) for e in FAILED)],
+)  # fmt: skip
 def test_each_error_a_run_ends_with_has_one_exit_code(error: BaseException, code: int) -> None:
     assert exit_code(error) == code
 

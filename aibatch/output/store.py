@@ -55,19 +55,14 @@ from aibatch.errors import BadInput, OutputLocked, SchemaConflict
 from aibatch.output import crashpoints
 from aibatch.result_columns import RESULT_COLUMNS
 
+# A failure row: the key of the result it could not become, then why.
 FAILURE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("job", pa.string()),
-    ("model", pa.string()),
-    ("prompt_version", pa.string()),
-    ("error_type", pa.string()),
-    ("status_code", pa.int32()),
-    ("message", pa.string()),
+    *(RESULT_COLUMNS.field(name) for name in ("id", "job", "model", "prompt_version")),
+    ("error_type", pa.string()), ("status_code", pa.int32()), ("message", pa.string()),
     ("attempts", pa.int32()),
     ("cost_usd", pa.float64()),  # answers billed before the row failed (bad output)
     ("stop_reason", pa.string()),  # refusal, max_tokens, ...: why an answer was not complete
-    ("run_id", pa.string()),
-    ("failed_at", pa.timestamp("us", tz="UTC")),
+    ("run_id", pa.string()), ("failed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
 PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.string())]), flavor="hive")
 

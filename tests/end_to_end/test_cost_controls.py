@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import assert_stopped_within_one_request, summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
@@ -69,17 +71,15 @@ def test_batch_mode_gives_the_realtime_results_at_half_the_cost(
 
 
 def test_errored_and_expired_batch_requests_are_submitted_again(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(
+    server = flow_simulator(
         seed=3,
         batch_processing_seconds=0.2,
         batch_p_errored=0.1,
         batch_p_expired=0.1,
         context_window=2_000,
     )
-    use_simulator(server)
     write_tickets(tmp_path / "tickets.csv", 400, long_ids=2)
     summary = asyncio.run(process_rows(RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
@@ -99,23 +99,31 @@ def test_errored_and_expired_batch_requests_are_submitted_again(
     assert set(results["attempts"]) > {1}  # resubmitted rows say which round answered
 
 
-def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
-) -> None:  # fmt: skip
-    server = start_simulator(latency_ms=5)
-    use_simulator(server)
-    write_tickets(tmp_path / "tickets.csv", 300)
-    cap = 0.05
+def stopped_by_budget(
+    tmp_path: Path, rows: int, cap: float, **options: Any
+) -> tuple[RunParameters, pd.DataFrame]:
+    """A Sonnet run over `rows` sample tickets under a budget of `cap` that stops it part way:
+    its parameters, and the results it saved, each checked to stop within one request."""
+    write_tickets(tmp_path / "tickets.csv", rows)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
-        model="claude-sonnet-5-5", max_concurrency=8, budget_usd=cap,
+        model="claude-sonnet-5-5", budget_usd=cap, **options,
     )  # fmt: skip
     with pytest.raises(RunStopped, match="budget reached"):
         asyncio.run(process_rows(params))
     results = read(tmp_path / "out")
-    assert 0 < len(results) < 300
-    assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=False)
+    assert 0 < len(results) < rows
+    batch = options.get("mode") == "batch"
+    assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=batch)
+    return params, results
+
+
+def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
+    flow_simulator: FlowSimulator, tmp_path: Path,
+) -> None:  # fmt: skip
+    server = flow_simulator(latency_ms=5)
+    cap = 0.05
+    params, results = stopped_by_budget(tmp_path, 300, cap, max_concurrency=8)
     # Every answer the API was paid for is saved (a stop loses nothing).
     assert server.stats()["by_status"]["200"] == len(results)
 
@@ -132,13 +140,11 @@ def test_the_budget_stops_within_one_request_and_a_higher_one_continues(
 
 
 def test_cache_reads_appear_after_the_first_call_and_lower_the_cost(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
     # The simulator caches prefixes from 50 tokens (the real API's minimum is 1,024 or more:
     # README, "Prompt caching"), so the built-in system prompt is cacheable here.
-    server = start_simulator(cache_min_tokens=50)
-    use_simulator(server)
+    flow_simulator(cache_min_tokens=50)
     write_tickets(tmp_path / "tickets.csv", 60)
     summary = asyncio.run(process_rows(RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
@@ -163,22 +169,11 @@ def test_cache_reads_appear_after_the_first_call_and_lower_the_cost(
 
 
 def test_in_batch_mode_the_budget_caps_what_is_submitted(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(batch_processing_seconds=0.05)
-    use_simulator(server)
-    write_tickets(tmp_path / "tickets.csv", 200)
+    server = flow_simulator(batch_processing_seconds=0.05)
     cap = 0.02
-    params = RunParameters(
-        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
-        model="claude-sonnet-5-5", mode="batch", batch_poll_max_s=0.05, budget_usd=cap,
-    )  # fmt: skip
-    with pytest.raises(RunStopped, match="budget reached"):
-        asyncio.run(process_rows(params))
-    results = read(tmp_path / "out")
-    assert 0 < len(results) < 200
-    assert_stopped_within_one_request(results, cap, SONNET_SUMMARY, batch=True)
+    params, results = stopped_by_budget(tmp_path, 200, cap, mode="batch", batch_poll_max_s=0.05)
     # Only what was answered was submitted: nothing left waiting at the API.
     assert server.stats()["batch_requests"] == len(results)
 
@@ -188,11 +183,9 @@ def test_in_batch_mode_the_budget_caps_what_is_submitted(
 
 
 def test_open_batches_are_never_paid_twice_by_another_mode_and_a_lost_one_is_redone(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(batch_processing_seconds=0.05)
-    use_simulator(server)
+    server = flow_simulator(batch_processing_seconds=0.05)
     write_tickets(tmp_path / "tickets.csv", 50)
     output = tmp_path / "out"
     params = RunParameters(
@@ -227,13 +220,11 @@ def test_open_batches_are_never_paid_twice_by_another_mode_and_a_lost_one_is_red
 
 
 def test_team_instructions_make_the_shared_prompt_long_enough_to_be_cached(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
     # The simulator keeps the API's own minimum here: prefixes under 1,024 tokens are not
     # cached, and the built-in instructions alone are far shorter.
-    server = start_simulator()
-    use_simulator(server)
+    flow_simulator()
     texts = write_tickets(tmp_path / "tickets.csv", 40)
     examples = "\n".join(
         f"Example {n}: for a ticket like {text!r}, pick the label a billing or support lead "

@@ -18,6 +18,7 @@ from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
@@ -73,11 +74,9 @@ def params_for(tmp_path: Path, job_text: str, data: str, **options: object) -> R
 
 
 def test_a_label_job_over_two_columns_answers_each_row_from_the_set(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator()
-    use_simulator(server)
+    server = flow_simulator()
     write_products(tmp_path / "products.csv")
     summary = asyncio.run(process_rows(params_for(tmp_path, LABEL_JOB, "products.csv")))
 
@@ -102,10 +101,9 @@ def test_a_label_job_over_two_columns_answers_each_row_from_the_set(
 
 
 def test_a_text_job_whose_template_uses_two_columns(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    use_simulator(start_simulator())
+    flow_simulator(())
     texts = write_tickets(tmp_path / "tickets.csv", 20)
     products = pd.read_csv(tmp_path / "tickets.csv", dtype=str).set_index("id")["product"]
     summary = asyncio.run(process_rows(params_for(tmp_path, DIGEST_JOB, "tickets.csv")))
@@ -148,11 +146,9 @@ def test_template_errors_exit_2_before_any_call_and_write_nothing(
 
 
 def test_trial_runs_send_a_few_rows_and_a_dry_run_sends_none(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator()
-    use_simulator(server)
+    server = flow_simulator()
     write_tickets(tmp_path / "tickets.csv", 40)
     first = asyncio.run(process_rows(params_for(tmp_path, DIGEST_JOB, "tickets.csv", limit=5)))
     assert first["ok"] == 5 and first["held_back"] == 35

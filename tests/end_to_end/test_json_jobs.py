@@ -25,6 +25,7 @@ from aibatch.output import crashpoints
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.simulator.process import SimulatorProcess
+from tests.conftest import FlowSimulator
 from tests.helpers import (
     ROOT,
     assert_stopped_within_one_request,
@@ -47,11 +48,9 @@ def params(tmp_path: Path, **options: Any) -> RunParameters:
 
 
 def test_invoice_extraction_fills_typed_columns_each_from_its_own_invoice(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(latency_ms=5)
-    use_simulator(server)
+    flow_simulator(latency_ms=5)
     truth = write_invoices(tmp_path / "invoices.jsonl", 60)
     summary = asyncio.run(process_rows(params(tmp_path)))
     assert summary["ok"] == 60 and summary["job"] == "invoice-extract"
@@ -69,11 +68,9 @@ def test_invoice_extraction_fills_typed_columns_each_from_its_own_invoice(
 
 
 def test_a_json_job_under_a_budget_stops_within_one_request_and_resumes(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(latency_ms=5)
-    use_simulator(server)
+    server = flow_simulator(latency_ms=5)
     truth = write_invoices(tmp_path / "invoices.jsonl", 120)
     cap = 0.004
     with pytest.raises(RunStopped, match="budget reached"):
@@ -120,11 +117,9 @@ def test_kill_9_on_a_json_job_then_resume_loses_nothing(prefect_api: str, tmp_pa
 
 
 def test_a_property_whose_type_changed_exits_2_naming_it_and_sends_nothing(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(latency_ms=5)
-    use_simulator(server)
+    server = flow_simulator(latency_ms=5)
     write_invoices(tmp_path / "invoices.jsonl", 10)
     asyncio.run(process_rows(params(tmp_path, limit=5)))
     sent = server.stats()["requests_total"]

@@ -17,6 +17,7 @@ from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import DEFAULT_LABELS
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
@@ -37,11 +38,9 @@ def params(tmp_path: Path, **options: object) -> RunParameters:
 @pytest.mark.parametrize("mode", ["realtime", "batch"])
 @pytest.mark.parametrize("model", MODELS)
 def test_both_jobs_succeed_on_each_model_asked_as_its_rules_require(
-    model: str, mode: str, prefect_api: str, start_simulator: StartSimulator,
-    use_simulator: UseSimulator, tmp_path: Path,
+    model: str, mode: str, flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(batch_processing_seconds=0.2, seed=3)
-    use_simulator(server)
+    server = flow_simulator(batch_processing_seconds=0.2, seed=3)
     texts = write_tickets(tmp_path / "tickets.csv", 30)
     for job in ("summarize", "classify"):
         summary = asyncio.run(process_rows(params(tmp_path, model=model, job=job, mode=mode)))
@@ -63,11 +62,9 @@ def test_both_jobs_succeed_on_each_model_asked_as_its_rules_require(
 
 
 def test_refused_tickets_are_failures_never_results_and_are_not_asked_again(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    server = start_simulator(p_refusal=0.05, seed=11)
-    use_simulator(server)
+    server = flow_simulator(p_refusal=0.05, seed=11)
     texts = write_tickets(tmp_path / "tickets.csv", 300)
     run = params(tmp_path, model="claude-sonnet-5-5")
     summary = asyncio.run(process_rows(run))
@@ -91,13 +88,11 @@ def test_refused_tickets_are_failures_never_results_and_are_not_asked_again(
 
 
 def test_a_budget_too_small_for_thinking_is_asked_again_with_more_room(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path,
+    flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
     # Opus 5.5 always thinks; here about 8x as long as usual at effort low, so that half
     # the answers do not fit in the room aibatch plans for thinking, and all fit in twice it.
-    server = start_simulator(thinking_scale=8.0, seed=2)
-    use_simulator(server)
+    flow_simulator(thinking_scale=8.0, seed=2)
     texts = write_tickets(tmp_path / "tickets.csv", 60)
     summary = asyncio.run(process_rows(params(tmp_path, model="claude-opus-5-5")))
 
@@ -114,11 +109,9 @@ def test_a_budget_too_small_for_thinking_is_asked_again_with_more_room(
 
 
 def test_answers_that_never_fit_are_truncated_failures_and_the_run_exits_non_zero(
-    prefect_api: str, start_simulator: StartSimulator, use_simulator: UseSimulator,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    flow_simulator: FlowSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    server = start_simulator(thinking_scale=100.0)
-    use_simulator(server)
+    server = flow_simulator(thinking_scale=100.0)
     write_tickets(tmp_path / "tickets.csv", 20)
     code = run_locally(params(tmp_path, model="claude-opus-5-5", job="classify"), process_rows)
 

@@ -22,22 +22,20 @@ from aibatch.run.orchestration import (
 )
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, summary_belongs_to, write_tickets
 
 StartSimulator = Callable[..., SimulatorServer]
 
 
 def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
-    prefect_api: str,
-    start_simulator: StartSimulator,
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
 ) -> None:
-    server = start_simulator(
+    server = flow_simulator(
         p529=0.05, p500=0.02, p_drop=0.01, rpm=3_000, burst_seconds=1, context_window=2_000,
         seed=5,
     )  # fmt: skip
-    use_simulator(server)
     texts = write_tickets(tmp_path / "tickets.csv", 1_000, long_ids=5)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
@@ -83,16 +81,13 @@ def test_faults_and_a_tight_limit_lose_nothing_and_mix_nothing_up(
 
 
 def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
-    prefect_api: str,
-    start_simulator: StartSimulator,
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    server = start_simulator()
-    use_simulator(server)
+    server = flow_simulator()
     write_tickets(tmp_path / "tickets.csv", 120)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
@@ -188,9 +183,7 @@ def drop_shared_limit(prefect_api: str) -> Iterator[None]:
 
 
 def test_a_shared_rate_limit_on_the_server_paces_the_run(
-    prefect_api: str,
-    start_simulator: StartSimulator,
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     drop_shared_limit: None,
     tmp_path: Path,
 ) -> None:
@@ -198,8 +191,7 @@ def test_a_shared_rate_limit_on_the_server_paces_the_run(
     run then sends no faster than it, though the API itself would take far more."""
     from prefect.client.orchestration import get_client
 
-    server = start_simulator(latency_ms=20)  # no limit at the API: alone, ~100/s
-    use_simulator(server)
+    server = flow_simulator(latency_ms=20)  # no limit at the API: alone, ~100/s
     write_tickets(tmp_path / "tickets.csv", 120)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),

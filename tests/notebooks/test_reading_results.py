@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -16,7 +15,7 @@ import pytest
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
 from aibatch.run.parameters import RunParameters
-from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets
 
 ARTIFACTS = ROOT / "ci-artifacts" / "notebook"
@@ -37,15 +36,12 @@ def outputs_of(notebook: nbformat.NotebookNode) -> str:
 
 @pytest.mark.timeout(900)
 def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
 ) -> None:
     write_tickets(tmp_path / "tickets.csv", 200, long_ids=3)
-    server = start_simulator(latency_ms=20, latency_sigma=0.4, p529=0.05, p500=0.02,
+    flow_simulator(latency_ms=20, latency_sigma=0.4, p529=0.05, p500=0.02,
                              context_window=2_000, seed=3)  # fmt: skip
-    use_simulator(server)
     output = tmp_path / "out"
     for job in ("summarize", "classify"):
         asyncio.run(process_rows(RunParameters(

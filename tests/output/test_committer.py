@@ -15,10 +15,26 @@ from aibatch.engine.processor import RowProcessor
 from aibatch.errors import OutputLocked
 from aibatch.output.committer import Committer
 from aibatch.output.store import ResultStore, carried_schema, journal_segments
+from aibatch.testing.in_process import InProcessSimulator
 from tests.conftest import Simulate
 from tests.engine.test_processor import SUMMARY, tickets
 
 Store = partial(ResultStore, job="summarize")
+
+
+def answer_without_commit(
+    server: InProcessSimulator, committer: Committer, run_id: str, rows: int
+) -> None:
+    """Answer `rows` rows into the committer's journal and publish nothing: as a run that
+    is killed before its next commit leaves them."""
+    backend = server.target("k").connect()
+    processor = RowProcessor.with_defaults(backend, SUMMARY, committer, run_id)
+
+    async def answer() -> None:
+        await asyncio.gather(*(processor._process(i, t) for i, t in tickets(rows)))
+        await backend.aclose()
+
+    asyncio.run(answer())
 
 
 def test_a_crash_before_commit_is_folded_in_by_the_next_run(
@@ -31,14 +47,7 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
     )
     with store.locked():
         committer = Committer.open(store, "crashed", carried)
-        backend = server.target("k").connect()
-        processor = RowProcessor.with_defaults(backend, SUMMARY, committer, "crashed")
-
-        async def answer_without_commit() -> None:
-            await asyncio.gather(*(processor._process(i, t) for i, t in tickets(5)))
-            await backend.aclose()
-
-        asyncio.run(answer_without_commit())
+        answer_without_commit(server, committer, "crashed", 5)
         # the process "dies" here: journaled, never published; a torn last line too
         assert committer.journal.path is not None
         with committer.journal.path.open("ab") as journal:
@@ -113,14 +122,7 @@ def test_a_whole_input_run_folds_in_what_a_crashed_shard_journaled(
     shard = Store(tmp_path / "out", shard="1-of-2")
     with shard.locked():
         committer = Committer.open(shard, "shard-run", carried)
-        backend = server.target("k").connect()
-        processor = RowProcessor.with_defaults(backend, SUMMARY, committer, "shard-run")
-
-        async def answer_without_commit() -> None:
-            await asyncio.gather(*(processor._process(i, t) for i, t in tickets(3)))
-            await backend.aclose()
-
-        asyncio.run(answer_without_commit())  # then the shard's process dies
+        answer_without_commit(server, committer, "shard-run", 3)  # then the shard dies
     other = Store(tmp_path / "out", shard="2-of-2")
     with other.locked():  # another shard leaves it alone
         assert Committer.open(other, "x", carried).fold_in() == 0

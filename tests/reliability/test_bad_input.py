@@ -18,6 +18,7 @@ from aibatch.errors import EXIT_BAD_INPUT
 from aibatch.flows.process_rows import process_rows
 from aibatch.run.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, read_everywhere
 
 pytestmark = pytest.mark.reliability
@@ -104,9 +105,7 @@ def test_the_command_line_exits_2_and_creates_no_output(tmp_path: Path) -> None:
 
 
 def test_odd_ids_round_trip_and_an_over_long_ticket_fails_alone(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
 ) -> None:
     """Ids that look like paths, partitions or another script are just ids; a ticket too
@@ -119,8 +118,7 @@ def test_odd_ids_round_trip_and_an_over_long_ticket_fails_alone(
         + ["The export fails. " * 400],
     })  # fmt: skip
     frame.to_parquet(tmp_path / "tickets.parquet")
-    server = start_simulator(context_window=2_000)
-    use_simulator(server)
+    flow_simulator(context_window=2_000)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.parquet"), output_dir=str(tmp_path / "out"),
         chunk_size=50,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.process_rows import process_rows
 from aibatch.output import committer, store
 from aibatch.run.parameters import RunParameters
-from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability
@@ -90,9 +89,7 @@ FILL_DISK = {
 
 @pytest.mark.parametrize("where", list(FILL_DISK))
 def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     where: str,
@@ -103,8 +100,7 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(output), chunk_size=100,
         max_concurrency=IN_FLIGHT,
     )  # fmt: skip
-    server = start_simulator(latency_ms=5)
-    use_simulator(server)
+    server = flow_simulator(latency_ms=5)
     said: list[str] = []
     monkeypatch.setattr("aibatch.app.local.say", said.append)  # Prefect's handlers vs capsys
     monkeypatch.setattr(committer, "COMMIT_EVERY_ROWS", 50)

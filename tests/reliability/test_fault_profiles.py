@@ -4,7 +4,6 @@ in results, or in failures only where the fault injected is permanent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import pytest
 
 from aibatch.flows.process_rows import process_rows
 from aibatch.run.parameters import RunParameters
-from aibatch.simulator import SimulatorServer
 from aibatch.simulator.config import StormWindow
+from tests.conftest import FlowSimulator
 from tests.helpers import (
     job_dataset,
     read_everywhere,
@@ -42,9 +41,7 @@ LONG_TICKETS = {"mixed, with over-long tickets": 5}  # over the context window: 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_every_fault_profile_runs_to_completion_losing_nothing(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
     long_variant: bool,
     profile: str,
@@ -52,10 +49,9 @@ def test_every_fault_profile_runs_to_completion_losing_nothing(
     count = 2_000 if long_variant else 200
     long_ids = LONG_TICKETS.get(profile, 0)
     texts = write_tickets(tmp_path / "tickets.csv", count, long_ids=long_ids)
-    server = start_simulator(
+    server = flow_simulator(
         latency_ms=20, latency_sigma=0.3, context_window=2_000, seed=6, **PROFILES[profile]
     )
-    use_simulator(server)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=100, request_timeout_s=TIMEOUT_S,

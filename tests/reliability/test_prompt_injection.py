@@ -4,7 +4,6 @@ outside the set into results, even when the model obeys them (the simulator can 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ import pytest
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec
 from aibatch.run.parameters import RunParameters
-from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, write_tickets
 
 pytestmark = pytest.mark.reliability
@@ -37,9 +36,7 @@ def test_a_ticket_cannot_close_its_own_frame() -> None:
 
 
 def test_injected_instructions_never_produce_a_label_outside_the_set(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
 ) -> None:
     normal = write_tickets(tmp_path / "normal.csv", 60)
@@ -48,8 +45,7 @@ def test_injected_instructions_never_produce_a_label_outside_the_set(
         pd.DataFrame({"id": list(INJECTIONS), "text": list(INJECTIONS.values())}),
     ])  # fmt: skip
     frame.to_csv(tmp_path / "tickets.csv", index=False)
-    server = start_simulator(obey_injection=True)
-    use_simulator(server)
+    flow_simulator(obey_injection=True)
     params = RunParameters(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         job="classify", labels=LABELS, chunk_size=50,

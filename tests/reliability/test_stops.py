@@ -3,7 +3,6 @@ clear message and a non-zero exit, keeping everything done; once fixed, a re-run
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.process_rows import process_rows
 from aibatch.run.parameters import RunParameters
-from aibatch.simulator import SimulatorServer
+from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, read_everywhere, write_tickets
 
 pytestmark = pytest.mark.reliability
@@ -37,9 +36,7 @@ def said(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize("cause", list(STOPS))
 def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
     said: list[str],
     cause: str,
@@ -50,8 +47,7 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=100, max_concurrency=IN_FLIGHT,
     )  # fmt: skip
-    server = start_simulator(latency_ms=10, **{setting: 120})
-    use_simulator(server)
+    server = flow_simulator(latency_ms=10, **{setting: 120})
 
     assert run_locally(params, process_rows) == EXIT_STOPPED
     assert any(message in line for line in said), said
@@ -72,9 +68,7 @@ def test_a_stop_mid_run_keeps_what_was_done_and_a_fixed_rerun_completes(
 
 
 def test_an_outage_past_its_deadline_stops_cleanly_and_a_rerun_after_it_completes(
-    prefect_api: str,
-    start_simulator: Callable[..., SimulatorServer],
-    use_simulator: Callable[[SimulatorServer], None],
+    flow_simulator: FlowSimulator,
     tmp_path: Path,
     said: list[str],
 ) -> None:
@@ -88,8 +82,7 @@ def test_an_outage_past_its_deadline_stops_cleanly_and_a_rerun_after_it_complete
         input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
         chunk_size=50, max_concurrency=IN_FLIGHT, outage_deadline_s=3.0,
     )  # fmt: skip
-    server = start_simulator(latency_ms=10, outages=[OutageWindow(start_s=0, duration_s=3600)])
-    use_simulator(server)
+    server = flow_simulator(latency_ms=10, outages=[OutageWindow(start_s=0, duration_s=3600)])
 
     assert run_locally(params, process_rows) == EXIT_STOPPED
     stop = [line for line in said if "overload" in line]

@@ -20,6 +20,7 @@ from aibatch.jobs.models import THINKING_EXPECTED
 from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec, builtin_job
 from aibatch.run import estimate as est
+from aibatch.testing.in_process import InProcessSimulator
 from tests.conftest import Simulate
 from tests.helpers import write_tickets
 
@@ -221,18 +222,29 @@ def test_an_unknown_price_is_unknown_never_zero(capsys: pytest.CaptureFixture[st
 # -- counting -------------------------------------------------------------------------------
 
 
+def count_on(
+    simulator: InProcessSimulator,
+    tmp_path: Path,
+    rows: int,
+    specs: list[JobSpec],
+    sample_size: int,
+) -> tuple[est.Estimate, list[str]]:
+    """The estimate of `rows` sample tickets, counted on the simulator; and their prompts."""
+    write_tickets(tmp_path / "t.csv", rows)
+    tickets, prompts = load_job_rows(tmp_path / "t.csv", specs[0].template, "id")
+    backend = simulator.target("k").connect()
+    result = asyncio.run(est.estimate(
+        tickets, prompts, specs, PriceBook.load(None), sample_size=sample_size, backend=backend
+    ))  # fmt: skip
+    return result, prompts
+
+
 def test_every_ticket_counted_when_the_sample_covers_them(
     simulate: Simulate, tmp_path: Path
 ) -> None:
     simulator = simulate()
-    write_tickets(tmp_path / "t.csv", 12)
     spec = JobSpec.build("classify", "claude-haiku-5-5", None)
-    tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    backend = simulator.target("k").connect()
-    result = asyncio.run(
-        est.estimate(tickets, prompts, [spec], PriceBook.load(None), sample_size=50,
-                     backend=backend)
-    )  # fmt: skip
+    result, prompts = count_on(simulator, tmp_path, 12, [spec], sample_size=50)
     stats = simulator.stats()
     assert stats["requests_total"] == 0  # no generation call
     assert stats["count_tokens_requests"] == result.count_tokens_calls == 12 + 2
@@ -247,14 +259,9 @@ def test_a_sample_extrapolates_and_an_unknown_model_is_reported(
     simulate: Simulate, tmp_path: Path
 ) -> None:
     simulator = simulate()
-    write_tickets(tmp_path / "t.csv", 300)
     spec = JobSpec.build("summarize", "claude-sonnet-5-5", None)
-    tickets, prompts = load_job_rows(tmp_path / "t.csv", spec.template, "id")
-    backend = simulator.target("k").connect()
-    result = asyncio.run(
-        est.estimate(tickets, prompts, [spec, JobSpec.build("summarize", "claude-nobody-9", None)],
-                     PriceBook.load(None), sample_size=40, backend=backend)
-    )  # fmt: skip
+    unknown = JobSpec.build("summarize", "claude-nobody-9", None)
+    result, prompts = count_on(simulator, tmp_path, 300, [spec, unknown], sample_size=40)
     good, bad = result.models
     exact = sum(simulator.api.count_tokens(spec.request(t))["input_tokens"]
                 for t in prompts)  # fmt: skip

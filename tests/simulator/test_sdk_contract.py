@@ -29,6 +29,12 @@ LOGIN_TICKET = (
 StartSimulator = Callable[..., SimulatorServer]
 
 
+@pytest.fixture
+def client(simulator: SimulatorServer) -> anthropic.Anthropic:
+    """The SDK against the simulator, its own retries off (as aibatch runs it)."""
+    return sdk_client(simulator)
+
+
 def classify_params(ticket: str, model: str = "claude-haiku-4-5") -> dict[str, Any]:
     return {
         "model": model,
@@ -59,9 +65,8 @@ def summary_params(ticket: str) -> dict[str, Any]:
 
 
 def test_classification_is_a_tool_use_with_a_label_from_the_request(
-    simulator: SimulatorServer,
+    client: anthropic.Anthropic,
 ) -> None:
-    client = sdk_client(simulator)
     billing = client.messages.create(**classify_params(BILLING_TICKET))
     technical = client.messages.create(**classify_params(LOGIN_TICKET))
 
@@ -92,9 +97,8 @@ def test_labels_listed_in_the_prompt_are_used_without_tools(simulator: Simulator
 
 
 def test_summary_is_extractive_and_the_same_for_the_same_request(
-    simulator: SimulatorServer,
+    client: anthropic.Anthropic,
 ) -> None:
-    client = sdk_client(simulator)
     first = client.messages.create(**summary_params(LOGIN_TICKET))
     second = client.messages.create(**summary_params(LOGIN_TICKET))
 
