@@ -10,6 +10,7 @@ from aibatch.cost.pricing import PriceBook, Usage
 from aibatch.engine.stats import RunStats
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer
+from aibatch.output.records import FailedRecord, OkRecord
 
 Mode = Literal["realtime", "batch"]
 
@@ -45,7 +46,7 @@ class Recorder:
     ) -> None:
         """Journal an answer; `cost` is what every billed answer for this row cost."""
         spec = self.spec
-        self.committer.record({
+        self.committer.record(OkRecord({
             "kind": "ok", "id": row_id, "job": spec.job, "result": result,
             "model": spec.model, "prompt_version": spec.prompt_version,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
@@ -55,7 +56,7 @@ class Recorder:
             "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
             "cost_usd": cost, "mode": self.mode, "run_id": self.run_id,
             "completed_at": datetime.now(UTC).isoformat(),
-        })  # fmt: skip
+        }))  # fmt: skip
         self.stats.count_ok(usage)
         if latency_ms is not None:
             self.stats.latencies_ms.append(latency_ms)
@@ -72,11 +73,11 @@ class Recorder:
     ) -> None:
         """Journal a permanent failure."""
         spec = self.spec
-        self.committer.record({
+        self.committer.record(FailedRecord({
             "kind": "failed", "id": row_id, "job": spec.job, "model": spec.model,
             "prompt_version": spec.prompt_version, "error_type": error_type,
             "status_code": status_code, "message": message[:2000], "attempts": attempts,
             "cost_usd": cost, "stop_reason": stop_reason, "run_id": self.run_id,
             "failed_at": datetime.now(UTC).isoformat(),
-        })  # fmt: skip
+        }))  # fmt: skip
         self.stats.count_failed(cost, error_type)

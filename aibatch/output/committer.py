@@ -22,6 +22,7 @@ import pyarrow as pa
 from aibatch.errors import OutputUnwritable
 from aibatch.jobs.answer_columns import NO_COLUMNS, AnswerColumns
 from aibatch.output import crashpoints
+from aibatch.output.records import FailedRecord, JournalRecord, OkRecord
 from aibatch.output.store import (
     Journal,
     ResultStore,
@@ -66,7 +67,7 @@ class Committer:
         self.answer_columns = answer_columns
         self.committed = committed  # (id, job, model, prompt_version) already in results
         self.journal = Journal(store.journal_dir, run_id)
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[JournalRecord] = []
         self.last_commit = time.monotonic()
         self.rows_published = 0
         self.files_published = 0
@@ -87,7 +88,7 @@ class Committer:
         schema = store.results_schema(wanted, answer.schema.names)
         return cls(store, run_id, carried, schema, store.all_result_keys(), answer)
 
-    def record(self, record: dict[str, Any]) -> None:
+    def record(self, record: JournalRecord) -> None:
         try:
             self.journal.append(record)
         except OSError as error:
@@ -146,19 +147,18 @@ class Committer:
 
     def _publish(
         self,
-        records: list[dict[str, Any]],
+        records: list[JournalRecord],
         segments: Sequence[Any],
         published_failures: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> None:
-        ok: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        failed: dict[tuple[str, str], dict[str, Any]] = {}
+        ok: dict[tuple[str, str, str, str], OkRecord] = {}
+        failed: dict[tuple[str, str], FailedRecord] = {}
         for record in records:
-            kind = record.get("kind")
-            if kind == "ok":
+            if record["kind"] == "ok":
                 key = (record["id"], record["job"], record["model"], record["prompt_version"])
                 if key not in self.committed:
                     ok.setdefault(key, record)  # no id twice, even if journaled twice
-            elif kind == "failed":
+            else:
                 failure = (record["id"], record["run_id"])
                 if failure not in published_failures:
                     failed.setdefault(failure, record)

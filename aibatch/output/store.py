@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 from aibatch.errors import BadInput, OutputLocked, SchemaConflict
 from aibatch.output import crashpoints
+from aibatch.output.records import FailedRecord, JournalRecord, OkRecord, is_record
 from aibatch.result_columns import RESULT_COLUMNS
 
 # A failure row: the key of the result it could not become, then why.
@@ -415,7 +416,7 @@ def run_date_of(moment: datetime) -> str:
 
 
 def results_table(
-    records: list[dict[str, Any]],
+    records: list[OkRecord],
     carried: pd.DataFrame,
     schema: pa.Schema,
     run_date: str,
@@ -436,7 +437,7 @@ def results_table(
     return conformed(columns, len(frame), pa.schema([*schema, ("run_date", pa.string())]))
 
 
-def failures_table(records: list[dict[str, Any]], run_date: str) -> pa.Table:
+def failures_table(records: list[FailedRecord], run_date: str) -> pa.Table:
     frame = pd.DataFrame.from_records(records, columns=FAILURE_SCHEMA.names)
     frame["failed_at"] = pd.to_datetime(frame["failed_at"], utc=True, format="ISO8601")
     frame["run_date"] = run_date
@@ -459,7 +460,7 @@ class Journal:
         self.path = self.directory / f"{self.run_id}-{self._sequence:06d}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: JournalRecord) -> None:
         assert self._fd is not None
         # One write() per record: O_APPEND keeps records whole and in order, and once the
         # kernel has the bytes a kill -9 of this process cannot lose them.
@@ -482,9 +483,9 @@ class Journal:
             self.path.unlink()
 
 
-def read_segment(path: Path) -> list[dict[str, Any]]:
+def read_segment(path: Path) -> list[JournalRecord]:
     """Records of one journal segment; a torn line (a crash mid-write) is skipped."""
-    records = []
+    records: list[JournalRecord] = []
     for line in path.read_bytes().split(b"\n"):
         if not line.strip():
             continue
@@ -492,7 +493,7 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "kind" in record:
+        if is_record(record):
             records.append(record)
     return records
 

@@ -20,6 +20,7 @@ from aibatch.jobs.answer_columns import ENUM_TYPE, AnswerColumns
 from aibatch.jobs.outputs import InvalidModelOutput, JsonOutput
 from aibatch.output import crashpoints
 from aibatch.output.committer import Committer
+from aibatch.output.records import OkRecord
 from aibatch.output.store import ResultStore
 from tests.helpers import read_everywhere
 
@@ -131,11 +132,14 @@ def commit(store: ResultStore, json_schema: dict[str, Any], answers: dict[str, A
         with store.locked():
             committer = Committer.open(store, f"run-{len(answers)}", carried, columns)
             for ticket_id, answer in answers.items():
-                committer.record({
+                committer.record(OkRecord({
                     "kind": "ok", "id": ticket_id, "job": store.job, "model": "m",
-                    "prompt_version": "v", "result": json.dumps(answer), "attempts": 1,
+                    "prompt_version": "v", "result": json.dumps(answer), "input_tokens": 9,
+                    "output_tokens": 4, "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0, "attempts": 1, "latency_ms": 12.5,
+                    "cost_usd": 0.0001, "mode": "realtime", "run_id": f"run-{len(answers)}",
                     "completed_at": datetime.now(UTC).isoformat(),
-                })  # fmt: skip
+                }))  # fmt: skip
             await committer.commit()
             committer.close()
 

@@ -15,6 +15,7 @@ from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.process_rows import process_rows
 from aibatch.output import committer, store
+from aibatch.output.records import JournalRecord
 from aibatch.run.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
@@ -52,7 +53,7 @@ def fill_disk_under_journal(monkeypatch: pytest.MonkeyPatch) -> None:
     real = store.Journal.append
     lines = 0
 
-    def append(self: store.Journal, record: dict[str, Any]) -> None:
+    def append(self: store.Journal, record: JournalRecord) -> None:
         nonlocal lines
         lines += 1
         if lines <= 130:

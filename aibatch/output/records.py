@@ -1,0 +1,66 @@
+"""The journal's records, typed: what a run writes for each row it settles, and reads back.
+
+One JSON object per line in a journal segment; the committer publishes `OkRecord`s as
+result rows and `FailedRecord`s as failure rows, with the same names as those columns.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict, TypeGuard
+
+
+class OkRecord(TypedDict):
+    """An answer, as a results row before the answer's typed columns are filled in."""
+
+    kind: Literal["ok"]
+    id: str
+    job: str
+    result: str
+    model: str
+    prompt_version: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    attempts: int
+    latency_ms: float | None  # None in batch mode: no request of its own to time
+    cost_usd: float | None  # every billed answer for the row; None: price unknown
+    mode: Literal["realtime", "batch"]
+    run_id: str
+    completed_at: str  # ISO 8601, UTC
+
+
+class FailedRecord(TypedDict):
+    """A row that failed for good on this model (a 400, a refusal, an answer off-shape)."""
+
+    kind: Literal["failed"]
+    id: str
+    job: str
+    model: str
+    prompt_version: str
+    error_type: str
+    status_code: int | None
+    message: str
+    attempts: int
+    cost_usd: float | None  # answers billed before it failed
+    stop_reason: str | None
+    run_id: str
+    failed_at: str  # ISO 8601, UTC
+
+
+JournalRecord = OkRecord | FailedRecord
+
+# The keys a record of each kind must have to be published: a segment line written by an
+# older aibatch without them is skipped, never published half-filled.
+_KEYS = {
+    "ok": frozenset(OkRecord.__annotations__),
+    "failed": frozenset(FailedRecord.__annotations__),
+}
+
+
+def is_record(value: object) -> TypeGuard[JournalRecord]:
+    """Whether a value read from a journal line is a whole record of a known kind."""
+    if not isinstance(value, dict):
+        return False
+    keys = _KEYS.get(value.get("kind"))  # type: ignore[arg-type]
+    return keys is not None and keys <= value.keys()
