@@ -75,22 +75,22 @@ class Admission:
     # -- letting a request go -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def slot(self, chunk_slots: asyncio.Semaphore | None) -> AsyncIterator[bool]:
+    async def slot(self, chunk_width: asyncio.Semaphore | None) -> AsyncIterator[bool]:
         """Through the gates and into an in-flight slot (and the chunk's own, if capped);
         yields whether this request is a storm's or an outage's probe. Raises
         APIUnavailable once an outage has outlasted its deadline."""
         while (wait := self.gate_wait_s()) > 0:
             await self.sleep(min(wait, max(0.05, self.outage_left_s())))
         storm_probe, outage_probe = self.gate.enter(), self.outage.enter()
-        if chunk_slots is not None:
-            await chunk_slots.acquire()
+        if chunk_width is not None:
+            await chunk_width.acquire()
         await self.slots.acquire()
         try:
             yield storm_probe or outage_probe
         finally:
             self.slots.release()
-            if chunk_slots is not None:
-                chunk_slots.release()
+            if chunk_width is not None:
+                chunk_width.release()
             if storm_probe:
                 self.gate.leave()
             if outage_probe:

@@ -170,12 +170,12 @@ class RowProcessor:
         self,
         row_id: str,
         text: str,
-        chunk_slots: asyncio.Semaphore | None,
+        chunk_width: asyncio.Semaphore | None,
         cap: int | None = None,
     ) -> str:
         # Commit as rows come in, not only when a chunk ends: a large chunk at a slow rate
         # would otherwise keep its results out of the dataset for minutes.
-        outcome = await self._process(row_id, text, chunk_slots, cap)
+        outcome = await self._process(row_id, text, chunk_width, cap)
         await self.committer.commit_if_due()
         return outcome
 
@@ -183,7 +183,7 @@ class RowProcessor:
         self,
         row_id: str,
         text: str,
-        chunk_slots: asyncio.Semaphore | None = None,
+        chunk_width: asyncio.Semaphore | None = None,
         cap: int | None = None,
     ) -> str:
         """Attempt one row until it is answered, failed for good, out of the attempts
@@ -193,7 +193,7 @@ class RowProcessor:
         row = RowAttempts(row_id, text, params, self.admission.estimator.raw(params))
         row.attempt = self.attempts_made.get(row_id, 0)
         try:
-            return await self._attempts(row, chunk_slots, cap or self.max_attempts)
+            return await self._attempts(row, chunk_width, cap or self.max_attempts)
         finally:
             if row_id in self.finished:
                 self.attempts_made.pop(row_id, None)
@@ -201,13 +201,13 @@ class RowProcessor:
                 self.attempts_made[row_id] = row.attempt
 
     async def _attempts(
-        self, row: RowAttempts, chunk_slots: asyncio.Semaphore | None, cap: int
+        self, row: RowAttempts, chunk_width: asyncio.Semaphore | None, cap: int
     ) -> str:
         if row.attempt >= cap:
             return "unfinished"  # this run of the chunk has no attempt left for it
         while True:
             try:
-                outcome = await self._attempt(row, chunk_slots)
+                outcome = await self._attempt(row, chunk_width)
             except APIUnavailable as error:
                 self.stop(str(error))
                 return "unfinished"
@@ -223,12 +223,12 @@ class RowProcessor:
             await self.sleep(decision.delay_s)
 
     async def _attempt(
-        self, row: RowAttempts, chunk_slots: asyncio.Semaphore | None
+        self, row: RowAttempts, chunk_width: asyncio.Semaphore | None
     ) -> str | tuple[policy.Decision, float] | None:
         """One send, holding a slot: "ok" or "unfinished" when that settles the row, else
         the error's decision and when the request went; None if it never went."""
         admission = self.admission
-        async with admission.slot(chunk_slots) as probe:
+        async with admission.slot(chunk_width) as probe:
             if self.stop_reason is not None:
                 return "unfinished"
             input_estimate = admission.estimator.estimate(row.raw_tokens)

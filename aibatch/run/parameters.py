@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from aibatch.engine import policy
 from aibatch.jobs.models import Effort, ModelBook
@@ -190,6 +190,8 @@ class RunParameters(BaseModel):
         description="Times an errored or expired batch request is submitted again.",
     )
     show_progress: bool = Field(default=False, description="Show a progress bar.")
+    # The job definition as read, with the fields it was read from (see `definition`).
+    _definition: tuple[tuple[object, ...], JobDefinition] | None = PrivateAttr(default=None)
 
     @field_validator("job")
     @classmethod
@@ -237,12 +239,18 @@ class RunParameters(BaseModel):
     def definition(self) -> JobDefinition:
         """The job: the one given, else the built-in one named by `job`. A definition
         written inline (prefect.yaml, the UI's form) reads its `schema_file` relative to the
-        directory the flow runs in, as the input and output paths are."""
-        if self.job_file is not None:
-            return load_job_file(self.job_file)
-        if self.job_definition is None:
-            return builtin_job(self.job)
-        return self.job_definition.resolved(Path.cwd())
+        directory the flow runs in, as the input and output paths are. Read once: kept with
+        the fields it was read from, and read again only if one of them changed."""
+        source = (self.job, self.job_file, self.job_definition, str(Path.cwd()))
+        if self._definition is None or self._definition[0] != source:
+            if self.job_file is not None:
+                definition = load_job_file(self.job_file)
+            elif self.job_definition is None:
+                definition = builtin_job(self.job)
+            else:
+                definition = self.job_definition.resolved(Path.cwd())
+            self._definition = (source, definition)
+        return self._definition[1]
 
     @property
     def job_name(self) -> str:

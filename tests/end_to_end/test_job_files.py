@@ -103,7 +103,7 @@ def test_a_label_job_over_two_columns_answers_each_row_from_the_set(
 def test_a_text_job_whose_template_uses_two_columns(
     flow_simulator: FlowSimulator, tmp_path: Path,
 ) -> None:  # fmt: skip
-    flow_simulator(())
+    flow_simulator()
     texts = write_tickets(tmp_path / "tickets.csv", 20)
     products = pd.read_csv(tmp_path / "tickets.csv", dtype=str).set_index("id")["product"]
     summary = asyncio.run(process_rows(params_for(tmp_path, DIGEST_JOB, "tickets.csv")))
