@@ -298,6 +298,11 @@ def setup(
         typer.echo(line)
 
 
+def _simulator_help(field: str) -> str:
+    """An option of `simulate-api` is described by the simulator's own setting."""
+    return SimulatorConfig.model_fields[field].description or ""
+
+
 def _simulator_default(field: str) -> Any:
     """An option of `simulate-api` defaults to the simulator's own setting."""
     return SimulatorConfig.model_fields[field].default
@@ -306,21 +311,21 @@ def _simulator_default(field: str) -> Any:
 @app.command("simulate-api")
 def simulate_api(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
-    rpm: Annotated[
-        int | None, typer.Option(help="Requests per minute (default unlimited).")
-    ] = _simulator_default("rpm"),
-    itpm: Annotated[int | None, typer.Option(help="Input tokens per minute.")] = _simulator_default(
+    rpm: Annotated[int | None, typer.Option(help=_simulator_help("rpm"))] = _simulator_default(
+        "rpm"
+    ),
+    itpm: Annotated[int | None, typer.Option(help=_simulator_help("itpm"))] = _simulator_default(
         "itpm"
     ),
-    otpm: Annotated[
-        int | None, typer.Option(help="Output tokens per minute.")
-    ] = _simulator_default("otpm"),
+    otpm: Annotated[int | None, typer.Option(help=_simulator_help("otpm"))] = _simulator_default(
+        "otpm"
+    ),
     burst_seconds: Annotated[
-        float, typer.Option(help="Window a minute's limit is enforced over, e.g. 2 for 1/30 of it.")
+        float, typer.Option(help=_simulator_help("burst_seconds"))
     ] = _simulator_default("burst_seconds"),
     window: Annotated[
         Literal["bucket", "sliding"],
-        typer.Option(help="Requests limit as a refilling 'bucket' or a 'sliding' window."),
+        typer.Option(help=_simulator_help("window")),
     ] = _simulator_default("window"),
     no_ratelimit_headers: Annotated[
         bool, typer.Option(help="Do not send anthropic-ratelimit-* headers (as some proxies).")
@@ -328,51 +333,43 @@ def simulate_api(
     no_retry_after: Annotated[bool, typer.Option(help="Send 429s without retry-after.")] = False,
     ratelimit_header_set: Annotated[
         Literal["full", "tokens"],
-        typer.Option(
-            help="Rate-limit headers sent: 'full', or only the combined 'tokens' ones (a gateway)."
-        ),
+        typer.Option(help=_simulator_help("ratelimit_header_set")),
     ] = _simulator_default("ratelimit_header_set"),
     other_client_rpm: Annotated[
         int | None,
-        typer.Option(help="Requests per minute another client of the same key takes."),
+        typer.Option(help=_simulator_help("other_client_rpm")),
     ] = _simulator_default("other_client_rpm"),
     other_client_itpm: Annotated[
         int | None,
-        typer.Option(help="Input tokens per minute another client of the same key takes."),
+        typer.Option(help=_simulator_help("other_client_itpm")),
     ] = _simulator_default("other_client_itpm"),
     latency_ms: Annotated[
-        float, typer.Option(help="Median latency of a message, ms.")
+        float, typer.Option(help=_simulator_help("latency_ms"))
     ] = _simulator_default("latency_ms"),
     latency_sigma: Annotated[
-        float, typer.Option(help="Lognormal spread of latency (0 = always the median).")
+        float, typer.Option(help=_simulator_help("latency_sigma"))
     ] = _simulator_default("latency_sigma"),
     ms_per_output_token: Annotated[
-        float, typer.Option(help="Extra latency per output token.")
+        float, typer.Option(help=_simulator_help("ms_per_output_token"))
     ] = _simulator_default("ms_per_output_token"),
-    p529: Annotated[
-        float, typer.Option(help="Probability of 529 overloaded_error.")
-    ] = _simulator_default("p529"),
+    p529: Annotated[float, typer.Option(help=_simulator_help("p529"))] = _simulator_default("p529"),
     first_529s: Annotated[
-        int, typer.Option(help="Answer the first N messages with 529 overloaded_error.")
+        int, typer.Option(help=_simulator_help("first_529s"))
     ] = _simulator_default("first_529s"),
-    p500: Annotated[float, typer.Option(help="Probability of 500 api_error.")] = _simulator_default(
-        "p500"
-    ),
-    p503: Annotated[
-        float, typer.Option(help="Probability of 503 Service Unavailable.")
-    ] = _simulator_default("p503"),
+    p500: Annotated[float, typer.Option(help=_simulator_help("p500"))] = _simulator_default("p500"),
+    p503: Annotated[float, typer.Option(help=_simulator_help("p503"))] = _simulator_default("p503"),
     overload_retry_after_s: Annotated[
         float | None,
-        typer.Option(help="Send retry-after and retry-after-ms (this many seconds) on 529/503."),
+        typer.Option(help=_simulator_help("overload_retry_after_s")),
     ] = _simulator_default("overload_retry_after_s"),
-    p_drop: Annotated[
-        float, typer.Option(help="Probability of closing the connection unanswered.")
-    ] = _simulator_default("p_drop"),
-    p_slow: Annotated[
-        float, typer.Option(help="Probability of answering after --slow-seconds.")
-    ] = _simulator_default("p_slow"),
+    p_drop: Annotated[float, typer.Option(help=_simulator_help("p_drop"))] = _simulator_default(
+        "p_drop"
+    ),
+    p_slow: Annotated[float, typer.Option(help=_simulator_help("p_slow"))] = _simulator_default(
+        "p_slow"
+    ),
     slow_seconds: Annotated[
-        float, typer.Option(help="Delay of a slow answer.")
+        float, typer.Option(help=_simulator_help("slow_seconds"))
     ] = _simulator_default("slow_seconds"),
     storm: Annotated[
         list[str] | None,
@@ -385,55 +382,53 @@ def simulate_api(
         ),
     ] = None,
     outage_status: Annotated[
-        int, typer.Option(help="Status of the answers during an outage: 529 or 503.")
+        int, typer.Option(help=_simulator_help("outage_status"))
     ] = _simulator_default("outage_status"),
     send_should_retry: Annotated[
         bool,
-        typer.Option(help="x-should-retry on every error (true: 408/409/429/5xx, false: 4xx)."),
+        typer.Option(help=_simulator_help("send_should_retry")),
     ] = _simulator_default("send_should_retry"),
     spend_cap_after: Annotated[
-        int | None, typer.Option(help="Answer the spend-cap 429 after this many successes.")
+        int | None, typer.Option(help=_simulator_help("spend_cap_after"))
     ] = _simulator_default("spend_cap_after"),
     revoke_key_after: Annotated[
-        int | None, typer.Option(help="Refuse the key (401) after this many successes.")
+        int | None, typer.Option(help=_simulator_help("revoke_key_after"))
     ] = _simulator_default("revoke_key_after"),
     api_key: Annotated[
         str | None,
         typer.Option(
             envvar="AIBATCH_SIMULATOR_API_KEY",
-            help="Require this key (x-api-key or Bearer); default accepts any.",
+            help=_simulator_help("api_key"),
             show_default=False,
         ),
     ] = _simulator_default("api_key"),
     context_window: Annotated[
         int | None,
-        typer.Option(help="Prompt + max_tokens limit, tokens (default: each model's own)."),
+        typer.Option(help=_simulator_help("context_window")),
     ] = _simulator_default("context_window"),
     cache_min_tokens: Annotated[
         int | None,
-        typer.Option(help="Shortest cacheable prompt prefix (default: each model's own)."),
+        typer.Option(help=_simulator_help("cache_min_tokens")),
     ] = _simulator_default("cache_min_tokens"),
     thinking_scale: Annotated[
-        float, typer.Option(help="Multiply thinking tokens (e.g. 100 forces long thinking).")
+        float, typer.Option(help=_simulator_help("thinking_scale"))
     ] = _simulator_default("thinking_scale"),
     p_refusal: Annotated[
-        float, typer.Option(help="Share of rows refused (stop_reason refusal), by row.")
+        float, typer.Option(help=_simulator_help("p_refusal"))
     ] = _simulator_default("p_refusal"),
     obey_injection: Annotated[
-        bool, typer.Option(help="Let instructions inside rows steer answers (for tests).")
+        bool, typer.Option(help=_simulator_help("obey_injection"))
     ] = _simulator_default("obey_injection"),
     batch_processing_seconds: Annotated[
-        float, typer.Option(help="How long a Message Batch takes to end.")
+        float, typer.Option(help=_simulator_help("batch_processing_seconds"))
     ] = _simulator_default("batch_processing_seconds"),
     batch_p_errored: Annotated[
-        float, typer.Option(help="Share of batch requests errored.")
+        float, typer.Option(help=_simulator_help("batch_p_errored"))
     ] = _simulator_default("batch_p_errored"),
     batch_p_expired: Annotated[
-        float, typer.Option(help="Share of batch requests expired.")
+        float, typer.Option(help=_simulator_help("batch_p_expired"))
     ] = _simulator_default("batch_p_expired"),
-    seed: Annotated[int, typer.Option(help="Seed for faults and latency.")] = _simulator_default(
-        "seed"
-    ),
+    seed: Annotated[int, typer.Option(help=_simulator_help("seed"))] = _simulator_default("seed"),
     config_json: Annotated[
         str | None, typer.Option(hidden=True, help="A whole SimulatorConfig as JSON.")
     ] = None,

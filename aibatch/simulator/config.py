@@ -63,16 +63,25 @@ class SimulatorConfig(BaseModel):
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
 
     # Rate limits, per minute, enforced as token buckets that hold `burst_seconds` worth.
-    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
-    itpm: int | None = Field(default=None, ge=1, description="input tokens per minute")
-    otpm: int | None = Field(default=None, ge=1, description="output tokens per minute")
+    rpm: int | None = Field(
+        default=None, ge=1, description="Requests per minute (default unlimited)."
+    )
+    itpm: int | None = Field(
+        default=None, ge=1, description="Input tokens per minute (default unlimited)."
+    )
+    otpm: int | None = Field(
+        default=None, ge=1, description="Output tokens per minute (default unlimited)."
+    )
     burst_seconds: float = Field(
-        default=60.0, gt=0, le=60, description="window a minute's limit is enforced over"
+        default=60.0,
+        gt=0,
+        le=60,
+        description="Window a minute's limit is enforced over, e.g. 2 for 1/30 of it.",
     )
     window: Literal["bucket", "sliding"] = Field(
         default="bucket",
-        description="how the requests limit is enforced: a refilling bucket, as documented, "
-        "or a sliding window of burst_seconds (stricter: no refill within the window)",
+        description="How the requests limit is enforced: a refilling 'bucket', as documented, or "
+        "a 'sliding' window of burst_seconds (stricter: no refill within the window).",
     )
     send_ratelimit_headers: bool = Field(
         default=True, description="send anthropic-ratelimit-* headers (proxies may strip them)"
@@ -82,90 +91,116 @@ class SimulatorConfig(BaseModel):
     )
     ratelimit_header_set: Literal["full", "tokens"] = Field(
         default="full",
-        description="'full': requests, tokens, input-tokens and output-tokens headers; "
-        "'tokens': only the combined anthropic-ratelimit-tokens-* ones, as some gateways send",
+        description="Rate-limit headers sent: 'full' (requests, tokens, input and output tokens), "
+        "or only the combined 'tokens' ones, as some gateways send.",
     )
     # A colleague on the same key (one organisation shares the buckets) who steadily takes
     # this much, as far as the buckets allow: `remaining` falls and 429s come sooner.
     other_client_rpm: int | None = Field(
-        default=None, ge=1, description="requests per minute another client of the key takes"
+        default=None, ge=1, description="Requests per minute another client of the same key takes."
     )
     other_client_itpm: int | None = Field(
-        default=None, ge=1, description="input tokens per minute another client of the key takes"
+        default=None,
+        ge=1,
+        description="Input tokens per minute another client of the same key takes.",
     )
 
     # Latency: lognormal around a median, plus a cost per generated token.
-    latency_ms: float = Field(default=0.0, ge=0, description="median latency of a message")
-    latency_sigma: float = Field(default=0.0, ge=0, description="lognormal spread (0 = fixed)")
-    ms_per_output_token: float = Field(default=0.0, ge=0)
+    latency_ms: float = Field(default=0.0, ge=0, description="Median latency of a message, ms.")
+    latency_sigma: float = Field(
+        default=0.0, ge=0, description="Lognormal spread of latency (0 = always the median)."
+    )
+    ms_per_output_token: float = Field(
+        default=0.0, ge=0, description="Extra latency per output token, ms."
+    )
 
     # Faults, each a probability per message request.
-    p529: float = Field(default=0.0, ge=0, le=1, description="overloaded_error")
+    p529: float = Field(default=0.0, ge=0, le=1, description="Probability of 529 overloaded_error.")
     first_529s: int = Field(
-        default=0, ge=0, description="answer the first N messages overloaded_error (529)"
+        default=0, ge=0, description="Answer the first N messages with 529 overloaded_error."
     )
-    p500: float = Field(default=0.0, ge=0, le=1, description="api_error")
+    p500: float = Field(default=0.0, ge=0, le=1, description="Probability of 500 api_error.")
     p503: float = Field(
-        default=0.0, ge=0, le=1, description="503 api_error Service Unavailable (a gateway's)"
+        default=0.0, ge=0, le=1, description="Probability of 503 Service Unavailable (a gateway's)."
     )
     overload_retry_after_s: float | None = Field(
         default=None,
         gt=0,
-        description="send retry-after (whole seconds) and retry-after-ms on 529s and 503s",
+        description="Send retry-after (whole seconds) and retry-after-ms, this many seconds, on "
+        "529s and 503s.",
     )
-    p_drop: float = Field(default=0.0, ge=0, le=1, description="connection closed, no answer")
-    p_slow: float = Field(default=0.0, ge=0, le=1, description="answer after slow_seconds")
-    slow_seconds: float = Field(default=30.0, ge=0)
+    p_drop: float = Field(
+        default=0.0, ge=0, le=1, description="Probability of closing the connection unanswered."
+    )
+    p_slow: float = Field(
+        default=0.0, ge=0, le=1, description="Probability of answering after slow_seconds."
+    )
+    slow_seconds: float = Field(default=30.0, ge=0, description="Delay of a slow answer, seconds.")
     storms: list[StormWindow] = Field(default_factory=list)
     outages: list[OutageWindow] = Field(default_factory=list)
     outage_status: Literal[529, 503] = Field(
-        default=529, description="the answer during an outage: 529 overloaded_error or 503"
+        default=529, description="Status of the answers during an outage: 529 or 503."
     )
     send_should_retry: bool = Field(
         default=False,
         description="x-should-retry on every error: true for 408, 409, 429 and 5xx, false for "
-        "other 4xx (off: only on 500 and 529, as before)",
+        "other 4xx (off: only on 500 and 529).",
     )
     spend_cap_after: int | None = Field(
-        default=None, ge=0, description="successful messages before the spend cap is hit"
+        default=None,
+        ge=0,
+        description="Answer the spend-cap 429 after this many successful messages.",
     )
 
     revoke_key_after: int | None = Field(
-        default=None, ge=0, description="successful messages before the key is refused (401)"
+        default=None, ge=0, description="Refuse the key (401) after this many successful messages."
     )
 
     # Request validation.
-    api_key: str | None = Field(default=None, description="when set, requests must carry it")
+    api_key: str | None = Field(
+        default=None, description="Require this key (x-api-key or Bearer); default: accept any."
+    )
     # The per-model limits default to each model's own (see rules.py); a number overrides
     # them for every model.
     context_window: int | None = Field(
-        default=None, ge=1, description="prompt + max_tokens limit (None: the model's own)"
+        default=None,
+        ge=1,
+        description="Prompt + max_tokens limit, tokens (default: each model's own).",
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     cache_min_tokens: int | None = Field(
-        default=None, ge=0, description="shortest cacheable prefix (None: the model's own)"
+        default=None,
+        ge=0,
+        description="Shortest cacheable prompt prefix (default: each model's own).",
     )
     cache_ttl_seconds: float = Field(default=300.0, gt=0)
 
     # Behaviour of the fake model.
     obey_injection: bool = Field(
-        default=False, description="follow instructions found inside tickets (for tests)"
+        default=False, description="Let instructions inside rows steer answers (for tests)."
     )
     thinking_scale: float = Field(
-        default=1.0, ge=0, description="multiplies thinking tokens (tests force long thinking)"
+        default=1.0, ge=0, description="Multiply thinking tokens (e.g. 100 forces long thinking)."
     )
     p_refusal: float = Field(
         default=0.0,
         ge=0,
         le=1,
-        description="share of tickets refused (stop_reason refusal), by a hash of the ticket",
+        description="Share of rows refused (stop_reason refusal), by a hash of the row: the same "
+        "row is refused again.",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed for faults and latency.")
 
     # Message Batches.
-    batch_processing_seconds: float = Field(default=2.0, ge=0)
-    batch_p_errored: float = Field(default=0.0, ge=0, le=1)
-    batch_p_expired: float = Field(default=0.0, ge=0, le=1)
+    batch_processing_seconds: float = Field(
+        default=2.0, ge=0, description="How long a Message Batch takes to end, seconds."
+    )
+    batch_p_errored: float = Field(
+        default=0.0, ge=0, le=1, description="Share of batch requests errored."
+    )
+    batch_p_expired: float = Field(
+        default=0.0, ge=0, le=1, description="Share of batch requests expired."
+    )
 
     def storm_active(self, seconds_since_start: float) -> bool:
         return bool(_open(self.storms, seconds_since_start))
