@@ -107,6 +107,10 @@ async def process_rows(params: RunParameters | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from aibatch.app.local import run_locally
+    # `python flows/process_rows.py [OPTIONS]` is `aibatch run` (the simulator without a
+    # key, exit codes, signals): the app runs the flow, so this layer imports no app. exec,
+    # not a child: signals and the exit status are the command's own.
+    import os
+    import sys
 
-    raise SystemExit(run_locally(RunParameters(show_progress=True), process_rows))
+    os.execv(sys.executable, [sys.executable, "-m", "aibatch", "run", *sys.argv[1:]])
