@@ -11,7 +11,7 @@ import pytest
 
 from aibatch.errors import InputError, JobFileError
 from aibatch.jobs.prompts import load_job_rows
-from aibatch.jobs.spec import BUILT_IN_JOBS, JobSpec, builtin_job, load_job_file
+from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.jobs.templates import MissingValue, PromptTemplate
 
 PRODUCT_JOB = '''
@@ -32,16 +32,6 @@ toys = "games, puzzles and toys for children"
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def test_the_built_in_jobs_are_job_files_in_the_package() -> None:
-    assert BUILT_IN_JOBS == ("summarize", "classify")
-    summarize, classify = (builtin_job(name) for name in BUILT_IN_JOBS)
-    assert summarize.output.kind == "text" and summarize.prompt == "{{ text }}"
-    assert classify.output.labels == ["billing", "technical", "feature request", "other"]
-    assert set(classify.output.definitions) == set(classify.output.labels)
-    with pytest.raises(ValueError, match="--job must be one of summarize, classify"):
-        builtin_job("translate")
 
 
 def test_a_label_job_file_reads_its_columns_and_frames_each_value(tmp_path: Path) -> None:
