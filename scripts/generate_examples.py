@@ -3,13 +3,15 @@
     python scripts/generate_examples.py --products-count 2400 --invoices-count 600 \\
         --seed 11 --output-dir data
 
-Writes three files to the output directory:
+Writes four files to the output directory:
 
 * `products.csv`: products of an online shop (sku, title, description, brand, price,
   category_hint) for `jobs/product-category.toml`. Each product is built from the
   vocabulary of one category (electronics, clothing, home, toys, other), so the words of
   its title and description make that category evident; `category_hint` is that category.
   About 5% of brands and 2% of descriptions are empty on purpose (nulls to handle).
+* `products-truth.csv`: each product's true category by sku (`sku`, `expected`): the
+  category its words were drawn from, the answer `aibatch eval` scores a model against.
 * `invoices.jsonl`: invoice texts as pasted from an email or PDF ({"id", "text"}) for
   `jobs/invoice-extract.toml`. Each text keeps the lines `Invoice number:`, `Vendor:`,
   `Issue date:`, `Due date:`, `Currency:`, `Total:` and `Status:`, in varying order and
@@ -735,7 +737,12 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(products[0]))
         writer.writeheader()
         writer.writerows(products)
-    print(f"wrote {len(products)} products to {path}")
+    truth_path = args.output_dir / "products-truth.csv"
+    with truth_path.open("w", newline="", encoding="utf-8") as handle:
+        truth_writer = csv.writer(handle)
+        truth_writer.writerow(["sku", "expected"])
+        truth_writer.writerows((p["sku"], p["category_hint"]) for p in products)
+    print(f"wrote {len(products)} products to {path} (truth in {truth_path})")
 
     invoices, truth = generate_invoices(args.invoices_count, random.Random(f"{args.seed}:invoices"))
     write_jsonl(args.output_dir / "invoices.jsonl", invoices)

@@ -5,8 +5,11 @@ follows the whole definition."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from aibatch.errors import InputError, JobFileError
@@ -143,3 +146,28 @@ def test_the_example_jobs_render_every_row_of_their_data(job: str, data: str, ro
     )
     assert len(prompts) == rows == tickets.frame["id"].nunique()
     assert all(prompt.count("<data>") == len(spec.template.columns) for prompt in prompts)
+
+
+def test_the_product_example_has_the_truth_an_eval_scores_against() -> None:
+    """data/products-truth.csv: each product of data/products.csv once, by the job's id
+    column, with the category its words were drawn from, one of the job's labels."""
+    root = Path(__file__).resolve().parents[2]
+    definition = load_job_file(root / "jobs" / "product-category.toml")
+    products = pd.read_csv(root / "data" / "products.csv", dtype=str)
+    truth = pd.read_csv(root / "data" / "products-truth.csv", dtype=str)
+    assert list(truth.columns) == [definition.id_column, "expected"]
+    assert sorted(truth["sku"]) == sorted(products["sku"]) and truth["sku"].is_unique
+    assert set(truth["expected"]) == set(definition.output.labels or [])
+    by_sku = products.set_index("sku")["category_hint"]
+    assert (truth.set_index("sku")["expected"] == by_sku.loc[truth["sku"]].values).all()
+
+
+def test_the_example_data_is_what_the_generator_makes(tmp_path: Path) -> None:
+    """The same seed gives byte-identical files: the data in the repository is reproducible."""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, str(root / "scripts" / "generate_examples.py"), "--output-dir",
+         str(tmp_path)], check=True, capture_output=True,
+    )  # fmt: skip
+    for name in ("products.csv", "products-truth.csv", "invoices.jsonl", "invoices-truth.jsonl"):
+        assert (tmp_path / name).read_bytes() == (root / "data" / name).read_bytes(), name
