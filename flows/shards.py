@@ -58,7 +58,7 @@ async def fan_out(plan: RunPlan) -> dict[str, Any]:
         recovered = committer.fold_in()
         committer.close()
         done = store.settled_ids(spec.model, spec.prompt_version)
-    pending = plan.pending_after(done)
+    pending = plan.pending_after(done).rows
     shards = min(params.shards, max(1, len(pending)))
     shard_dir = store.state_dir / "shard-inputs" / run_id
     paths = (

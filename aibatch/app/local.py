@@ -99,7 +99,7 @@ def dry_run_locally(params: RunParameters) -> int:
     plan = plan_or_say(params)
     if isinstance(plan, int):
         return plan
-    spec, frame, pending = plan.spec, plan.rows.frame, plan.pending
+    spec, frame, pending = plan.spec, plan.rows.frame, plan.pending.rows
     positions = pending.index.tolist()
     say(f"dry run: {len(pending)} of {len(frame)} rows would be sent ({spec.job}, "
         f"{spec.model}, key {spec.prompt_version}); the first {DRY_RUN_REQUESTS}:")  # fmt: skip

@@ -135,13 +135,11 @@ async def open_run(plan: RunPlan, target: ApiTarget, logger: Logger) -> AsyncIte
         if recovered:
             logger.info("Recovered %d results journaled by an interrupted run", recovered)
         done = store.settled_ids(spec.model, spec.prompt_version)
-        frame = plan.rows.frame
-        already_done = int(frame["id"].isin(done).sum())
         pending = plan.pending_after(done)
         logger.info(
             "%d rows in %s; %d already done for %s/%s/%s; %d to process",
-            len(frame), params.input_name, already_done, spec.job, spec.model,
-            spec.prompt_version, len(pending),
+            len(plan.rows.frame), params.input_name, pending.already_done, spec.job,
+            spec.model, spec.prompt_version, len(pending.rows),
         )  # fmt: skip
         ledger = BatchLedger(store.state_dir / "batches")
         if params.mode == "realtime":
@@ -153,7 +151,7 @@ async def open_run(plan: RunPlan, target: ApiTarget, logger: Logger) -> AsyncIte
         run = Run(
             plan, committer, ledger, backend, run_id, pairs=plan.pairs(pending),
             done=set(done), budget=_budget(params, store, spec, logger), recovered=recovered,
-            already_done=already_done, held_back=len(frame) - already_done - len(pending),
+            already_done=pending.already_done, held_back=pending.held_back,
         )  # fmt: skip
         try:
             yield run

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -43,9 +44,6 @@ class RunPlan:
     prompts: list[str]  # each row's prompt, in the rows' order
     store: ResultStore
     models: ModelBook
-    done: frozenset[str]  # ids settled in the output when the plan was made
-    pending: pd.DataFrame  # the rows to send: not done, the trial's choice (limit, sample)
-    prompt_of: dict[str, str] = field(repr=False)
     # Where requests go, when the app decided it (the simulator, a key it holds); a flow run
     # with none resolves its own (the worker's environment, a Secret block).
     api: ApiTarget | None = field(default=None, repr=False)
@@ -80,31 +78,36 @@ class RunPlan:
             raise
         except ValueError as error:  # a value the user gave, refused where it was read
             raise BadInput(str(error)) from error
-        done = frozenset(store.settled_ids(spec.model, spec.prompt_version))
-        prompt_of = dict(zip(rows.frame["id"].tolist(), prompts, strict=True))
-        pending = _pending(rows.frame, done, params)
-        return cls(params, spec, prices, rows, prompts, store, models, done, pending, prompt_of)
+        return cls(params, spec, prices, rows, prompts, store, models)
 
-    def pending_after(self, done: AbstractSet[str]) -> pd.DataFrame:
-        """The rows to send once `done` (read under the lock, after a fold-in) is settled."""
-        return _pending(self.rows.frame, done, self.params)
+    @cached_property
+    def done(self) -> frozenset[str]:
+        """Ids settled in the output when first asked (a flow run asks `pending_after`
+        under the lock instead, so only the app's checks and the dry run read this)."""
+        return frozenset(self.store.settled_ids(self.spec.model, self.spec.prompt_version))
 
-    def pairs(self, pending: pd.DataFrame) -> list[tuple[str, str]]:
-        """(id, prompt) of each pending row, in input order."""
-        return [(i, self.prompt_of[i]) for i in pending["id"].tolist()]
+    @cached_property
+    def pending(self) -> Pending:
+        return self.pending_after(self.done)
+
+    def pending_after(self, done: AbstractSet[str]) -> Pending:
+        """The one place that says what a run sends once `done` is settled: rows not
+        settled, then the trial's choice (limit, sample), in input order."""
+        frame = self.rows.frame
+        is_done = frame["id"].isin(done)
+        rows = trial_rows(frame[~is_done], self.params.limit, self.params.sample)
+        already_done = int(is_done.sum())
+        return Pending(rows, already_done, len(frame) - already_done - len(rows))
+
+    def pairs(self, pending: Pending) -> list[tuple[str, str]]:
+        """(id, prompt) of each pending row, in input order (the frame's index is the
+        row's position, which is its prompt's)."""
+        ids, positions = pending.rows["id"].tolist(), pending.rows.index.tolist()
+        return [(i, self.prompts[p]) for i, p in zip(ids, positions, strict=True)]
 
     def spec_for(self, model: str) -> JobSpec:
         """The same job asked of another model (the estimate compares several)."""
         return JobSpec.of(self.spec.definition, model, self.models)
-
-    @property
-    def already_done(self) -> int:
-        return int(self.rows.frame["id"].isin(self.done).sum())
-
-    @property
-    def held_back(self) -> int:
-        """Pending rows a trial (limit, sample) leaves for a later run."""
-        return len(self.rows.frame) - self.already_done - len(self.pending)
 
     def unpublished_journals(self) -> bool:
         """An earlier run journaled answers it did not publish (it crashed): a run folds
@@ -119,12 +122,18 @@ class RunPlan:
     def nothing_to_do(self) -> bool:
         """No row to send, no journal to fold in, no batch to collect: a run would do
         nothing but say so."""
-        return self.pending.empty and not self.unpublished_journals() and not self.open_batches()
+        return (
+            self.pending.rows.empty and not self.unpublished_journals() and not self.open_batches()
+        )
 
 
-def _pending(frame: pd.DataFrame, done: AbstractSet[str], params: RunParameters) -> pd.DataFrame:
-    """The one place that says what a run sends: rows not settled, then the trial's choice."""
-    return trial_rows(frame[~frame["id"].isin(done)], params.limit, params.sample)
+@dataclass(frozen=True)
+class Pending:
+    """What a run sends, given the ids already settled."""
+
+    rows: pd.DataFrame  # the input's rows to send, indexed by their position in the input
+    already_done: int  # input rows settled already
+    held_back: int  # rows not settled that a trial (limit, sample) leaves for later
 
 
 _HANDED_ON: dict[str, RunPlan] = {}

@@ -63,7 +63,7 @@ def test_a_run_hands_its_plan_and_api_target_to_the_flow(
 
     assert run_locally(params, flow) == EXIT_OK
     (plan,) = taken
-    assert plan.pending["id"].tolist() == plan.rows.frame["id"].tolist()
+    assert plan.pending.rows["id"].tolist() == plan.rows.frame["id"].tolist()
     assert plan.api is not None and plan.api.base_url == "http://127.0.0.1:9"
     assert "sk-test" not in repr(plan.api) and "sk-test" not in repr(plan)
 

@@ -48,13 +48,13 @@ def test_the_plan_holds_the_rows_and_prompts_and_what_is_pending(tmp_path: Path)
     ids = list(texts)
     assert plan.rows.frame["id"].tolist() == ids
     assert len(plan.prompts) == 12 and texts[ids[0]] in plan.prompts[0]
-    assert plan.pending["id"].tolist() == ids and not plan.done
+    assert plan.pending.rows["id"].tolist() == ids and not plan.done
     answer_rows(plan, ids[:5])
     again = RunPlan.build(params_for(tmp_path))
-    assert again.done == frozenset(ids[:5]) and again.already_done == 5
-    assert again.pending["id"].tolist() == ids[5:]
+    assert again.done == frozenset(ids[:5]) and again.pending.already_done == 5
+    assert again.pending.rows["id"].tolist() == ids[5:]
     trial = RunPlan.build(params_for(tmp_path, limit=3))
-    assert trial.pending["id"].tolist() == ids[5:8] and trial.held_back == 4
+    assert trial.pending.rows["id"].tolist() == ids[5:8] and trial.pending.held_back == 4
     assert trial.pairs(trial.pending)[0] == (ids[5], trial.prompts[5])
 
 
@@ -65,9 +65,9 @@ def test_nothing_to_do_only_when_no_row_no_journal_and_no_batch_is_left(tmp_path
     answer_rows(plan, ids[:4])
     answer_rows(plan, ids[4:], publish=False)  # a crash: journaled, not yet published
     crashed = RunPlan.build(params_for(tmp_path))
-    assert crashed.pending["id"].tolist() == ids[4:]
+    assert crashed.pending.rows["id"].tolist() == ids[4:]
     assert crashed.unpublished_journals() and not crashed.nothing_to_do
-    assert crashed.pending_after(set(ids)).empty  # what open_run finds after the fold-in
+    assert crashed.pending_after(set(ids)).rows.empty  # what open_run finds after the fold-in
 
 
 def test_the_flow_takes_the_plan_the_app_handed_on_once(tmp_path: Path) -> None:
