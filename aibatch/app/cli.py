@@ -170,12 +170,7 @@ def run(
     from aibatch.app.local import dry_run_locally, run_locally, say
     from aibatch.errors import EXIT_BAD_INPUT
 
-    if job not in JOBS:
-        say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    given = dict(locals())  # every option as typed, by its parameter name
-    given["job_file"] = _job_file_or_exit(job_file)  # the file's definition
-    given["labels"] = [label.strip() for label in labels.split(",")] if labels else None
+    given = _read_options(dict(locals()))
     if max_concurrency != "auto":
         given["max_concurrency"] = _int(max_concurrency)
     if shards > 1 and not os.environ.get("PREFECT_API_URL"):
@@ -189,12 +184,28 @@ def run(
     raise typer.Exit(run_locally(params, process_rows))
 
 
+def _read_options(given: dict[str, Any]) -> dict[str, Any]:
+    """Options as typed (by parameter name), with those `run` and `estimate` share read:
+    --job checked, --job-file's definition, --labels split; exit 2 naming one at fault."""
+    from aibatch.app.local import say
+    from aibatch.errors import EXIT_BAD_INPUT
+
+    if given["job"] not in JOBS:
+        say(f"error: --job must be one of {', '.join(JOBS)}, not {given['job']!r}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    labels = given.get("labels")
+    return {
+        **given,
+        "job_file": _job_file_or_exit(given.get("job_file")),  # the file's definition
+        "labels": [label.strip() for label in labels.split(",")] if labels else None,
+    }
+
+
 def _run_parameters(given: dict[str, Any]) -> RunParameters:
     """The run's parameters from options as typed (by parameter name; those not given keep
     their defaults); exit 2 naming each option at fault."""
     from aibatch.app.local import say
     from aibatch.errors import EXIT_BAD_INPUT
-    from aibatch.run.parameters import RunParameters
 
     options = {field: given[name] for name, field in RUN_OPTIONS.items() if name in given}
     try:
@@ -462,8 +473,8 @@ def simulate_api(
 
 @app.command("estimate")
 def estimate(
-    input_path: InputPath = "data/tickets.csv",
-    job: JobOption = "summarize",
+    input_path: InputPath = DEFAULT["input_path"],
+    job: JobOption = DEFAULT["job"],
     labels: LabelsOption = None,
     model: Annotated[
         list[str] | None,
@@ -474,7 +485,7 @@ def estimate(
     ] = None,
     output: Annotated[
         str, typer.Option(help="Output directory whose earlier results calibrate output tokens.")
-    ] = "data/output",
+    ] = DEFAULT["output"],
     sample: Annotated[
         int, typer.Option(help="Rows whose prompt is counted with count_tokens, per model.")
     ] = 200,
@@ -483,7 +494,7 @@ def estimate(
     effort: EffortOption = None,
     models: ModelsOption = None,
     id_column: IdColumn = None,
-    text_column: TextColumn = "text",
+    text_column: TextColumn = DEFAULT["text_column"],
     job_file: JobFileOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
@@ -502,15 +513,10 @@ def estimate(
     from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EstimateError, exit_code
     from aibatch.run import estimate as estimating
 
-    if job not in JOBS:
-        say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+    given = _read_options(dict(locals()))
     if sample < 1:
         say("error: --sample must be at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
-    given = dict(locals())  # every option as typed, by its parameter name
-    given["job_file"] = _job_file_or_exit(job_file)  # the file's definition
-    given["labels"] = [label.strip() for label in labels.split(",")] if labels else None
     # The plan's own spec uses the job's model; the estimate asks each of `names` below.
     # (Its --sample is the count's sample size, not a trial's rows.)
     shared = ("input_path", "job", "labels", "output", "prices", "instructions", "effort",
