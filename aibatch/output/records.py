@@ -50,16 +50,18 @@ class FailedRecord(TypedDict):
 
 JournalRecord = OkRecord | FailedRecord
 
-# The keys a record of each kind must have to be published: a segment line written by an
-# older aibatch without them is skipped, never published half-filled.
+# The keys without which a record cannot be published, those the committer keys it by (and
+# an answer's text). Others may be missing from a line an older aibatch journaled: their
+# columns are null then, and the answer is not lost.
 _KEYS = {
-    "ok": frozenset(OkRecord.__annotations__),
-    "failed": frozenset(FailedRecord.__annotations__),
+    "ok": frozenset({"id", "job", "model", "prompt_version", "result"}),
+    "failed": frozenset({"id", "run_id"}),
 }
 
 
 def is_record(value: object) -> TypeGuard[JournalRecord]:
-    """Whether a value read from a journal line is a whole record of a known kind."""
+    """Whether a value read from a journal line is a record of a known kind with the keys
+    it is published by."""
     if not isinstance(value, dict):
         return False
     keys = _KEYS.get(value.get("kind"))  # type: ignore[arg-type]
