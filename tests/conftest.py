@@ -44,13 +44,21 @@ def long_variant(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long"))
 
 
+def sim_config(**config: Any) -> SimulatorConfig:
+    """A simulator's config for a test: every model reads every row right unless the test
+    asks for the models' own accuracy (`accuracy={}`) or another; the plumbing a test checks
+    should not hang on a misread."""
+    config.setdefault("accuracy", {"*": 1.0})
+    return SimulatorConfig(**config)
+
+
 @pytest.fixture
 def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
     """Start simulators with any config; every one is stopped when the test ends."""
     started: list[SimulatorServer] = []
 
     def start(**config: Any) -> SimulatorServer:
-        server = SimulatorServer(SimulatorConfig(**config)).start()
+        server = SimulatorServer(sim_config(**config)).start()
         started.append(server)
         return server
 
@@ -72,7 +80,7 @@ def simulate() -> Simulate:
     """The simulator in this process, with any config (engine and run tests: no server)."""
 
     def make(**config: Any) -> InProcessSimulator:
-        return InProcessSimulator(SimulatorConfig(**config))
+        return InProcessSimulator(sim_config(**config))
 
     return make
 

@@ -427,6 +427,9 @@ def simulate_api(
     p_refusal: Annotated[
         float, typer.Option(help=_simulator_help("p_refusal"))
     ] = _simulator_default("p_refusal"),
+    accuracy: Annotated[
+        list[str] | None, typer.Option(help=_simulator_help("accuracy"), show_default=False)
+    ] = None,
     obey_injection: Annotated[
         bool, typer.Option(help=_simulator_help("obey_injection"))
     ] = _simulator_default("obey_injection"),
@@ -454,6 +457,7 @@ def simulate_api(
         try:
             given = dict(locals())  # every option as typed, by its parameter name
             fields = {name: given[name] for name in SimulatorConfig.model_fields if name in given}
+            fields["accuracy"] = accuracy or []
             config = SimulatorConfig(
                 **fields,
                 send_ratelimit_headers=not no_ratelimit_headers,

@@ -24,12 +24,15 @@ import orjson
 from aibatch.sdk_models import known_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.model import (
+    built_in_accuracy,
+    catch_all,
     choose_label,
     count_text_tokens,
     find_label_tool,
     label_definitions,
     listed_options,
     prompt_blocks,
+    ranked_labels,
     scale_tokens,
     summarize,
     system_text,
@@ -44,7 +47,7 @@ from aibatch.simulator.rules import (
     ModelRules,
     rules_for,
 )
-from aibatch.simulator.structured import SchemaError, check_format, fill
+from aibatch.simulator.structured import SchemaError, check_format, fill, misread
 
 KNOWN_MODELS: frozenset[str] = frozenset(known_models())
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -80,6 +83,29 @@ NO_PREFILL_WITH_THINKING = (
 TOKENS_HEADERS = "anthropic-ratelimit-tokens-"
 
 Outcome = Literal["ok", "error", "drop", "slow"]
+
+# https://platform.claude.com/docs/en/build-with-claude/fallback-credit: the headers that
+# grant a refusal's credit fields (the 2026-06-01 one "remains accepted").
+CREDIT_BETAS = frozenset(
+    {"fallback-credit-2026-07-01", "fallback-credit-2026-06-01", "server-side-fallback-2026-07-01"}
+)
+CREDIT_LIFETIME_S = 300.0  # "The token expires five minutes after the refusal."
+# The request fields a redeeming retry must send unchanged (the page's list).
+CREDIT_MATCHED_FIELDS = (
+    "system", "messages", "tools", "tool_choice", "thinking", "output_config", "mcp_servers",
+    "context_management", "container",
+)  # fmt: skip
+# Models without safety classifiers: the 4.x generation never refuses.
+_NO_CLASSIFIERS = re.compile(r"^claude-(?:opus|sonnet|haiku)-4-")
+
+
+@dataclass(frozen=True)
+class Credit:
+    """A refusal's fallback credit: which model refused which request, and until when."""
+
+    refused_model: str
+    request: bytes  # the matched fields' fingerprint
+    expires: float
 
 
 class APIErrorReply(Exception):
@@ -248,6 +274,7 @@ class SimulatedAPI:
         self.limiter = self._new_limiter()
         self.cache: dict[int, float] = {}
         self.batches: dict[str, Batch] = {}
+        self.credits: dict[str, Credit] = {}
         self._ids = 0
 
     # -- configuration -------------------------------------------------------------------
@@ -631,7 +658,12 @@ class SimulatedAPI:
         return PromptCost(uncached, write, read, write_key)
 
     def answer(
-        self, body: dict[str, Any], cost: PromptCost, *, service_tier: str = "standard"
+        self,
+        body: dict[str, Any],
+        cost: PromptCost,
+        *,
+        service_tier: str = "standard",
+        betas: frozenset[str] = frozenset(),
     ) -> Answer:
         """The fake model's reply to a validated, measured request.
 
@@ -645,7 +677,13 @@ class SimulatedAPI:
         key = prompt_key(body)
         choice_type = (body.get("tool_choice") or {}).get("type")
         forced = choice_type in ("any", "tool")
-        refusal = self._refusal(ticket) if self.config.p_refusal else None
+        refusal = self._refusal(body["model"], ticket) if self.config.p_refusal else None
+        credit_outcome = None
+        if "fallback_credit_token" in body and service_tier != "batch":  # batches ignore it
+            credit_outcome = self._redeem(body, betas)
+        if credit_outcome is not None and credit_outcome.get("type") == "redeemed":
+            cost = PromptCost(cost.uncached, 0, cost.cache_read + cost.cache_write,
+                              cost.cache_write_key)  # fmt: skip
         content: list[dict[str, Any]] = []
         thinking_tokens = 0
         thinking = thinking_mode(body, rules)
@@ -669,7 +707,12 @@ class SimulatedAPI:
                 "type": "refusal",
                 "category": category,
                 "explanation": REFUSAL_EXPLANATIONS[category],
+                "recommended_model": None,
             }
+            if betas & CREDIT_BETAS and service_tier != "batch":
+                token = self._mint_credit(body, rules)
+                stop_details["fallback_credit_token"] = token
+                stop_details["fallback_has_prefill_claim"] = False if token else None
             if partial:
                 words = self._text_answer(body, ticket, None).split()[:5]
                 text = " ".join(words)
@@ -679,7 +722,7 @@ class SimulatedAPI:
             stop_reason = "max_tokens"  # thinking used the whole budget
         elif label_tool is not None and choice_type != "none" and (forced or fmt is None):
             tool_name, prop, labels = label_tool
-            label = choose_label(ticket, labels, self.config.obey_injection)
+            label = self._label(body, ticket, labels)
             tool_tokens = scale_tokens(12 + (len(label) + 3) // 4, factor)
             if tool_tokens > remaining:
                 stop_reason = "max_tokens"
@@ -719,6 +762,8 @@ class SimulatedAPI:
             "output_tokens_details": {"thinking_tokens": thinking_tokens},
             "service_tier": service_tier,
         }
+        if credit_outcome is not None:
+            usage["fallback_credit"] = {"status": credit_outcome}
         message = {
             "id": self.next_id("msg"),
             "type": "message",
@@ -747,10 +792,13 @@ class SimulatedAPI:
         if fmt is not None:
             meanings = label_definitions(system_text(body))
             answer = fill(fmt["schema"], ticket, self.config.obey_injection, meanings)
+            sure, pick = self._certainty(body, ticket)
+            if not sure:
+                answer = misread(answer, fmt["schema"], pick)
             return orjson.dumps(answer).decode()
         options = listed_options(system_text(body)) or listed_options(ticket)
         if options:
-            return choose_label(ticket, options, self.config.obey_injection)
+            return self._label(body, ticket, options)
         return summarize(ticket) or "The message is empty."
 
     def _thinking_tokens(
@@ -779,13 +827,89 @@ class SimulatedAPI:
         ).decode()
         return {"type": "thinking", "thinking": text, "signature": signature}
 
-    def _refusal(self, ticket: str) -> tuple[str, bool] | None:
-        """(category, whether a partial text comes first) when this ticket is refused.
+    def _certainty(self, body: dict[str, Any], ticket: str) -> tuple[bool, int]:
+        """Whether the model reads this row right (its accuracy's share of rows, by a hash
+        of seed, model and row: the same model misreads the same row again), and a number
+        that picks what a misreading gets wrong."""
+        model = body["model"]
+        accuracy = self.config.accuracy
+        share = accuracy.get(model, accuracy.get("*", built_in_accuracy(model)))
+        digest = hashlib.blake2b(
+            f"{self.config.seed}\0{model}\0{ticket}".encode(), digest_size=16, person=b"accuracy"
+        ).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < share, digest[8]
 
-        A hash of (seed, ticket), not a random draw: real refusals follow the content, so a
-        retry of the same ticket is refused again.
+    def _label(self, body: dict[str, Any], ticket: str, labels: list[str]) -> str:
+        """The label the model answers: its best reading when it reads the row right, else
+        the catch-all (other) a doubtful model reaches for, or the runner-up without one."""
+        definitions = label_definitions(system_text(body))
+        best = choose_label(ticket, labels, self.config.obey_injection, definitions)
+        if self._certainty(body, ticket)[0]:
+            return best
+        fallback = catch_all(labels)
+        if fallback is not None and fallback != best:
+            return fallback
+        ranked = ranked_labels(ticket, labels, definitions)
+        return next((label for label in ranked if label != best), best)
+
+    def _mint_credit(self, body: dict[str, Any], rules: ModelRules) -> str | None:
+        """A refusal's fallback credit token, or None when the model gives no credit."""
+        if not rules.fallback_targets:
+            return None
+        token = "fct_" + base64.urlsafe_b64encode(self.next_id("c").encode()).decode().rstrip("=")
+        self.credits[token] = Credit(
+            body["model"], _matched_fields(body), time.monotonic() + CREDIT_LIFETIME_S
+        )
+        return token
+
+    def _redeem(self, body: dict[str, Any], betas: frozenset[str]) -> dict[str, Any]:
+        """The outcome of a retry's `fallback_credit_token` (`usage.fallback_credit.status`),
+        or a 400 in strict mode (the default) when it does not redeem."""
+        given = body["fallback_credit_token"]
+        token, mode = (
+            (given.get("token"), given.get("mode", "strict"))
+            if isinstance(given, dict)
+            else (given, "strict")
+        )
+        if not isinstance(token, str) or not token.startswith("fct_"):
+            raise invalid("fallback_credit_token: malformed token")
+        if isinstance(given, dict) and not betas & CREDIT_BETAS:
+            raise invalid("fallback_credit_token: the object form needs the fallback-credit beta")
+        credit = self.credits.get(token)
+        reason: str | None = None
+        if not betas & CREDIT_BETAS:
+            reason = "not_enabled"
+        elif credit is None:
+            reason = "wrong_organization"
+        elif time.monotonic() > credit.expires:
+            reason = "expired"
+        elif body["model"] not in rules_for(credit.refused_model).fallback_targets:
+            reason = "invalid_target_model"
+        elif _matched_fields(body) != credit.request:
+            reason = "variant_fields_present"
+        if reason is None:
+            return {"type": "redeemed"}
+        if mode == "strict":
+            if reason == "variant_fields_present":
+                raise invalid(
+                    "fallback_credit_token: the request body does not match the refused request"
+                )
+            raise invalid(f"fallback_credit_token: the token cannot be redeemed ({reason})")
+        return {"type": "not_applied", "reason": reason}
+
+    def _refusal(self, model: str, ticket: str) -> tuple[str, bool] | None:
+        """(category, whether a partial text comes first) when this model refuses this row.
+
+        A hash of (seed, model, ticket), not a random draw: real refusals follow the content,
+        so the same model refuses the same row again, while another model usually answers it
+        (https://platform.claude.com/docs/en/build-with-claude/refusals-and-fallback). The
+        4.x models run no safety classifiers.
         """
-        digest = hashlib.blake2b(f"{self.config.seed}\0{ticket}".encode(), digest_size=16).digest()
+        if _NO_CLASSIFIERS.match(model):
+            return None
+        digest = hashlib.blake2b(
+            f"{self.config.seed}\0{model}\0{ticket}".encode(), digest_size=16
+        ).digest()
         if int.from_bytes(digest[:8], "big") / 2**64 >= self.config.p_refusal:
             return None
         category = REFUSAL_CATEGORIES[digest[8] % len(REFUSAL_CATEGORIES)]
@@ -800,7 +924,9 @@ class SimulatedAPI:
             self.counters.outage_answers += 1
             raise self.overloaded(c.outage_status)
 
-    def decide(self, body: dict[str, Any]) -> tuple[Outcome, Answer | None, float]:
+    def decide(
+        self, body: dict[str, Any], betas: frozenset[str] = frozenset()
+    ) -> tuple[Outcome, Answer | None, float]:
         """Decide one validated message request: its outcome, answer and latency in seconds.
 
         Faults are drawn before rate limits, so an injected 529 costs no quota; a 429 is
@@ -822,7 +948,7 @@ class SimulatedAPI:
                 f"{admission.limited_by.replace('_', ' ')} per minute.",
                 headers=self._retry_after(admission.retry_after_s),
             )
-        answer = self.answer(body, cost)
+        answer = self.answer(body, cost, betas=betas)
         self.limiter.charge_output(answer.output_tokens)
         draw -= c.p_drop
         latency = self._latency(answer.output_tokens)
@@ -1040,3 +1166,11 @@ def prompt_key(body: dict[str, Any]) -> bytes:
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
+def _matched_fields(body: dict[str, Any]) -> bytes:
+    """The fingerprint of the fields a fallback-credit retry must send unchanged."""
+    fields = [body.get(name) for name in CREDIT_MATCHED_FIELDS]
+    return hashlib.blake2b(
+        orjson.dumps(fields, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).digest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TimeWindow(BaseModel):
@@ -174,6 +174,7 @@ class SimulatorConfig(BaseModel):
         description="Shortest cacheable prompt prefix (default: each model's own).",
     )
     cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    cache_ttl_1h_seconds: float = Field(default=3600.0, gt=0)  # `"ttl": "1h"` entries
 
     # Behaviour of the fake model.
     obey_injection: bool = Field(
@@ -186,8 +187,16 @@ class SimulatorConfig(BaseModel):
         default=0.0,
         ge=0,
         le=1,
-        description="Share of rows refused (stop_reason refusal), by a hash of the row: the same "
-        "row is refused again.",
+        description="Share of rows a 5.x model refuses (stop_reason refusal), by a hash of the "
+        "model and the row: the same model refuses the same row again; the 4.x models run no "
+        "safety classifiers and never refuse.",
+    )
+    accuracy: dict[str, float] = Field(
+        default_factory=dict,
+        description="Share of label and json answers a model gets right, as MODEL=SHARE "
+        "(repeatable; * for every model); unnamed models keep their built-in share (about "
+        "0.86 for Haiku 5.5, 0.96 for Sonnet 5.5). A wrong label is the catch-all (other) when "
+        "the set has one.",
     )
     seed: int = Field(default=0, description="Seed for faults and latency.")
 
@@ -201,6 +210,30 @@ class SimulatorConfig(BaseModel):
     batch_p_expired: float = Field(
         default=0.0, ge=0, le=1, description="Share of batch requests expired."
     )
+
+    @field_validator("accuracy", mode="before")
+    @classmethod
+    def _accuracy_pairs(cls, value: object) -> object:
+        """`MODEL=SHARE` strings, as the command line gives them, into a dict."""
+        if isinstance(value, list | tuple):
+            pairs: dict[str, object] = {}
+            for item in value:
+                model, sep, share = str(item).partition("=")
+                if not sep or not model.strip():
+                    raise ValueError(
+                        f"accuracy {item!r} is not MODEL=SHARE (e.g. claude-haiku-5-5=0.8)"
+                    )
+                pairs[model.strip()] = share.strip()
+            return pairs
+        return value
+
+    @field_validator("accuracy")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        for model, share in value.items():
+            if not 0 <= share <= 1:
+                raise ValueError(f"accuracy of {model} must be between 0 and 1, not {share}")
+        return value
 
     def storm_active(self, seconds_since_start: float) -> bool:
         return bool(_open(self.storms, seconds_since_start))

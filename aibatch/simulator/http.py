@@ -19,7 +19,9 @@ import httptools
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[529] = "Overloaded"
-_HEADERS_READ = frozenset({b"host", b"x-api-key", b"authorization", b"content-type"})
+_HEADERS_READ = frozenset(
+    {b"host", b"x-api-key", b"authorization", b"content-type", b"anthropic-beta"}
+)
 
 
 @dataclass

@@ -290,22 +290,180 @@ def label_definitions(system: str) -> dict[str, str]:
     return {label.strip(): meaning for label, meaning in _LABEL_LINE.findall(system)}
 
 
+# The fake model's world knowledge: things people buy, by the kind of goods a label or its
+# definition may name. A label whose definition says "kitchen" gains the words for kitchen
+# things, so "Cast Iron Casserole" is a home product without the word "home" in it.
+_KNOWLEDGE: dict[str, tuple[str, ...]] = {
+    "audio": ("earbud", "headphone", "speaker", "headset", "microphone", "bluetooth"),
+    "charger": ("charger", "charging", "power", "bank", "mah", "usb", "socket"),
+    "cable": ("cable", "hdmi", "usb", "ethernet"),
+    "computer": ("keyboard", "mouse", "webcam", "ssd", "laptop", "monitor", "docking", "pc"),
+    "smart": ("smart", "wi", "fi", "app", "firmware", "bluetooth"),
+    "gadget": ("camera", "reader", "watch", "battery", "rechargeable", "4k", "wireless"),
+    "garment": (
+        "shirt",
+        "t",
+        "chino",
+        "trouser",
+        "jean",
+        "sweatshirt",
+        "hoodie",
+        "hooded",
+        "pyjama",
+        "dress",
+        "sweater",
+        "jacket",
+        "vest",
+        "coat",
+        "beanie",
+        "belt",
+        "sock",
+        "scarf",
+        "hat",
+        "knit",
+        "merino",
+        "denim",
+        "fleece",
+        "wear",
+        "fit",
+        "size",
+        "wash",
+        "machine",
+    ),
+    "kitchen": (
+        "pan",
+        "frying",
+        "nonstick",
+        "casserole",
+        "knife",
+        "chef",
+        "cutting",
+        "board",
+        "plate",
+        "coffee",
+        "kettle",
+        "mug",
+        "cookware",
+        "stew",
+        "hob",
+        "oven",
+        "dinner",
+        "cook",
+    ),
+    "bedding": ("bed", "sheet", "duvet", "pillow", "blanket", "throw", "thread"),
+    "bath": ("towel", "bath"),
+    "decor": ("cushion", "candle", "scented", "clock", "vase", "basket", "storage", "wall"),
+    "lighting": ("lamp", "bulb", "light", "shade"),
+    "cleaning": ("cloth", "microfiber", "cleaning", "dust"),
+    "toy": (
+        "toy",
+        "puzzle",
+        "jigsaw",
+        "game",
+        "block",
+        "brick",
+        "building",
+        "tile",
+        "magnetic",
+        "train",
+        "stacking",
+        "ring",
+        "dollhouse",
+        "doll",
+        "plush",
+        "teddy",
+        "dinosaur",
+        "remote",
+        "control",
+        "kid",
+        "child",
+        "children",
+        "play",
+        "pretend",
+        "age",
+        "family",
+    ),
+    "sport": ("yoga", "mat", "dumbbell", "weight", "fitness", "helmet", "bike", "cycling", "gym"),
+    "outdoor": ("camping", "tent", "backpack", "hiking", "fishing", "rod", "trail", "travel"),
+    "pet": ("dog", "cat", "leash", "scratching", "grooming", "pet", "puppy", "fur"),
+    "stationery": ("notebook", "pen", "fountain", "planner", "desk", "paper", "ink", "journal"),
+    "garden": ("hose", "plant", "pot", "garden", "watering", "seed"),
+    "beauty": ("shampoo", "soap", "skincare", "hair", "scalp", "conditioner"),
+    "car": ("car", "dashboard", "vent", "mount", "vehicle", "windscreen"),
+}
+
+
+def _stem(word: str) -> str:
+    """A word's singular, roughly: enough for jackets/jacket and puzzles/puzzle to meet."""
+    if len(word) > 3 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
 @lru_cache(maxsize=64)
 def _evidence_index(
     labels: tuple[str, ...], definitions: tuple[tuple[str, str], ...] = ()
-) -> dict[str, tuple[int, ...]]:
-    """Word → positions of the labels it is evidence for, built once per label set: the
-    table's words for labels support teams use, else the label's own words and those of
-    its definition in the prompt."""
+) -> dict[str, tuple[tuple[int, float], ...]]:
+    """Word stem → (position, weight) of the labels it is evidence for, built once per label
+    set: the table's words for labels support teams use, else the label's own words, those
+    of its definition in the prompt, and what the fake model knows of the kinds of goods
+    they name. A word that is evidence for k labels weighs 1/k: "cotton" says less than
+    "jacket"."""
     meaning = dict(definitions)
-    index: dict[str, list[int]] = {}
-    for position, label in enumerate(labels):
-        evidence = _LABEL_EVIDENCE.get(label.lower()) or tuple(
-            w for w in _words(label + " " + meaning.get(label, "")) if w not in _STOPWORDS
-        )
-        for word in evidence:
-            index.setdefault(word, []).append(position)
-    return {word: tuple(positions) for word, positions in index.items()}
+    evidence_of: list[set[str]] = []
+    for label in labels:
+        table = _LABEL_EVIDENCE.get(label.lower())
+        if table:
+            evidence_of.append({_stem(w) for w in table})
+            continue
+        own = {_stem(w) for w in _words(label + " " + meaning.get(label, ""))} - _STOPWORDS
+        known = {_stem(w) for concept in own for w in _KNOWLEDGE.get(concept, ())}
+        evidence_of.append(own | known)
+    labels_of: dict[str, list[int]] = {}
+    for position, words in enumerate(evidence_of):
+        for word in words:
+            labels_of.setdefault(word, []).append(position)
+    return {
+        word: tuple((p, 1.0 / len(positions)) for p in positions)
+        for word, positions in labels_of.items()
+    }
+
+
+# The share of label and json answers each model gets right on the simulator unless its
+# config names another (`accuracy`): a strong model rarely misreads, Haiku about one row in
+# seven. Longest prefix first.
+BUILT_IN_ACCURACY: tuple[tuple[str, float], ...] = (
+    ("claude-opus-5-5", 0.98),
+    ("claude-fable-5", 0.98),
+    ("claude-mythos", 0.98),
+    ("claude-opus-5", 0.97),
+    ("claude-sonnet-5-5", 0.96),
+    ("claude-sonnet-5", 0.95),
+    ("claude-opus-4-8", 0.95),
+    ("claude-opus-4-7", 0.95),
+    ("claude-opus-4", 0.94),
+    ("claude-sonnet-4", 0.93),
+    ("claude-haiku-5-5", 0.86),
+    ("claude-haiku-4", 0.80),
+)
+
+
+def built_in_accuracy(model: str) -> float:
+    return next((share for prefix, share in BUILT_IN_ACCURACY if model.startswith(prefix)), 0.9)
+
+
+CATCH_ALL_LABELS = ("other", "others", "general", "unknown", "none", "misc")
+
+
+def catch_all(labels: Sequence[str]) -> str | None:
+    """The label a doubtful model reaches for, if the set has one."""
+    for fallback in CATCH_ALL_LABELS:
+        for label in labels:
+            if label.lower() == fallback:
+                return label
+    return None
 
 
 def choose_label(
@@ -319,21 +477,26 @@ def choose_label(
         injected = _INJECTION.search(ticket)
         if injected:
             return injected.group(1).strip()
+    return ranked_labels(ticket, labels, definitions)[0]
+
+
+def ranked_labels(
+    ticket: str, labels: Sequence[str], definitions: dict[str, str] | None = None
+) -> list[str]:
+    """The labels from the most evidence in the ticket to the least; ties keep the listed
+    order, and with no evidence at all the catch-all (else the last label) comes first."""
     labels = tuple(labels)
     known = tuple(sorted((definitions or {}).items()))
     index = _evidence_index(labels, tuple(item for item in known if item[0] in labels))
-    scores = [0] * len(labels)
+    scores = [0.0] * len(labels)
     for word in _words(ticket):
-        for position in index.get(word, ()):
-            scores[position] += 1
-    best = max(scores)
-    if best:
-        return labels[scores.index(best)]
-    for fallback in ("other", "others", "general", "unknown"):
-        for label in labels:
-            if label.lower() == fallback:
-                return label
-    return labels[-1]
+        for position, weight in index.get(_stem(word), ()):
+            scores[position] += weight
+    order = sorted(range(len(labels)), key=lambda i: (-scores[i], i))
+    if scores[order[0]] == 0:
+        first = catch_all(labels) or labels[-1]
+        return [first, *(label for label in labels if label != first)]
+    return [labels[i] for i in order]
 
 
 def summarize(ticket: str, max_sentences: int = 2) -> str:

@@ -80,6 +80,9 @@ class ModelRules:
     thinking_messages: dict[str, str] = field(default_factory=dict)
     # Haiku 5.5: a forced tool_choice answers with the tool call first and no thinking.
     forced_tool_skips_thinking: bool = False
+    # Models a refusal's fallback credit may be redeemed on; empty: the model's refusals
+    # carry no credit (https://platform.claude.com/docs/en/build-with-claude/fallback-credit).
+    fallback_targets: frozenset[str] = frozenset()
 
     def refusal_for_thinking(self, kind: str) -> str:
         return self.thinking_messages.get(kind) or (
@@ -178,13 +181,18 @@ FABLE_5_1 = ModelRules(
     context_window=_MTOK,
     max_output_tokens=128_000,
     tokenizer_factor=_NEW_TOKENIZER,
+    # "For Claude Fable 5.1 and Claude Fable 5, those are Claude Opus 4.8 and Claude Opus 5."
+    fallback_targets=frozenset({"claude-opus-4-8", "claude-opus-5"}),
 )
 
 # https://platform.claude.com/docs/en/models/fable-5-2/whats-new-fable-5-2
 # Fable 5.2 and Mythos 5.2: the page gives 1M context, 128k output and adaptive thinking
 # always on, and little else: by family, the Fable 5.1 rules (the strictest of the family).
+# The fallback-credit page names no targets for it: docs silent, so no credit.
 FABLE_5_2 = replace(
-    FABLE_5_1, doc="https://platform.claude.com/docs/en/models/fable-5-2/whats-new-fable-5-2"
+    FABLE_5_1,
+    doc="https://platform.claude.com/docs/en/models/fable-5-2/whats-new-fable-5-2",
+    fallback_targets=frozenset(),
 )
 
 # -- legacy 5.x and 4.x ------------------------------------------------------------------------

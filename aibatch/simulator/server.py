@@ -123,7 +123,10 @@ class SimulatorApp:
         try:
             api.check_outage()
             body = api.validate(self._body(request))
-            outcome, answer, latency = api.decide(body)
+            betas = request.headers.get("anthropic-beta", "")
+            outcome, answer, latency = api.decide(
+                body, frozenset(b.strip() for b in betas.split(",") if b.strip())
+            )
         except APIErrorReply as error:
             counters.count_status(error.status)
             raise

@@ -13,9 +13,10 @@ The answer is drawn from the ticket: see `fill`.
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 from typing import Any
 
-from aibatch.simulator.model import choose_label, summarize
+from aibatch.simulator.model import catch_all, choose_label, summarize
 
 _UNSUPPORTED = frozenset(
     {
@@ -295,3 +296,47 @@ def fill(
     what the prompt says each label means (evidence for enums)."""
     value, _ = _Filler(ticket, schema, obey_injection, definitions).value(schema, "")
     return value
+
+
+def misread(answer: Any, schema: dict[str, Any], pick: int) -> Any:
+    """The answer with one top-level value read wrong, as a doubtful model would, still
+    valid against the schema: a number off by one, a boolean flipped, a date a day late,
+    another enum value, a string cut short, a list missing its last item. `pick` chooses
+    which value (by a hash of the request, so the same request is misread the same way)."""
+    if not isinstance(answer, dict):
+        return answer
+    properties = schema.get("properties") or {}
+    defs = {**(schema.get("$defs") or {}), **(schema.get("definitions") or {})}
+    names = sorted(answer)
+    for offset in range(len(names)):
+        name = names[(pick + offset) % len(names)]
+        node = properties.get(name) or {}
+        if "$ref" in node:
+            node = defs.get(str(node["$ref"]).rsplit("/", 1)[-1]) or {}
+        wrong = _misread_value(answer[name], node)
+        if wrong is not None and wrong != answer[name]:
+            return {**answer, name: wrong}
+    return answer
+
+
+def _misread_value(value: Any, node: dict[str, Any]) -> Any:
+    if isinstance(node.get("enum"), list):  # the catch-all a doubtful model reaches for
+        others = [v for v in node["enum"] if v != value]
+        return catch_all([str(v) for v in others]) or (others[0] if others else None)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return round(value + 1.0, 2)
+    if isinstance(value, str):
+        if _DATE.fullmatch(value):
+            try:
+                return (date.fromisoformat(value) + timedelta(days=1)).isoformat()
+            except ValueError:
+                return None
+        words = value.split()
+        return " ".join(words[: len(words) // 2]) if len(words) > 1 else None
+    if isinstance(value, list) and len(value) > 1:
+        return value[:-1]
+    return None

@@ -23,9 +23,9 @@ from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.output import crashpoints
 from aibatch.run.parameters import RunParameters
-from aibatch.simulator import SimulatorConfig, SimulatorServer
+from aibatch.simulator import SimulatorServer
 from aibatch.simulator.process import SimulatorProcess
-from tests.conftest import FlowSimulator
+from tests.conftest import FlowSimulator, sim_config
 from tests.helpers import (
     ROOT,
     assert_stopped_within_one_request,
@@ -90,7 +90,7 @@ def test_a_json_job_under_a_budget_stops_within_one_request_and_resumes(
 def test_kill_9_on_a_json_job_then_resume_loses_nothing(prefect_api: str, tmp_path: Path) -> None:
     truth = write_invoices(tmp_path / "invoices.jsonl", 400)
     output = tmp_path / "out"
-    with SimulatorProcess(SimulatorConfig(latency_ms=20)) as sim:
+    with SimulatorProcess(sim_config(latency_ms=20)) as sim:
         env = {**os.environ, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": sim.base_url,
                "PREFECT_API_URL": prefect_api, "AIBATCH_COMMIT_EVERY_ROWS": "25"}  # fmt: skip
         command = [

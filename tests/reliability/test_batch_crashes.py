@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from aibatch.output import crashpoints
-from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+from tests.conftest import sim_config
 from tests.helpers import job_dataset, read_everywhere, record_figures, wait_for, write_tickets
 
 pytestmark = pytest.mark.reliability
@@ -70,7 +70,7 @@ def test_a_kill_while_creating_and_while_polling_pays_nothing_twice(
 ) -> None:
     write_tickets(tmp_path / "tickets.csv", TICKETS)
     output = tmp_path / "out"
-    with SimulatorProcess(SimulatorConfig(batch_processing_seconds=30)) as sim:
+    with SimulatorProcess(sim_config(batch_processing_seconds=30)) as sim:
         # 1. Killed just after the API created the second batch, before its id was recorded.
         first = start_run(tmp_path, sim, prefect_api, crash_at="batch:created@2")
         stderr = finish(first)
@@ -110,7 +110,7 @@ def test_sigterm_while_polling_cancels_the_batches_and_a_rerun_finishes_them(
 ) -> None:
     write_tickets(tmp_path / "tickets.csv", TICKETS)
     output = tmp_path / "out"
-    with SimulatorProcess(SimulatorConfig(batch_processing_seconds=60)) as sim:
+    with SimulatorProcess(sim_config(batch_processing_seconds=60)) as sim:
         run = start_run(tmp_path, sim, prefect_api)
         try:
             assert wait_for(

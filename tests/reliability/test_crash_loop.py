@@ -20,8 +20,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from aibatch.output import crashpoints
-from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+from tests.conftest import sim_config
 from tests.helpers import (
     job_dataset,
     job_state,
@@ -96,7 +96,7 @@ def test_kill_9_again_and_again_loses_nothing_and_pays_little_twice(
     long_ids = {i for i in ticket_ids if i.startswith("LONG-")}
     output = tmp_path / "out"
     rng = random.Random(2026)
-    config = SimulatorConfig(latency_ms=100, latency_sigma=0.3, context_window=2_000)
+    config = sim_config(latency_ms=100, latency_sigma=0.3, context_window=2_000)
     with SimulatorProcess(config) as sim:
         env = {
             **os.environ,
@@ -175,7 +175,7 @@ def test_sigterm_stops_the_run_at_once_and_publishes_every_answer(
     in whichever chunk runs; the flow must not treat it as one chunk's failure.)"""
     texts = write_tickets(tmp_path / "tickets.csv", 2_000)
     output = tmp_path / "out"
-    with SimulatorProcess(SimulatorConfig(latency_ms=100)) as sim:
+    with SimulatorProcess(sim_config(latency_ms=100)) as sim:
         env = {**os.environ, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": sim.base_url,
                "PREFECT_API_URL": prefect_api, "AIBATCH_COMMIT_EVERY_ROWS": "25"}  # fmt: skip
         process = subprocess.Popen(

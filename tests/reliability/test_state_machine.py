@@ -27,8 +27,8 @@ from hypothesis.stateful import (
 
 from aibatch.output import crashpoints
 from aibatch.output.store import journal_segments, read_segment
-from aibatch.simulator import SimulatorConfig
 from aibatch.testing.in_process import InProcessSimulator
+from tests.conftest import sim_config
 from tests.engine.test_processor import Harness
 from tests.helpers import job_dataset, record_figures
 
@@ -52,7 +52,7 @@ class CrashResume(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="aibatch-states-"))
-        self.server = InProcessSimulator(SimulatorConfig(p500=0.1, context_window=1_000))
+        self.server = InProcessSimulator(sim_config(p500=0.1, context_window=1_000))
         self.harness: Harness | None = None
         self.published: set[str] = set()  # ids seen in results: they must stay there
         self.journaled_before_crash: set[str] = set()  # ok ids a crashed run left journaled

@@ -11,6 +11,7 @@ import pytest
 from aibatch.engine.backend import Reply
 from aibatch.simulator import SimulatorConfig
 from aibatch.testing.in_process import InProcessSimulator
+from tests.conftest import sim_config
 
 REQUEST = {
     "model": "claude-haiku-5-5",
@@ -28,7 +29,7 @@ async def create(simulator: InProcessSimulator, timeout_s: float = 10.0) -> Repl
 
 
 def test_an_answer_comes_back_as_the_sdk_parses_it_with_its_headers() -> None:
-    simulator = InProcessSimulator(SimulatorConfig(rpm=600))
+    simulator = InProcessSimulator(sim_config(rpm=600))
     reply = asyncio.run(create(simulator))
     assert "text" in [b.type for b in reply.message.content]  # after its thinking
     assert reply.headers["anthropic-ratelimit-requests-limit"] == "600"
