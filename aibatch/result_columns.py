@@ -25,6 +25,10 @@ RESULT_COLUMNS = pa.schema([
     ("mode", pa.string()),  # realtime, or batch (Message Batches: half price, no latency)
     ("run_id", pa.string()),
     ("completed_at", pa.timestamp("us", tz="UTC")),
+    # A cascade's rows that the first model could not answer well: that model, and why
+    # (refusal, truncated, invalid, or "label: other"); null where the first model answered.
+    ("escalated_from", pa.string()),
+    ("escalation_reason", pa.string()),
 ])  # fmt: skip
 # aibatch's own columns in every results dataset, the partition column included: input
 # columns and answer properties of these names would overwrite one of them.

@@ -184,6 +184,7 @@ class Decision:
     status_code: int | None = None
     cause: Cause = Cause.OTHER
     stop_reason: str | None = None  # for answers that were not complete
+    fallback_credit: str | None = None  # a refusal's credit for a retry on another model
 
     @property
     def congestion(self) -> bool:
@@ -267,7 +268,7 @@ def decide(error: BaseException, attempt: int, rng: random.Random, grown: int = 
     if isinstance(error, Refused):
         return Decision(
             Action.FAIL_ROW, 0.0, "refusal", message, cause=Cause.OUTPUT,
-            stop_reason=error.stop_reason,
+            stop_reason=error.stop_reason, fallback_credit=error.fallback_credit,
         )  # fmt: skip
     if isinstance(error, Truncated):
         if error.stop_reason == "max_tokens" and grown < TRUNCATION_RETRIES:

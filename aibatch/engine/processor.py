@@ -22,7 +22,7 @@ from aibatch.engine.admission import Admission
 from aibatch.engine.backend import MessagesBackend
 from aibatch.engine.pacer import Pacer
 from aibatch.engine.policy import Action, Cause
-from aibatch.engine.recorder import Recorder
+from aibatch.engine.recorder import Escalated, Recorder
 from aibatch.engine.stats import ChunkReport, RunStats
 from aibatch.errors import (
     APIUnavailable,
@@ -37,6 +37,11 @@ from aibatch.output.committer import Committer
 
 Sleep = Callable[[float], Awaitable[None]]
 
+# The beta that makes a refusal carry a fallback credit, sent on every request of a cascade:
+# "the retry needs the header", and a header on only one of the two fails the match
+# (https://platform.claude.com/docs/en/build-with-claude/fallback-credit).
+FALLBACK_CREDIT_BETA = "fallback-credit-2026-07-01"
+
 
 # The RunStats counter each error cause adds to (the other causes have no counter).
 _COUNTER_OF_CAUSE = {
@@ -49,15 +54,23 @@ _COUNTER_OF_CAUSE = {
 
 @dataclass
 class RowAttempts:
-    """One row's attempts so far."""
+    """One row's attempts so far, on the model now asked (a cascade's first, or after an
+    escalation the stronger one)."""
 
     id: str
     text: str
+    spec: JobSpec  # the job as asked of the model now asked
+    admission: Admission  # that model's pacing (rate limits are per model)
     params: dict[str, Any]  # the request (max_tokens grows when answers are cut short)
     raw_tokens: float
-    attempt: int = 0  # failed attempts so far
+    attempt: int = 0  # failed attempts so far, on this model
     grown: int = 0  # times max_tokens was grown
     billed: float | None = 0.0  # what this row's answers cost so far (None: unknown)
+    answered: int = 0  # attempts on the models asked before this one
+    escalated: Escalated | None = None
+    # The first model's own answer when a catch-all label was escalated: kept if the
+    # stronger model cannot answer (refuses, say), so the row still has an answer.
+    first_answer: tuple[str, Any] | None = None
 
     def decide(self, error: BaseException, rng: random.Random) -> policy.Decision:
         return policy.decide(error, self.attempt, rng, self.grown)
@@ -84,10 +97,13 @@ class RowProcessor:
         max_attempts: int = policy.MAX_ATTEMPTS,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        escalation_admission: Admission | None = None,
     ) -> None:
         self.backend = backend
         self.spec = recorder.spec  # one job for the requests and their records
         self.admission = admission
+        # A cascade's stronger model is paced on its own: its rate limits are its own.
+        self.escalation_admission = escalation_admission or admission
         self.recorder = recorder
         self.committer = recorder.committer
         self.stats = recorder.stats
@@ -120,7 +136,12 @@ class RowProcessor:
         worst_case = WorstCase(prices, spec.model)
         admission = Admission(pacer or Pacer(), max_concurrency, worst_case)
         recorder = Recorder(spec, run_id, committer, stats or RunStats(), prices, "realtime")
-        return cls(backend, admission, recorder, max_attempts=max_attempts)
+        stronger = None
+        if spec.escalation is not None:
+            stronger = Admission(Pacer(), max_concurrency, WorstCase(prices, spec.escalation.model))
+        return cls(
+            backend, admission, recorder, max_attempts=max_attempts, escalation_admission=stronger
+        )
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -189,8 +210,10 @@ class RowProcessor:
         """Attempt one row until it is answered, failed for good, out of the attempts
         this run of its chunk may make (`cap`, of the row's whole budget), or the run
         stops: "ok", "failed" or "unfinished"."""
-        params = self.spec.request(text)
-        row = RowAttempts(row_id, text, params, self.admission.estimator.raw(params))
+        params = self._request(self.spec, text)
+        row = RowAttempts(
+            row_id, text, self.spec, self.admission, params, self.admission.estimator.raw(params)
+        )
         row.attempt = self.attempts_made.get(row_id, 0)
         try:
             return await self._attempts(row, chunk_width, cap or self.max_attempts)
@@ -213,6 +236,9 @@ class RowProcessor:
                 return "unfinished"
             if outcome is None:  # a storm began while this one queued: not now
                 continue
+            if isinstance(outcome, Escalated):
+                self._escalate(row, outcome)
+                continue
             if isinstance(outcome, str):
                 return outcome
             decision, sent_at = outcome
@@ -222,12 +248,43 @@ class RowProcessor:
                 return verdict
             await self.sleep(decision.delay_s)
 
+    def _request(self, spec: JobSpec, text: str, credit: str | None = None) -> dict[str, Any]:
+        """A row's request to `spec`'s model; in a cascade, with the fallback-credit beta
+        (and a refusal's credit, echoed in best-effort mode: the stronger model's request
+        differs from the refused one, and a credit that cannot apply must not fail it)."""
+        params = spec.request(text)
+        if self.spec.escalation is not None:
+            params["extra_headers"] = {"anthropic-beta": FALLBACK_CREDIT_BETA}
+            if credit is not None:
+                params["extra_body"] = {
+                    "fallback_credit_token": {"token": credit, "mode": "best_effort"}
+                }
+        return params
+
+    def _escalate(self, row: RowAttempts, escalated: Escalated, credit: str | None = None) -> None:
+        """Ask the row again of the cascade's stronger model, from a fresh attempt count."""
+        stronger = self.spec.escalation
+        assert stronger is not None  # only a cascade escalates
+        self.stats.count_escalated(escalated.reason)
+        row.answered += row.attempt + 1
+        row.spec, row.admission, row.escalated = stronger, self.escalation_admission, escalated
+        row.params = self._request(stronger, row.text, credit)
+        row.raw_tokens = row.admission.estimator.raw(row.params)
+        row.attempt = row.grown = 0
+
+    def _escalation(self, row: RowAttempts, result: str) -> Escalated | None:
+        """Whether a first model's answer is one the cascade re-asks."""
+        if row.escalated is None and self.spec.escalates(result):
+            return Escalated(self.spec.model, f"label: {result}")
+        return None
+
     async def _attempt(
         self, row: RowAttempts, chunk_width: asyncio.Semaphore | None
-    ) -> str | tuple[policy.Decision, float] | None:
-        """One send, holding a slot: "ok" or "unfinished" when that settles the row, else
-        the error's decision and when the request went; None if it never went."""
-        admission = self.admission
+    ) -> str | Escalated | tuple[policy.Decision, float] | None:
+        """One send, holding a slot: "ok" or "unfinished" when that settles the row, an
+        escalation, else the error's decision and when the request went; None if it never
+        went."""
+        admission = row.admission
         async with admission.slot(chunk_width) as probe:
             if self.stop_reason is not None:
                 return "unfinished"
@@ -252,17 +309,20 @@ class RowProcessor:
                 return row.decide(error, self.rng), started
             else:
                 admission.learn(reply, reservation, row.raw_tokens, started)
-                cost = self.recorder.bill(reply.message.usage)
+                cost = self.recorder.bill(reply.message.usage, row.spec.model)
                 row.bill(cost)
                 try:
-                    result = self.spec.parse(reply.message, row.params["max_tokens"])
+                    result = row.spec.parse(reply.message, row.params["max_tokens"])
                 except InvalidModelOutput as error:  # refused, cut short, or off-shape
                     return row.decide(error, self.rng), started
+                if (escalated := self._escalation(row, result)) is not None:
+                    row.first_answer = (result, reply.message.usage)
+                    return escalated
                 latency_ms = (time.monotonic() - started) * 1000
                 usage = reply.message.usage
-                answered = row.attempt + 1
+                answered = row.answered + row.attempt + 1
                 if self._settled(row.id, lambda: self.recorder.ok(
-                    row.id, result, usage, answered, row.billed, latency_ms
+                    row.id, result, usage, answered, row.billed, latency_ms, row.escalated
                 )):  # fmt: skip
                     return "ok"
                 return "unfinished"  # answered but not journaled: the run stops
@@ -278,21 +338,36 @@ class RowProcessor:
         None to try again after `decision.delay_s`."""
         self._count_error(decision)
         self.last_error = f"{decision.error_type}: {decision.message}"
-        self.admission.on_error(decision, sent_at)
+        row.admission.on_error(decision, sent_at)
         if decision.action is Action.STOP_RUN:
             self.stop(decision.message)
             return "unfinished"
         if decision.action is Action.FAIL_ROW:
+            if (
+                decision.cause is Cause.OUTPUT
+                and row.escalated is None
+                and self.spec.escalation is not None
+            ):  # refused, cut short at the largest room, or off-shape: the stronger model
+                self._escalate(row, Escalated(self.spec.model, decision.error_type),
+                               decision.fallback_credit)  # fmt: skip
+                return None
+            if row.first_answer is not None:  # the stronger model failed: keep the first's
+                result, usage = row.first_answer
+                kept = self._settled(row.id, lambda: self.recorder.ok(
+                    row.id, result, usage, row.answered + row.attempt + 1, row.billed,
+                ))  # fmt: skip
+                return "ok" if kept else "unfinished"
             journaled = self._settled(row.id, lambda: self.recorder.failed(
                 row.id, decision.error_type, decision.status_code, decision.message,
-                row.attempt + 1, row.billed, decision.stop_reason,
+                row.answered + row.attempt + 1, row.billed, decision.stop_reason, row.escalated,
             ))  # fmt: skip
             return "failed" if journaled else "unfinished"
         row.attempt += 1
         if decision.action is Action.GROW:
             row.grown += 1
             self.stats.truncated_retries += 1
-            row.params = self.spec.request(row.text, row.grown)
+            grown = row.spec.request(row.text, row.grown)
+            row.params = {**row.params, **grown}
         if row.attempt >= cap:
             return "unfinished"
         self.stats.retries += 1

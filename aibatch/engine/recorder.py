@@ -15,6 +15,15 @@ from aibatch.output.records import FailedRecord, OkRecord
 Mode = Literal["realtime", "batch"]
 
 
+@dataclass(frozen=True)
+class Escalated:
+    """A row the first model of a cascade could not answer well, re-asked of the stronger
+    one: that first model, and why."""
+
+    from_model: str
+    reason: str
+
+
 @dataclass(eq=False)  # one per run: compared by identity
 class Recorder:
     """Bills answers, journals outcomes and counts them in the run's stats.
@@ -29,9 +38,11 @@ class Recorder:
     prices: PriceBook
     mode: Mode
 
-    def bill(self, usage: Any) -> float | None:
-        """What an answer cost (None if the price is unknown), counted in the run's total."""
-        cost = self.prices.cost_usd(self.spec.model, Usage.of(usage), batch=self.mode == "batch")
+    def bill(self, usage: Any, model: str | None = None) -> float | None:
+        """What an answer of `model` (default: the job's) cost (None if the price is
+        unknown), counted in the run's total."""
+        model = model or self.spec.model
+        cost = self.prices.cost_usd(model, Usage.of(usage), batch=self.mode == "batch")
         self.stats.add_cost(cost)
         return cost
 
@@ -43,12 +54,19 @@ class Recorder:
         attempts: int,
         cost: float | None,
         latency_ms: float | None = None,
+        escalated: Escalated | None = None,
     ) -> None:
-        """Journal an answer; `cost` is what every billed answer for this row cost."""
+        """Journal an answer; `cost` is what every billed answer for this row cost (both
+        models' for an escalated row, whose answer is the stronger model's)."""
         spec = self.spec
+        model = (
+            spec.model if escalated is None or spec.escalation is None else spec.escalation.model
+        )
         self.committer.record(OkRecord({
             "kind": "ok", "id": row_id, "job": spec.job, "result": result,
-            "model": spec.model, "prompt_version": spec.prompt_version,
+            "model": model, "prompt_version": spec.prompt_version,
+            "escalated_from": escalated.from_model if escalated else None,
+            "escalation_reason": escalated.reason if escalated else None,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
             "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
@@ -70,9 +88,16 @@ class Recorder:
         attempts: int,
         cost: float | None,
         stop_reason: str | None = None,
+        escalated: Escalated | None = None,
     ) -> None:
-        """Journal a permanent failure."""
+        """Journal a permanent failure. An escalated row's is kept under the cascade's
+        first model (its resume key), the message naming the model that failed."""
         spec = self.spec
+        if escalated is not None and spec.escalation is not None:
+            message = (
+                f"{spec.escalation.model} (escalated from {escalated.from_model}: "
+                f"{escalated.reason}): {message}"
+            )
         self.committer.record(FailedRecord({
             "kind": "failed", "id": row_id, "job": spec.job, "model": spec.model,
             "prompt_version": spec.prompt_version, "error_type": error_type,

@@ -28,6 +28,9 @@ class RunStats:
     truncated_retries: int = 0  # answers cut short by max_tokens, asked again with more room
     refusals: int = 0
     failures_by_type: dict[str, int] = field(default_factory=dict)
+    escalated: int = 0  # rows a cascade re-asked of its stronger model
+    escalation_reasons: dict[str, int] = field(default_factory=dict)
+    calls_saved: int = 0  # rows answered by another row's call (the same request)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
@@ -65,6 +68,10 @@ class RunStats:
         if cost:
             self.failed_cost_usd += cost
 
+    def count_escalated(self, reason: str) -> None:
+        self.escalated += 1
+        self.escalation_reasons[reason] = self.escalation_reasons.get(reason, 0) + 1
+
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
 
@@ -98,6 +105,9 @@ class RunStats:
             "truncated_retries": self.truncated_retries,
             "refusals": self.refusals,
             "failures_by_type": dict(sorted(self.failures_by_type.items())),
+            "escalated": self.escalated,
+            "escalation_reasons": dict(sorted(self.escalation_reasons.items())),
+            "calls_saved": self.calls_saved,
             "http_429": self.http_429,
             "http_529": self.http_529,
             "server_errors": self.server_errors,

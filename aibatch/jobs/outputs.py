@@ -50,10 +50,15 @@ class Refused(InvalidModelOutput):
 
     stop_reason = "refusal"
 
-    def __init__(self, category: str | None, explanation: str | None) -> None:
+    def __init__(
+        self, category: str | None, explanation: str | None, fallback_credit: str | None = None
+    ) -> None:
         detail = f" ({category})" if category else ""
         super().__init__(f"the model refused{detail}" + (f": {explanation}" if explanation else ""))
         self.category = category
+        # Echoed on a retry on another model, so it does not pay the cache write again
+        # (https://platform.claude.com/docs/en/build-with-claude/fallback-credit).
+        self.fallback_credit = fallback_credit
 
 
 # JSON Schema keywords native structured outputs accept. The structured outputs page
@@ -309,7 +314,11 @@ def read_answer(message: Any, max_tokens: int | None = None) -> str:
     stop_reason = getattr(message, "stop_reason", None)
     if stop_reason == "refusal":
         details = getattr(message, "stop_details", None)
-        raise Refused(getattr(details, "category", None), getattr(details, "explanation", None))
+        raise Refused(
+            getattr(details, "category", None),
+            getattr(details, "explanation", None),
+            getattr(details, "fallback_credit_token", None),
+        )
     if stop_reason in ("max_tokens", "model_context_window_exceeded"):
         raise Truncated(stop_reason, max_tokens)
     if stop_reason not in ("end_turn", "stop_sequence", None):

@@ -122,6 +122,32 @@ class JobDefinition(BaseModel):
         description="your own instructions (house style, examples), cached with the system",
     )  # fmt: skip
     id_column: str | None = Field(default=None, min_length=1, description="default: id")
+    escalate_to: str | None = Field(
+        default=None,
+        description="a stronger model that re-asks the rows the first could not answer well "
+        "(refused, invalid, cut short, or answered with an escalate_labels label)",
+    )
+    escalate_labels: list[str] = Field(
+        default_factory=list,
+        description='label jobs: answers that are re-asked of escalate_to (e.g. ["other"])',
+    )
+
+    @model_validator(mode="after")
+    def _escalation_valid(self) -> JobDefinition:
+        return self._escalation_fits()
+
+    def _escalation_fits(self) -> JobDefinition:
+        if self.escalate_labels:
+            if self.output.kind != "label":
+                raise ValueError("escalate_labels belongs to label jobs")
+            unknown = [x for x in self.escalate_labels if x not in (self.output.labels or [])]
+            if unknown:
+                raise ValueError(f"escalate_labels {unknown} are not among the job's labels")
+            if self.escalate_to is None:
+                raise ValueError("escalate_labels needs escalate_to: the model that re-asks them")
+        if self.escalate_to is not None and self.escalate_to == self.model:
+            raise ValueError(f"escalate_to names the job's own model ({self.model})")
+        return self
 
     @field_validator("prompt")
     @classmethod
@@ -155,10 +181,16 @@ class JobDefinition(BaseModel):
         labels: Sequence[str] | None = None,
         instructions: str = "",
         effort: Effort | None = None,
+        escalate_to: str | None = None,
+        escalate_labels: Sequence[str] | None = None,
     ) -> JobDefinition:
         """The definition with what command-line options change: a label set (label jobs),
-        further instructions (after the job's own), an effort."""
+        further instructions (after the job's own), an effort, an escalation."""
         update: dict[str, Any] = {}
+        if escalate_to is not None:
+            update["escalate_to"] = escalate_to
+        if escalate_labels is not None:
+            update["escalate_labels"] = list(escalate_labels)
         if labels is not None and self.output.kind == "label":
             kept = {k: v for k, v in self.output.definitions.items() if k in labels}
             update["output"] = OutputDefinition(kind="label", labels=list(labels),
@@ -167,12 +199,23 @@ class JobDefinition(BaseModel):
             update["instructions"] = "\n\n".join(filter(None, [self.instructions, instructions]))
         if effort is not None:
             update["effort"] = effort
-        return self.model_copy(update=update) if update else self
+        if not update:
+            return self
+        updated = self.model_copy(update=update)
+        # Checked again: an option may not fit the job (escalate_labels of a text job).
+        return updated._escalation_fits()
 
     def digest(self) -> str:
         """A hash of everything that shapes the question and its answer (not the name, the
-        model or the id column: those are part of the key, or of the input, on their own)."""
-        shaped = self.model_dump(mode="json", by_alias=True, exclude={"name", "model", "id_column"})
+        model or the id column: those are part of the key, or of the input, on their own).
+        A cascade is a question of its own: its escalation is in the hash, and a job without
+        one hashes as it did before escalation existed."""
+        shaped = self.model_dump(
+            mode="json", by_alias=True,
+            exclude={"name", "model", "id_column", "escalate_to", "escalate_labels"},
+        )  # fmt: skip
+        if self.escalate_to is not None:
+            shaped["escalation"] = [self.escalate_to, sorted(self.escalate_labels)]
         canonical = json.dumps([REQUEST_FORMAT, shaped], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -221,6 +264,9 @@ class JobSpec:
     definition: JobDefinition
     model: str
     rules: ModelRules
+    # The stronger model's spec that re-asks what this one could not answer well (None: no
+    # cascade; an escalation never escalates further).
+    escalation: JobSpec | None = None
 
     @classmethod
     def of(
@@ -228,7 +274,17 @@ class JobSpec:
     ) -> JobSpec:
         book = models or ModelBook.load()
         name = model or definition.model or book.default_model(definition.output.kind)
-        return cls(definition, name, book.rules_for(name))
+        escalation = None
+        if definition.escalate_to is not None:
+            if definition.escalate_to == name:
+                raise ValueError(f"escalate_to names the model the job runs on ({name})")
+            escalation = cls(definition, definition.escalate_to,
+                             book.rules_for(definition.escalate_to))  # fmt: skip
+        return cls(definition, name, book.rules_for(name), escalation)
+
+    def escalates(self, result: str) -> bool:
+        """Whether a stored answer is one the cascade re-asks (a catch-all label)."""
+        return self.escalation is not None and result in self.definition.escalate_labels
 
     @classmethod
     def build(

@@ -28,6 +28,8 @@ class OkRecord(TypedDict):
     mode: Literal["realtime", "batch"]
     run_id: str
     completed_at: str  # ISO 8601, UTC
+    escalated_from: str | None  # a cascade's first model, when the answer is the next one's
+    escalation_reason: str | None
 
 
 class FailedRecord(TypedDict):

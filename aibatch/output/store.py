@@ -235,6 +235,34 @@ class ResultStore:
             schema=pa.schema([*schema, ("run_date", pa.string())]),
         )  # fmt: skip
 
+    def key_table(
+        self,
+        columns: list[str],
+        model: str,
+        prompt_version: str,
+        failures: bool = False,
+        where: ds.Expression | None = None,
+    ) -> pa.Table | None:
+        """Columns of the rows of a resume key (and `where`), from results (or failures);
+        None when the dataset has no file yet."""
+        directory, schema = (
+            (self.failures_dir, FAILURE_SCHEMA) if failures else (self.results_dir, RESULT_COLUMNS)
+        )
+        dataset = self._dataset(directory, schema)
+        if dataset is None:
+            return None
+        by_model = ds.field("model") == model
+        if not failures:  # a cascade's escalated rows belong to the key of its first model
+            by_model |= ds.field("escalated_from") == model
+        key = (
+            (ds.field("job") == self.job)
+            & by_model
+            & (ds.field("prompt_version") == prompt_version)
+        )
+        if where is not None:
+            key &= where
+        return dataset.to_table(columns=columns, filter=key)
+
     def key_column(
         self,
         column: str,
@@ -245,20 +273,8 @@ class ResultStore:
     ) -> pa.ChunkedArray | None:
         """One column of the rows of a resume key (and `where`), from results (or failures);
         None when the dataset has no file yet."""
-        directory, schema = (
-            (self.failures_dir, FAILURE_SCHEMA) if failures else (self.results_dir, RESULT_COLUMNS)
-        )
-        dataset = self._dataset(directory, schema)
-        if dataset is None:
-            return None
-        key = (
-            (ds.field("job") == self.job)
-            & (ds.field("model") == model)
-            & (ds.field("prompt_version") == prompt_version)
-        )
-        if where is not None:
-            key &= where
-        return dataset.to_table(columns=[column], filter=key).column(column)
+        table = self.key_table([column], model, prompt_version, failures, where)
+        return None if table is None else table.column(column)
 
     def done_ids(self, model: str, prompt_version: str) -> set[str]:
         """Ids already in results for this resume key (this store's job, `model`,

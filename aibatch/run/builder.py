@@ -88,7 +88,16 @@ class Run:
             outage_deadline_s=params.outage_deadline_s,
         )  # fmt: skip
         recorder = Recorder(spec, self.run_id, self.committer, self.stats, prices, "realtime")
-        return RowProcessor(self.backend, admission, recorder, max_attempts=params.max_attempts)
+        stronger = None
+        if spec.escalation is not None:  # paced on its own (its limits), under the one budget
+            stronger = Admission(
+                Pacer(), params.fixed_concurrency, WorstCase(prices, spec.escalation.model),
+                None, self.budget, outage_deadline_s=params.outage_deadline_s,
+            )  # fmt: skip
+        return RowProcessor(
+            self.backend, admission, recorder, max_attempts=params.max_attempts,
+            escalation_admission=stronger,
+        )  # fmt: skip
 
     def batch_runner(self) -> BatchRunner:
         params = self.params

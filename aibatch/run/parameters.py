@@ -57,6 +57,16 @@ class RunParameters(BaseModel):
         description="Model; default: the capability table's default for the job's kind of "
         "answer (README, 'Models').",
     )
+    escalate_to: str | None = Field(
+        default=None,
+        description="A stronger model that re-asks rows the first could not answer well "
+        "(refused, invalid, cut short, or an --escalate-labels answer); replaces the job's.",
+    )
+    escalate_labels: list[str] | None = Field(
+        default=None,
+        description="Label jobs: answers re-asked of --escalate-to (e.g. other); replaces "
+        "the job's.",
+    )
     effort: Effort | None = Field(
         default=None,
         description="Effort of text jobs (low, medium, high, xhigh, max); default low. "
@@ -259,8 +269,9 @@ class RunParameters(BaseModel):
     def job_spec(self, models: ModelBook | None = None) -> JobSpec:
         """The job as asked of its model (ValueError naming the file or option at fault)."""
         definition = self.definition.with_options(
-            self.labels, read_instructions(self.instructions_path), self.effort
-        )
+            self.labels, read_instructions(self.instructions_path), self.effort,
+            self.escalate_to, self.escalate_labels,
+        )  # fmt: skip
         return JobSpec.of(definition, self.model, models or ModelBook.load(self.models_path))
 
     @property

@@ -70,6 +70,8 @@ class RunPlan:
             prices = PriceBook.load(params.prices_path)
             if params.budget_usd is not None:
                 WorstCase(prices, spec.model).check_price()
+                if spec.escalation is not None:
+                    WorstCase(prices, spec.escalation.model).check_price()
             rows, prompts = load_job_rows(
                 params.input_path, spec.template, params.id_column_used, params.text_column
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,32 @@ def _decode(path: Path, data: bytes) -> str:
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); "
             "save the file as UTF-8",
         ) from exc
+
+
+def read_file(path: str | Path) -> pd.DataFrame:
+    """An input file's rows as they are (CSV as text), unvalidated; InputError if the file
+    cannot be read as its type."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            path,
+            f"unsupported file type {path.suffix or '(none)'!r}; use " + ", ".join(sorted(FORMATS)),
+        )
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    return _read(path, fmt)
+
+
+def as_ids(values: Sequence[object]) -> list[str | None]:
+    """Ids as a run keys them (None for a value that is not one)."""
+    ids: list[str | None] = []
+    for value in values:
+        try:
+            ids.append(_as_id(value))
+        except _NotAnId:
+            ids.append(None)
+    return ids
 
 
 def _read(path: Path, fmt: str) -> pd.DataFrame:

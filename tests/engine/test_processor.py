@@ -4,7 +4,7 @@ journal and commits."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -34,11 +34,17 @@ def tickets(n: int, prefix: str = "T") -> list[tuple[str, str]]:
 class Harness:
     """A store, committer and processor over a simulator, as the flow wires them."""
 
-    def __init__(self, server: InProcessSimulator, root: Path, **processor_options: object) -> None:
+    def __init__(
+        self,
+        server: InProcessSimulator,
+        root: Path,
+        spec: JobSpec = SUMMARY,
+        **processor_options: object,
+    ) -> None:
         # One loop for the harness's life: the SDK's async client is bound to its loop.
         self.loop = asyncio.new_event_loop()
         self.server = server
-        self.store = ResultStore(root, SUMMARY.job)
+        self.store = ResultStore(root, spec.job)
         self._lock = self.store.locked()
         self._lock.__enter__()
         self.run_id = new_run_id()  # unique per run, as the flow makes it
@@ -47,7 +53,7 @@ class Harness:
         self.backend = server.target().connect()
         self.stats = RunStats()
         self.processor = RowProcessor.with_defaults(
-            self.backend, SUMMARY, self.committer, self.run_id, stats=self.stats,
+            self.backend, spec, self.committer, self.run_id, stats=self.stats,
             **processor_options,  # type: ignore[arg-type]
         )  # fmt: skip
 
@@ -70,19 +76,6 @@ class Harness:
         self.loop.run_until_complete(self.backend.aclose())
         self.loop.close()
         self._lock.__exit__(None, None, None)
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(server: InProcessSimulator, **options: object) -> Harness:
-        made.append(Harness(server, tmp_path / "out", **options))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def test_each_ticket_gets_its_own_answer_once(
