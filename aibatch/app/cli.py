@@ -41,7 +41,8 @@ RUN_OPTIONS: dict[str, str] = {
     "instructions": "instructions_path", "batch_size": "batch_max_requests",
     "batch_poll_max": "batch_poll_max_s", "batch_resubmits": "batch_resubmits",
     "max_concurrency": "max_concurrency", "max_attempts": "max_attempts",
-    "outage_deadline": "outage_deadline_s",
+    "outage_deadline": "outage_deadline_s", "escalate_to": "escalate_to",
+    "escalate_labels": "escalate_labels",
 }  # fmt: skip
 # Where an option's help comes from when that is not the field it sets: `--job-file` reads
 # the file and passes its definition, but is described as the file.
@@ -109,6 +110,10 @@ def run(
     job: JobOption = DEFAULT["job"],
     labels: LabelsOption = DEFAULT["labels"],
     model: Annotated[str | None, typer.Option(help=_help("model"))] = DEFAULT["model"],
+    escalate_to: Annotated[str | None, typer.Option(help=_help("escalate_to"))] = DEFAULT[
+        "escalate_to"
+    ],
+    escalate_labels: Annotated[str | None, typer.Option(help=_help("escalate_labels"))] = None,
     effort: EffortOption = DEFAULT["effort"],
     models: ModelsOption = DEFAULT["models"],
     output: Annotated[str, typer.Option(help=_help("output"))] = DEFAULT["output"],
@@ -193,11 +198,16 @@ def _read_options(given: dict[str, Any]) -> dict[str, Any]:
     if given["job"] not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {given['job']!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    labels = given.get("labels")
+
+    def split(name: str) -> list[str] | None:
+        text = given.get(name)
+        return [label.strip() for label in text.split(",")] if text else None
+
     return {
         **given,
         "job_file": _job_file_or_exit(given.get("job_file")),  # the file's definition
-        "labels": [label.strip() for label in labels.split(",")] if labels else None,
+        "labels": split("labels"),
+        "escalate_labels": split("escalate_labels"),
     }
 
 
@@ -557,3 +567,73 @@ def estimate(
     else:
         estimating.render(result)
     raise typer.Exit(EXIT_FAILED if result.failed else EXIT_OK)
+
+
+@app.command("eval")
+def evaluate(
+    input_path: InputPath,
+    truth: Annotated[
+        str,
+        typer.Option(
+            help="Known answers (CSV, JSON, JSONL, Parquet): the id column and `expected` for "
+            "a label job; for a json job, a column per top-level property to check."
+        ),
+    ] = ...,  # type: ignore[assignment]
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models",
+            help="Candidates, comma-separated: models, or cascades as "
+            "MODEL+STRONGER_MODEL (e.g. claude-haiku-5-5,claude-haiku-5-5+claude-sonnet-5-5).",
+        ),
+    ] = ...,  # type: ignore[assignment]
+    job: JobOption = "classify",
+    job_file: JobFileOption = None,
+    sample: Annotated[
+        int, typer.Option(help="Rows scored: a seeded random N of those with known answers.")
+    ] = 200,
+    target: Annotated[
+        float, typer.Option(help="Accuracy the recommended model must reach (0-1).")
+    ] = 0.95,
+    output: Annotated[
+        str,
+        typer.Option(help="Output directory: answers are stored there, so a re-run pays nothing."),
+    ] = DEFAULT["output"],
+    id_column: IdColumn = None,
+    model_table: Annotated[str | None, typer.Option("--model-table", help=_help("models"))] = None,
+    prices: PricesOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+    ] = False,
+) -> None:
+    """Is the cheap model good enough? Run a label or json job on a seeded sample of
+    INPUT_PATH with each candidate model (or cascade), score the answers against known ones,
+    and recommend the cheapest that reaches --target.
+
+    Without ANTHROPIC_API_KEY it runs on the built-in simulator and says so.
+    """
+    from aibatch.app.local import evaluate_locally, say
+    from aibatch.errors import EXIT_BAD_INPUT
+    from aibatch.run.evaluation import EvalParameters
+
+    if job not in JOBS:
+        say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        params = EvalParameters(
+            input_path=input_path, truth_path=truth, job=job, job_file=job_file,
+            models=[m for m in models.split(",") if m.strip()], sample=sample, target=target,
+            output_dir=output, id_column=id_column, models_path=model_table,
+            prices_path=prices,
+        )  # fmt: skip
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc'][:1]).replace('_', '-')}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        say(f"error: {problems}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    from aibatch.flows.evaluate import evaluate as eval_flow  # Prefect loads in seconds
+
+    raise typer.Exit(evaluate_locally(params, eval_flow, as_json))

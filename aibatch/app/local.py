@@ -21,6 +21,7 @@ from typing import Any
 
 from aibatch.engine.backend import ApiTarget
 from aibatch.errors import EXIT_FAILED, EXIT_OK, BadInput, exit_code
+from aibatch.run.evaluation import EvalParameters
 from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
 from aibatch.run.parameters import RunParameters
 from aibatch.run.plan import RunPlan
@@ -141,6 +142,32 @@ def run_locally(
         f"{len(rows.frame)} rows in {params.input_path}: {spec.job} → {params.output_dir}"
         + (" (Message Batches, half price)" if params.mode == "batch" else "")
     )
+
+    def start(target: ApiTarget) -> Coroutine[Any, Any, dict[str, Any]]:
+        plan.api = target
+        plan.hand_on()  # the flow, started next in this process, takes this plan
+        return flow(params)
+
+    summary = run_flow(start, simulator)
+    if isinstance(summary, int):
+        return summary
+    held_back = summary.get("held_back") or 0
+    say(
+        f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
+        f"already done"
+        + (f", {held_back} left for a later run (trial)" if held_back else "")
+        + f"; results in {params.output_dir}/{summary['job']}/results"
+    )
+    return EXIT_OK
+
+
+def run_flow(
+    start: Callable[[ApiTarget], Coroutine[Any, Any, dict[str, Any]]],
+    simulator: SimulatorConfig | None = None,
+) -> dict[str, Any] | int:
+    """Run a flow (`start` makes its coroutine, given where requests go) on the configured
+    or a temporary Prefect server; its result, or the exit code after saying what failed or
+    that it was interrupted."""
     prefect_environment()
 
     from prefect.exceptions import TerminationSignal
@@ -153,10 +180,8 @@ def run_locally(
     in_loop = SIGTERM_IN_EVENT_LOOP.set(True)  # asyncio.run's task starts from this context
     try:
         with api_target(simulator) as target:
-            plan.api = target
-            plan.hand_on()  # the flow, started next in this process, takes this plan
             try:
-                summary = asyncio.run(flow(params))
+                return asyncio.run(start(target))
             except Exception as exc:  # the flow's own failure message says what to do
                 say(f"error: {exc}")
                 return exit_code(exc)
@@ -171,11 +196,42 @@ def run_locally(
         SIGTERM_IN_EVENT_LOOP.reset(in_loop)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    held_back = summary.get("held_back") or 0
+
+
+EvalFlow = Callable[[EvalParameters], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def evaluate_locally(params: EvalParameters, flow: EvalFlow, as_json: bool = False) -> int:
+    """Plan the evaluation (job, known answers, sample), run `flow` for the candidates that
+    have rows to answer, then print the scores (a table, or JSON on stdout). When every
+    candidate has answered the sample already, it only scores: no Prefect, no simulator."""
+    import json
+
+    from aibatch.run.evaluation import EvalPlan, render
+
+    try:
+        plan = EvalPlan.build(params)
+    except BadInput as exc:
+        say(f"error: {exc}")
+        return exit_code(exc)
     say(
-        f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "
-        f"already done"
-        + (f", {held_back} left for a later run (trial)" if held_back else "")
-        + f"; results in {params.output_dir}/{summary['job']}/results"
+        f"eval: {len(plan.sample_ids)} rows of {params.input_path} with known answers in "
+        f"{params.truth_path}; {plan.spec.job} on {', '.join(params.models)}"
     )
+    runs = [RunPlan.build(plan.run_parameters(c)) for c in params.candidates]
+    if any(not run.nothing_to_do for run in runs):
+
+        def start(target: ApiTarget) -> Coroutine[Any, Any, dict[str, Any]]:
+            plan.api = target
+            plan.hand_on()
+            return flow(params)
+
+        outcome = run_flow(start)
+        if isinstance(outcome, int):
+            return outcome
+    report = plan.score()
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        render(report)
     return EXIT_OK

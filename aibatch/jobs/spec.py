@@ -129,7 +129,8 @@ class JobDefinition(BaseModel):
     )
     escalate_labels: list[str] = Field(
         default_factory=list,
-        description='label jobs: answers that are re-asked of escalate_to (e.g. ["other"])',
+        description='label jobs: answers a cascade re-asks of its stronger model (e.g. ["other"]); '
+        "used when there is one (escalate_to, or eval's MODEL+STRONGER)",
     )
 
     @model_validator(mode="after")
@@ -143,8 +144,6 @@ class JobDefinition(BaseModel):
             unknown = [x for x in self.escalate_labels if x not in (self.output.labels or [])]
             if unknown:
                 raise ValueError(f"escalate_labels {unknown} are not among the job's labels")
-            if self.escalate_to is None:
-                raise ValueError("escalate_labels needs escalate_to: the model that re-asks them")
         if self.escalate_to is not None and self.escalate_to == self.model:
             raise ValueError(f"escalate_to names the job's own model ({self.model})")
         return self

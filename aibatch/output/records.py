@@ -6,7 +6,7 @@ result rows and `FailedRecord`s as failure rows, with the same names as those co
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict, TypeGuard
+from typing import Literal, NotRequired, TypedDict, TypeGuard
 
 
 class OkRecord(TypedDict):
@@ -28,8 +28,9 @@ class OkRecord(TypedDict):
     mode: Literal["realtime", "batch"]
     run_id: str
     completed_at: str  # ISO 8601, UTC
-    escalated_from: str | None  # a cascade's first model, when the answer is the next one's
-    escalation_reason: str | None
+    # A cascade's first model, when the answer is the next one's (absent before cascades).
+    escalated_from: NotRequired[str | None]
+    escalation_reason: NotRequired[str | None]
 
 
 class FailedRecord(TypedDict):

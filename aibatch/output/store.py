@@ -149,6 +149,7 @@ class ResultStore:
         self.shard = shard
         # Each job its own datasets (their columns differ by job); one lock per directory.
         self.results_dir = self.root / job / "results"
+        self.eval_dir = self.root / job / "eval"  # the samples `aibatch eval` scores
         self.failures_dir = self.root / job / "failures"
         self.state_dir = self.root / "_aibatch"
         job_state = self.state_dir / "jobs" / job

@@ -53,3 +53,13 @@ async def publish_batches(key: str, submissions: Sequence[Submission], descripti
     ]
     if rows:
         await acreate_table_artifact(rows, key=key, description=description)
+
+
+async def publish_scores(key: str, models: Sequence[dict[str, Any]], description: str) -> None:
+    """An evaluation's scores, one row per candidate (the `--json` report's `models`)."""
+    rows = [
+        {name: m[name] for name in ("model", "n", "answered", "accuracy", "cost_usd",
+                                    "cost_per_correct_usd", "meets_target", "escalated")}
+        for m in models
+    ]  # fmt: skip
+    await acreate_table_artifact(rows, key=key, description=description)

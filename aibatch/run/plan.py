@@ -52,14 +52,12 @@ class RunPlan:
     def of(cls, params: RunParameters) -> RunPlan:
         """The plan handed on for `params` in this process (taken: a later run of the same
         parameters plans afresh), else a new one."""
-        with _PLANS_LOCK:
-            plan = _HANDED_ON.pop(params.model_dump_json(), None)
-        return plan if plan is not None else cls.build(params)
+        plan = take_handed_on(params.model_dump_json())
+        return plan if isinstance(plan, RunPlan) else cls.build(params)
 
     def hand_on(self) -> None:
         """Keep this plan for the flow run this process starts next with its parameters."""
-        with _PLANS_LOCK:
-            _HANDED_ON[self.params.model_dump_json()] = self
+        hand_on(self.params.model_dump_json(), self)
 
     @classmethod
     def build(cls, params: RunParameters) -> RunPlan:
@@ -138,5 +136,17 @@ class Pending:
     held_back: int  # rows not settled that a trial (limit, sample) leaves for later
 
 
-_HANDED_ON: dict[str, RunPlan] = {}
+# Plans made by the app for the flow run it starts next in this process, by parameters:
+# the flow takes its plan instead of reading and checking the input again.
+_HANDED_ON: dict[str, object] = {}
 _PLANS_LOCK = threading.Lock()
+
+
+def hand_on(key: str, plan: object) -> None:
+    with _PLANS_LOCK:
+        _HANDED_ON[key] = plan
+
+
+def take_handed_on(key: str) -> object | None:
+    with _PLANS_LOCK:
+        return _HANDED_ON.pop(key, None)

@@ -74,6 +74,11 @@ _FORMAT_FINDERS = {
 }
 _DATE = _FORMAT_FINDERS["date"]
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+# A list in the text: its bullet lines; an item line reads "2 x Coffee beans @ 24.00 each".
+_BULLET = re.compile(r"^[ \t]*[-*\u2022][ \t]+(\S[^\n]*)$", re.MULTILINE)
+_ITEM_LINE = re.compile(
+    r"^(?:(\d+)\s*[x\u00d7]\s+)?(.+?)(?:\s*@\s*(-?[\d,]*\.?\d+))?(?:\s+each)?\s*$"
+)
 
 
 class SchemaError(ValueError):
@@ -221,10 +226,16 @@ class _Filler:
                 found = found or prop_found
             return result, found
         if kind == "array":
+            items_node = self._resolved(node.get("items") or {})
+            lines = _BULLET.findall(self.ticket)
+            if items_node.get("type") == "object" and lines:  # one item per bullet line
+                return [_item(line, items_node) for line in lines], True
             item, found = self.value(node.get("items") or {}, name)
             if not found and node.get("minItems", 0) == 0:
                 return [], False
             return [item], found
+        if kind == "integer" and "count" in _name_words(name):  # how many items the list has
+            return len(_BULLET.findall(self.ticket)), True
         if kind in ("integer", "number"):
             return self.number(name, integer=kind == "integer")
         if kind == "boolean":
@@ -233,6 +244,11 @@ class _Filler:
         if kind == "null":
             return None, False
         return self.string(node, name)
+
+    def _resolved(self, node: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in node:
+            return self.defs.get(str(node["$ref"]).rsplit("/", 1)[-1]) or {}
+        return node
 
     def number(self, name: str, *, integer: bool) -> tuple[int | float, bool]:
         phrase = " ".join(_name_words(name))
@@ -277,6 +293,25 @@ class _Filler:
             re.IGNORECASE | re.MULTILINE,
         )
         return line.group(1).strip() if line else None
+
+
+def _item(line: str, node: dict[str, Any]) -> dict[str, Any]:
+    """One list item read from its line: an integer property is the count before "x", a
+    number the price after "@", a string the words between."""
+    match = _ITEM_LINE.match(line.strip())
+    count, words, price = match.groups() if match else (None, line.strip(), None)
+    item: dict[str, Any] = {}
+    for prop, sub in (node.get("properties") or {}).items():
+        kind = sub.get("type") if isinstance(sub, dict) else None
+        if kind == "integer":
+            item[prop] = int(count) if count else 1
+        elif kind == "number":
+            item[prop] = float(price.replace(",", "")) if price else 0.0
+        elif kind == "boolean":
+            item[prop] = False
+        else:
+            item[prop] = words
+    return item
 
 
 def _name_words(name: str) -> list[str]:

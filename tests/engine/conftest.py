@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.engine.test_processor import Harness
 def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(server: InProcessSimulator, folder: str = "out", **options: object) -> Harness:
+    def make(server: InProcessSimulator, folder: str = "out", **options: Any) -> Harness:
         made.append(Harness(server, tmp_path / folder, **options))
         return made[-1]
 
