@@ -32,7 +32,7 @@ def write_tickets(path: Path, count: int, long_ids: int = 0, start: int = 0) -> 
     with SAMPLE.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))[start : start + count]
     for i in range(long_ids):
-        rows.append({**rows[0], "id": f"LONG-{i}", "text": "The export fails. " * 400})
+        rows.append({**rows[0], "id": f"LONG-{i}", "text": f"Export {i} fails. " * 400})
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

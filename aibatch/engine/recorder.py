@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -13,6 +13,19 @@ from aibatch.output.committer import Committer
 from aibatch.output.records import FailedRecord, OkRecord
 
 Mode = Literal["realtime", "batch"]
+
+
+@dataclass(frozen=True)
+class _NoUsage:
+    """The usage of a row answered by another row's call: nothing of its own."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+NO_USAGE = _NoUsage()
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,9 @@ class Recorder:
     stats: RunStats
     prices: PriceBook
     mode: Mode
+    # Rows asked once for several (identical requests): a row's id -> the ids of the rows
+    # that take its outcome, journaled with it at no cost of their own.
+    twins: dict[str, list[str]] = field(default_factory=dict)
 
     def bill(self, usage: Any, model: str | None = None) -> float | None:
         """What an answer of `model` (default: the job's) cost (None if the price is
@@ -62,7 +78,7 @@ class Recorder:
         model = (
             spec.model if escalated is None or spec.escalation is None else spec.escalation.model
         )
-        self.committer.record(OkRecord({
+        record = OkRecord({
             "kind": "ok", "id": row_id, "job": spec.job, "result": result,
             "model": model, "prompt_version": spec.prompt_version,
             "escalated_from": escalated.from_model if escalated else None,
@@ -74,10 +90,19 @@ class Recorder:
             "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
             "cost_usd": cost, "mode": self.mode, "run_id": self.run_id,
             "completed_at": datetime.now(UTC).isoformat(),
-        }))  # fmt: skip
+        })  # fmt: skip
+        self.committer.record(record)
         self.stats.count_ok(usage)
         if latency_ms is not None:
             self.stats.latencies_ms.append(latency_ms)
+        for twin in self.twins.get(row_id, ()):
+            self.committer.record(OkRecord({
+                **record, "id": twin, "input_tokens": 0, "output_tokens": 0,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "attempts": 0,
+                "latency_ms": None, "cost_usd": 0.0,
+            }))  # fmt: skip
+            self.stats.count_ok(NO_USAGE)
+            self.stats.calls_saved += 1
 
     def failed(
         self,
@@ -98,11 +123,16 @@ class Recorder:
                 f"{spec.escalation.model} (escalated from {escalated.from_model}: "
                 f"{escalated.reason}): {message}"
             )
-        self.committer.record(FailedRecord({
+        record = FailedRecord({
             "kind": "failed", "id": row_id, "job": spec.job, "model": spec.model,
             "prompt_version": spec.prompt_version, "error_type": error_type,
             "status_code": status_code, "message": message[:2000], "attempts": attempts,
             "cost_usd": cost, "stop_reason": stop_reason, "run_id": self.run_id,
             "failed_at": datetime.now(UTC).isoformat(),
-        }))  # fmt: skip
+        })  # fmt: skip
+        self.committer.record(record)
         self.stats.count_failed(cost, error_type)
+        for twin in self.twins.get(row_id, ()):
+            self.committer.record(FailedRecord({**record, "id": twin, "cost_usd": 0.0}))
+            self.stats.count_failed(0.0, error_type)
+            self.stats.calls_saved += 1

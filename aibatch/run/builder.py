@@ -58,10 +58,12 @@ class Run:
     recovered: int
     already_done: int
     held_back: int  # a trial's other rows
+    # Rows asked once for several: a sent row's id -> ids that take its answer (see ask_once).
+    twins: dict[str, list[str]] = field(default_factory=dict)
     stats: RunStats = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stats = RunStats(total=len(self.pairs))
+        self.stats = RunStats(total=len(self.pairs) + sum(map(len, self.twins.values())))
 
     @property
     def params(self) -> RunParameters:
@@ -87,7 +89,8 @@ class Run:
             pacer, params.fixed_concurrency, worst_case, shared, self.budget,
             outage_deadline_s=params.outage_deadline_s,
         )  # fmt: skip
-        recorder = Recorder(spec, self.run_id, self.committer, self.stats, prices, "realtime")
+        recorder = Recorder(spec, self.run_id, self.committer, self.stats, prices, "realtime",
+                            self.twins)  # fmt: skip
         stronger = None
         if spec.escalation is not None:  # paced on its own (its limits), under the one budget
             stronger = Admission(
@@ -101,12 +104,14 @@ class Run:
 
     def batch_runner(self) -> BatchRunner:
         params = self.params
-        return BatchRunner(
+        runner = BatchRunner(
             self.backend, self.spec, self.committer, self.ledger, self.run_id, self.stats,
             self.plan.prices, self.budget, max_requests=params.batch_max_requests,
             poll_first_s=min(policy.BATCH_POLL_FIRST_S, params.batch_poll_max_s),
             poll_max_s=params.batch_poll_max_s,
         )  # fmt: skip
+        runner.recorder.twins = self.twins
+        return runner
 
     def summary(self, extra: dict[str, int] | None = None) -> dict[str, Any]:
         spec = self.spec
@@ -157,10 +162,18 @@ async def open_run(plan: RunPlan, target: ApiTarget, logger: Logger) -> AsyncIte
             max_connections=params.fixed_concurrency or policy.MAX_CONCURRENCY,
             timeout_s=params.request_timeout_s,
         )
+        pairs, twins = (
+            ask_once(plan.pairs(pending)) if params.ask_once else (plan.pairs(pending), {})
+        )
+        if twins:
+            logger.info(
+                "%d rows repeat another row's request exactly: asked once, answered for each",
+                sum(map(len, twins.values())),
+            )
         run = Run(
-            plan, committer, ledger, backend, run_id, pairs=plan.pairs(pending),
-            done=set(done), budget=_budget(params, store, spec, logger), recovered=recovered,
-            already_done=pending.already_done, held_back=pending.held_back,
+            plan, committer, ledger, backend, run_id, pairs=pairs, done=set(done),
+            budget=_budget(params, store, spec, logger), recovered=recovered,
+            already_done=pending.already_done, held_back=pending.held_back, twins=twins,
         )  # fmt: skip
         try:
             yield run
@@ -168,6 +181,22 @@ async def open_run(plan: RunPlan, target: ApiTarget, logger: Logger) -> AsyncIte
             await committer.commit()
             committer.close()
             await backend.aclose()
+
+
+def ask_once(pairs: Sequence[Pair]) -> tuple[list[Pair], dict[str, list[str]]]:
+    """The rows to send, one per distinct prompt (the first in input order), and for each
+    the ids of the later rows with the same prompt, which take its answer. Within one run
+    the job and model are the same for every row, so the same prompt is the same request."""
+    first: dict[str, str] = {}
+    sent: list[Pair] = []
+    twins: dict[str, list[str]] = {}
+    for row_id, prompt in pairs:
+        leader = first.setdefault(prompt, row_id)
+        if leader == row_id:
+            sent.append((row_id, prompt))
+        else:
+            twins.setdefault(leader, []).append(row_id)
+    return sent, twins
 
 
 def _refuse_open_batches(ledger: BatchLedger, spec: JobSpec) -> None:

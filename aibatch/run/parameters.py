@@ -200,6 +200,12 @@ class RunParameters(BaseModel):
         description="Times an errored or expired batch request is submitted again.",
     )
     show_progress: bool = Field(default=False, description="Show a progress bar.")
+    ask_once: bool = Field(
+        default=True,
+        description="Rows whose request is identical (the same prompt for the same job and "
+        "model) are asked once, the answer stored for each id (its cost on one of them); "
+        "--no-ask-once asks every row.",
+    )
     # The job definition as read, with the fields it was read from (see `definition`).
     _definition: tuple[tuple[object, ...], JobDefinition] | None = PrivateAttr(default=None)
 
