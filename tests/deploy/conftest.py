@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from aibatch.children import stop_child
-from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.testing.prefect_server import PrefectServerProcess
+from tests.conftest import sim_config
 from tests.helpers import write_tickets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[SimulatorProcess]:
     """The API the workers' flow runs talk to; requires FAKE_KEY, as the real API would."""
-    with SimulatorProcess(SimulatorConfig(api_key=FAKE_KEY, latency_ms=50)) as sim:
+    with SimulatorProcess(sim_config(api_key=FAKE_KEY, latency_ms=50)) as sim:
         yield sim
 
 
