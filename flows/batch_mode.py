@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prefect import get_run_logger
 
@@ -75,6 +76,14 @@ async def run_batch_mode(
             again, unfinished = next_round(collected, resubmits)
             report.unfinished += unfinished
             active = []
+            # A cascade: what the first model could not answer well, to the stronger one.
+            escalate = {i: note for _, c in collected for i, note in c.to_escalate.items()}
+            if escalate:
+                get_run_logger().info(
+                    "Asking %d rows again of the cascade's stronger model", len(escalate)
+                )
+                active += await _submit(runner, texts_of(escalate, texts), 0, claimed, report,
+                                        escalations=escalate)  # fmt: skip
             for (round_, grown), ids in again.items():
                 get_run_logger().info(
                     "Submitting %d errored, expired, cancelled or cut-short requests again",
@@ -138,10 +147,13 @@ async def _submit(
     claimed: set[str],
     report: BatchModeReport,
     grown: int = 0,
+    escalations: Mapping[str, list[Any]] | None = None,
 ) -> list[Submission]:
     submitted = []
-    for group in runner.plan(rows, grown):
-        submission = await submit_batch(runner, group, round_, len(group), claimed, grown)
+    for group in runner.plan(rows, grown, escalating=escalations is not None):
+        submission = await submit_batch(
+            runner, group, round_, len(group), claimed, grown, escalations
+        )
         if submission.batch_id is not None:  # never to be taken for another's lost batch
             claimed.add(submission.batch_id)
         get_run_logger().info(

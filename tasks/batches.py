@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import Task, task
@@ -45,11 +45,12 @@ async def submit_batch(
     count: int,
     claimed: set[str],
     grown: int = 0,
+    escalations: Mapping[str, list[Any]] | None = None,
 ) -> Submission:
     """Create one batch. If creating failed, the batch may exist all the same (a timeout
     after the API took it): look for it before this task is retried, so none is paid twice."""
     try:
-        return await runner.submit(group, round_, grown)
+        return await runner.submit(group, round_, grown, escalations)
     except Exception:
         pending = [s for s in runner.ledger.open_for(runner.spec) if s.state == "submitting"]
         for submission in pending:

@@ -32,7 +32,7 @@ from aibatch.cost.pricing import PriceBook
 from aibatch.engine import policy
 from aibatch.engine.backend import BatchesBackend, BatchOutcome, BatchStatus
 from aibatch.engine.pacer import InputEstimator
-from aibatch.engine.recorder import Recorder
+from aibatch.engine.recorder import Escalated, Recorder
 from aibatch.engine.stats import RunStats
 from aibatch.errors import BatchGone
 from aibatch.jobs.outputs import InvalidModelOutput
@@ -74,11 +74,16 @@ class Submission:
     batch_id: str | None = None
     cancel_requested: bool = False
     note: str = ""
+    # A cascade's escalation batch (model: the stronger one): per row, what the first model
+    # left, so a collection (even after a crash) records it: [first model, reason, the first
+    # answer of a catch-all label or None, what the first call cost].
+    escalations: dict[str, list[Any]] = field(default_factory=dict)
 
     def belongs_to(self, spec: JobSpec) -> bool:
-        return (self.job, self.model, self.prompt_version) == (
-            spec.job, spec.model, spec.prompt_version,
-        )  # fmt: skip
+        models = {spec.model} | ({spec.escalation.model} if spec.escalation else set())
+        return (self.job, self.prompt_version) == (spec.job, spec.prompt_version) and (
+            self.model in models
+        )
 
     @property
     def open(self) -> bool:
@@ -136,6 +141,9 @@ class CollectReport:
     to_grow: list[str] = field(default_factory=list)  # cut short: submit with more room
     canceled: list[str] = field(default_factory=list)  # never processed: submit again
     gone: int = 0  # rows of a batch the API no longer has: a re-run submits them
+    # A cascade's rows for its stronger model: row id -> [first model, reason, first answer
+    # of a catch-all label or None, first call's cost] (as Submission.escalations).
+    to_escalate: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class BatchRunner:
@@ -180,24 +188,29 @@ class BatchRunner:
 
     # -- submitting ----------------------------------------------------------------------
 
-    def plan(self, rows: Sequence[tuple[str, str]], grown: int = 0) -> list[list[BatchRequest]]:
+    def plan(
+        self, rows: Sequence[tuple[str, str]], grown: int = 0, escalating: bool = False
+    ) -> list[list[BatchRequest]]:
         """Split rows into batches within the API's request and size limits (and the
         budget: rows whose worst case does not fit are left out, and noted). `grown`:
-        how many times these rows' answers were cut short (max_tokens grows with it)."""
+        how many times these rows' answers were cut short (max_tokens grows with it);
+        `escalating`: asked of the cascade's stronger model."""
+        spec = self.spec.escalation if escalating and self.spec.escalation else self.spec
+        worst_case = WorstCase(self.prices, spec.model, batch=True)
         self.budget_note = None
         groups: list[list[BatchRequest]] = []
         current: list[BatchRequest] = []
         size = 0
         seen: dict[str, str] = {}
         for position, (row_id, text) in enumerate(rows):
-            params = self.spec.request(text, grown)
+            params = spec.request(text, grown)
             custom_id = custom_id_for(row_id)
             if seen.setdefault(custom_id, row_id) != row_id:  # 2^-64: but never silent
                 raise ValueError(f"rows {seen[custom_id]!r} and {row_id!r} share a custom_id")
             body = orjson.dumps({"custom_id": custom_id, "params": params})
             request = BatchRequest(custom_id, row_id, params, len(body) + 1)
             if self.budget is not None:
-                request.worst_usd = self.worst_case.cost_usd(
+                request.worst_usd = worst_case.cost_usd(
                     self.estimator.estimate(self.estimator.raw(params)), params["max_tokens"]
                 )
                 if not self.budget.try_reserve(request.worst_usd):
@@ -216,19 +229,30 @@ class BatchRunner:
         return groups
 
     async def submit(
-        self, group: Sequence[BatchRequest], round_: int, grown: int = 0
+        self,
+        group: Sequence[BatchRequest],
+        round_: int,
+        grown: int = 0,
+        escalations: Mapping[str, list[Any]] | None = None,
     ) -> Submission:
-        """Record the submission, create the batch, record its id: in that order."""
+        """Record the submission, create the batch, record its id: in that order.
+        `escalations`: a cascade's rows for its stronger model (see Submission)."""
+        model = group[0].params["model"] if group else self.spec.model
         submission = Submission(
             key=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:8],
             job=self.spec.job,
-            model=self.spec.model,
+            model=model,
             prompt_version=self.spec.prompt_version,
             round=round_,
             recorded_at=datetime.now(UTC).isoformat(),
             custom_ids={r.custom_id: r.row_id for r in group},
             reserved_usd=sum(r.worst_usd for r in group),
             grown=grown,
+            escalations={
+                r.row_id: list(escalations[r.row_id])
+                for r in group
+                if escalations and r.row_id in escalations
+            },
         )
         self.ledger.save(submission)
         crashpoints.reached("batch:recorded")
@@ -343,22 +367,41 @@ class BatchRunner:
         if row_id in finished:
             return 0.0  # collected before a crash: published, and counted in what was spent
         if outcome.kind == "succeeded" and outcome.message is not None:
-            cost = self.recorder.bill(outcome.message.usage)
+            spec = self._spec_of(submission)
+            cost = self.recorder.bill(outcome.message.usage, spec.model)
+            note = submission.escalations.get(row_id)
+            escalated = Escalated(note[0], note[1]) if note else None
+            billed = None if cost is None or (note and note[3] is None) else (
+                cost + (note[3] if note else 0.0))  # fmt: skip
             try:
-                result = self.spec.parse(outcome.message, self.spec.max_tokens(submission.grown))
+                result = spec.parse(outcome.message, spec.max_tokens(submission.grown))
             except InvalidModelOutput as error:
                 decision = policy.decide(error, 0, self.rng, submission.grown)
                 if decision.action is policy.Action.GROW:
                     self.stats.truncated_retries += 1
                     report.to_grow.append(row_id)  # paid for, and asked again larger
                     return cost or 0.0
-                self.recorder.failed(
-                    row_id, decision.error_type, None, decision.message, attempts, cost,
-                    decision.stop_reason,
-                )  # fmt: skip
-                report.failed += 1
+                if note is None and self.spec.escalation is not None:  # the stronger model
+                    report.to_escalate[row_id] = [spec.model, decision.error_type, None, cost]
+                    self.stats.count_escalated(decision.error_type)
+                    return cost or 0.0
+                if note is not None and note[2] is not None:  # keep the first model's answer
+                    self.recorder.ok(row_id, note[2], outcome.message.usage, attempts, billed)
+                    report.succeeded += 1
+                else:
+                    self.recorder.failed(
+                        row_id, decision.error_type, None, decision.message, attempts, billed,
+                        decision.stop_reason, escalated,
+                    )  # fmt: skip
+                    report.failed += 1
             else:
-                self.recorder.ok(row_id, result, outcome.message.usage, attempts, cost)
+                if note is None and self.spec.escalates(result):
+                    report.to_escalate[row_id] = [spec.model, f"label: {result}", result, cost]
+                    self.stats.count_escalated(f"label: {result}")
+                    return cost or 0.0
+                self.recorder.ok(
+                    row_id, result, outcome.message.usage, attempts, billed, escalated=escalated
+                )
                 report.succeeded += 1
             finished.add(row_id)
             return cost or 0.0
@@ -374,6 +417,14 @@ class BatchRunner:
         else:
             report.canceled.append(row_id)  # an earlier run was cancelled before it ran
         return 0.0
+
+    def _spec_of(self, submission: Submission) -> JobSpec:
+        """The spec a submission's requests were asked with: the cascade's stronger model's
+        for an escalation batch."""
+        stronger = self.spec.escalation
+        return (
+            stronger if stronger is not None and submission.model == stronger.model else self.spec
+        )
 
     # -- cancelling ----------------------------------------------------------------------
 

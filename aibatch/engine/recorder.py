@@ -118,13 +118,15 @@ class Recorder:
         """Journal a permanent failure. An escalated row's is kept under the cascade's
         first model (its resume key), the message naming the model that failed."""
         spec = self.spec
-        if escalated is not None and spec.escalation is not None:
+        model = spec.model
+        if escalated is not None:
+            stronger = spec.escalation.model if spec.escalation is not None else spec.model
             message = (
-                f"{spec.escalation.model} (escalated from {escalated.from_model}: "
-                f"{escalated.reason}): {message}"
+                f"{stronger} (escalated from {escalated.from_model}: {escalated.reason}): {message}"
             )
+            model = escalated.from_model
         record = FailedRecord({
-            "kind": "failed", "id": row_id, "job": spec.job, "model": spec.model,
+            "kind": "failed", "id": row_id, "job": spec.job, "model": model,
             "prompt_version": spec.prompt_version, "error_type": error_type,
             "status_code": status_code, "message": message[:2000], "attempts": attempts,
             "cost_usd": cost, "stop_reason": stop_reason, "run_id": self.run_id,
