@@ -37,11 +37,11 @@ def test_a_cascade_stores_every_row_once_and_marks_the_escalated_ones(
         accuracy={CHEAP: 0.8, STRONG: 1.0}, p_refusal=0.03, seed=4, batch_processing_seconds=0.5
     )
     truth = write_products(tmp_path / "products.csv", 400)
-    params = RunParameters(
-        input_path=str(tmp_path / "products.csv"), output_dir=str(tmp_path / "out"),
-        job_file=str(ROOT / "jobs/product-category.toml"), escalate_to=STRONG, mode=mode,
-        batch_poll_max_s=0.2,
-    )  # fmt: skip
+    params = RunParameters.model_validate({
+        "input_path": str(tmp_path / "products.csv"), "output_dir": str(tmp_path / "out"),
+        "job_file": str(ROOT / "jobs/product-category.toml"), "escalate_to": STRONG,
+        "mode": mode, "batch_poll_max_s": 0.2,
+    })  # fmt: skip
     summary = asyncio.run(process_rows(params))
     results = pd.read_parquet(tmp_path / "out" / "product-category" / "results").set_index("id")
     assert results.index.is_unique and set(results.index) == set(truth)
