@@ -41,7 +41,8 @@ class WorstCase:
         # A margin on the estimate: it is calibrated, but the first requests are a guess.
         prompt = int(prompt_tokens * 1.2) + 1
         rates = price.for_prompt(prompt + max_tokens)
-        worst = prompt * max(rates.input, rates.cache_write) + max_tokens * rates.output
+        writes = max(rates.cache_write, rates.cache_write_1h_rate)
+        worst = prompt * max(rates.input, writes) + max_tokens * rates.output
         worst /= 1_000_000
         return worst * rates.batch_discount if self.batch else worst
 

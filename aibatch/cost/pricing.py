@@ -5,7 +5,8 @@ can replace or add prices with a TOML file (`--prices FILE` or `AIBATCH_PRICES`)
 model without a known price costs `None` ("unknown"), never a silent $0.
 
 A price file looks like this (every rate in US dollars per million tokens; cache rates
-default to 1.25 × input for writes and 0.1 × input for reads, the batch discount to 0.5):
+default to 1.25 × input for 5-minute writes, 2 × input for 1-hour writes and 0.1 × input
+for reads, the batch discount to 0.5):
 
     checked = "2026-12-01"
 
@@ -40,10 +41,20 @@ class Price:
     cache_write: float  # 5-minute cache writes
     cache_read: float
     batch_discount: float = 0.5  # the Message Batches API bills this share of each rate
+    # 1-hour cache writes (batch mode's shared prefix); None: CACHE_WRITE_1H_SHARE × input.
+    cache_write_1h: float | None = None
     # Some models bill a whole request at higher rates once its prompt (input, cache writes
     # and cache reads together) is longer than a threshold.
     long_prompt_threshold: int | None = None
     long_prompt: Price | None = None
+
+    @property
+    def cache_write_1h_rate(self) -> float:
+        return (
+            self.input * CACHE_WRITE_1H_SHARE
+            if self.cache_write_1h is None
+            else self.cache_write_1h
+        )
 
     def for_prompt(self, prompt_tokens: int) -> Price:
         threshold = self.long_prompt_threshold
@@ -52,8 +63,10 @@ class Price:
         return self
 
 
-# The usual cache rates, as shares of the input rate (5-minute writes; reads).
+# The usual cache rates, as shares of the input rate (5-minute writes, 1-hour writes,
+# reads: https://platform.claude.com/docs/en/build-with-claude/prompt-caching).
 CACHE_WRITE_SHARE = 1.25
+CACHE_WRITE_1H_SHARE = 2.0
 CACHE_READ_SHARE = 0.1
 
 
@@ -95,6 +108,7 @@ class _PriceEntry(BaseModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cache_write: float | None = Field(default=None, ge=0)
+    cache_write_1h: float | None = Field(default=None, ge=0)
     cache_read: float | None = Field(default=None, ge=0)
     batch_discount: float = Field(default=0.5, gt=0, le=1)
 
@@ -105,6 +119,7 @@ class _PriceEntry(BaseModel):
             self.input * CACHE_WRITE_SHARE if self.cache_write is None else self.cache_write,
             self.input * CACHE_READ_SHARE if self.cache_read is None else self.cache_read,
             self.batch_discount,
+            self.cache_write_1h,
         )
 
 
@@ -121,17 +136,20 @@ class Usage:
 
     input_tokens: int = 0
     output_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # every cache write, 1-hour ones included
     cache_read_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part written to the 1-hour cache
 
     @classmethod
     def of(cls, usage: Any) -> Usage:
         """From an SDK `Usage` (or anything with its attributes)."""
+        creation = getattr(usage, "cache_creation", None)
         return cls(
             usage.input_tokens,
             usage.output_tokens,
             getattr(usage, "cache_creation_input_tokens", None) or 0,
             getattr(usage, "cache_read_input_tokens", None) or 0,
+            getattr(creation, "ephemeral_1h_input_tokens", None) or 0,
         )
 
     @property
@@ -174,7 +192,8 @@ class PriceBook:
         total = (
             usage.input_tokens * rates.input
             + usage.output_tokens * rates.output
-            + usage.cache_write_tokens * rates.cache_write
+            + (usage.cache_write_tokens - usage.cache_write_1h_tokens) * rates.cache_write
+            + usage.cache_write_1h_tokens * rates.cache_write_1h_rate
             + usage.cache_read_tokens * rates.cache_read
         ) / 1_000_000
         return total * rates.batch_discount if batch else total

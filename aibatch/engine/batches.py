@@ -203,7 +203,7 @@ class BatchRunner:
         size = 0
         seen: dict[str, str] = {}
         for position, (row_id, text) in enumerate(rows):
-            params = spec.request(text, grown)
+            params = spec.request(text, grown, cache_ttl="1h")
             custom_id = custom_id_for(row_id)
             if seen.setdefault(custom_id, row_id) != row_id:  # 2^-64: but never silent
                 raise ValueError(f"rows {seen[custom_id]!r} and {row_id!r} share a custom_id")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -52,6 +52,8 @@ REQUEST_FORMAT = "v2"
 
 MAX_INSTRUCTIONS_CHARS = 200_000  # about 50k tokens: every request carries them
 
+
+CacheTtl = Literal["5m", "1h"]  # the shared prefix's cache lifetime
 
 # An answer cut short by max_tokens is asked again with this many times the room, each time
 # (the engine's policy bounds how often: TRUNCATION_RETRIES).
@@ -395,17 +397,22 @@ class JobSpec:
             text += "\n\nFurther instructions:\n" + definition.instructions
         return text
 
-    def system_blocks(self) -> list[dict[str, Any]]:
-        """The shared instructions, marked cacheable: every request repeats them."""
-        return [{"type": "text", "text": self.system_text, "cache_control": {"type": "ephemeral"}}]
+    def system_blocks(self, cache_ttl: CacheTtl = "5m") -> list[dict[str, Any]]:
+        """The shared instructions, marked cacheable: every request repeats them. Batch
+        mode keeps them an hour: "batches can take longer than 5 minutes to process"
+        (https://platform.claude.com/docs/en/build-with-claude/batch-processing)."""
+        control: dict[str, str] = {"type": "ephemeral"}
+        if cache_ttl == "1h":
+            control["ttl"] = "1h"
+        return [{"type": "text", "text": self.system_text, "cache_control": control}]
 
-    def request(self, prompt: str, grown: int = 0) -> dict[str, Any]:
+    def request(self, prompt: str, grown: int = 0, cache_ttl: CacheTtl = "5m") -> dict[str, Any]:
         """The Messages API parameters for one row's prompt (`render`); never sampling
         parameters or an assistant prefill: the 5.5 models refuse both."""
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens(grown),
-            "system": self.system_blocks(),
+            "system": self.system_blocks(cache_ttl),
             "messages": [{"role": "user", "content": prompt}],
         }
         if (thinking := self.thinking) is not None:

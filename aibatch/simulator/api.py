@@ -25,6 +25,7 @@ from aibatch.sdk_models import known_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.model import (
     built_in_accuracy,
+    cache_controls,
     catch_all,
     choose_label,
     count_text_tokens,
@@ -143,9 +144,10 @@ class PromptCost:
     """A request's input tokens as the API bills them: uncached, cache writes, cache reads."""
 
     uncached: int
-    cache_write: int
+    cache_write: int  # every cache write, 1-hour ones included
     cache_read: int
-    cache_write_key: int | None
+    cache_writes: tuple[tuple[int, float], ...]  # (prefix key, lifetime s) to store if answered
+    cache_write_1h: int = 0  # the part of the writes kept an hour
 
 
 @dataclass
@@ -157,7 +159,7 @@ class Answer:
     output_tokens: int
     cache_write_tokens: int
     cache_read_tokens: int
-    cache_write_key: int | None
+    cache_writes: tuple[tuple[int, float], ...]
     prompt_key: bytes
     refused: bool = False
 
@@ -272,7 +274,7 @@ class SimulatedAPI:
         self.counters = Counters()
         self.rng = random.Random(config.seed)
         self.limiter = self._new_limiter()
-        self.cache: dict[int, float] = {}
+        self.cache: dict[int, tuple[float, float]] = {}  # prefix key -> (expires, lifetime)
         self.batches: dict[str, Batch] = {}
         self.credits: dict[str, Credit] = {}
         self._ids = 0
@@ -405,6 +407,7 @@ class SimulatedAPI:
                 if not isinstance(block, dict) or block.get("type") != "text":
                     raise invalid(f"system.{j}: Input should be a text block")
         self._validate_tools(body)
+        _validate_cache_controls(body)
         self._validate_model_rules(body, rules_for(model), need_max_tokens)
         return body
 
@@ -601,51 +604,61 @@ class SimulatedAPI:
         factor = rules_for(body["model"]).tokenizer_factor
         return {"input_tokens": sum(b.tokens for b in prompt_blocks(body, factor))}
 
-    def _cache_split(
-        self, body: dict[str, Any], rules: ModelRules
-    ) -> tuple[int, int, int, int | None]:
-        """(uncached input, cache writes, cache reads, key to store once answered)."""
+    def _cache_split(self, body: dict[str, Any], rules: ModelRules) -> PromptCost:
+        """The prompt's tokens as billed: uncached, written, read. The longest prefix still
+        cached is read (A); what follows up to the last breakpoint is written (C), the part
+        up to the last 1-hour breakpoint after A at the 1-hour rate (B): "cache read for A,
+        1h write for (B - A), 5m write for (C - B)"
+        (https://platform.claude.com/docs/en/build-with-claude/prompt-caching)."""
         blocks = prompt_blocks(body, rules.tokenizer_factor)
         total = sum(b.tokens for b in blocks)
         if not any(b.cache_breakpoint for b in blocks):
-            return total, 0, 0, None  # nothing cacheable: skip hashing the prompt
+            return PromptCost(total, 0, 0, ())  # nothing cacheable: skip hashing the prompt
         now = time.monotonic()
         cumulative = 0
         prefix = hash(body.get("model"))  # caches are per model
-        breakpoints: list[tuple[int, int]] = []
+        c = self.config
+        breakpoints: list[tuple[int, int, float]] = []
         for block in blocks:
             cumulative += block.tokens
             prefix = hash((prefix, block.key))
             if block.cache_breakpoint:
-                breakpoints.append((cumulative, prefix))
+                lifetime = c.cache_ttl_1h_seconds if block.one_hour else c.cache_ttl_seconds
+                breakpoints.append((cumulative, prefix, lifetime))
         read = 0
-        for cumulative, key in reversed(breakpoints):
-            if self.cache.get(key, 0.0) > now:
+        for cumulative, key, _ in reversed(breakpoints):
+            entry = self.cache.get(key)
+            if entry is not None and entry[0] > now:
                 read = cumulative
-                self.cache[key] = now + self.config.cache_ttl_seconds
+                self.cache[key] = (now + entry[1], entry[1])  # a hit refreshes it
                 break
-        write, write_key = 0, None
-        if breakpoints:
-            cumulative, key = breakpoints[-1]
-            minimum = self.config.cache_min_tokens
-            if minimum is None:
-                minimum = rules.cache_min_tokens
-            if cumulative > read and cumulative >= minimum:
-                write, write_key = cumulative - read, key
-        return total - read - write, write, read, write_key
+        minimum = c.cache_min_tokens if c.cache_min_tokens is not None else rules.cache_min_tokens
+        written = [(n, k, t) for n, k, t in breakpoints if n > read and n >= minimum]
+        if not written:
+            return PromptCost(total - read, 0, read, ())
+        write = written[-1][0] - read
+        one_hour = max((n for n, _, t in written if t == c.cache_ttl_1h_seconds), default=read)
+        return PromptCost(
+            total - read - write,
+            write,
+            read,
+            tuple((k, t) for _, k, t in written),
+            one_hour - read,
+        )
 
-    def remember_cache(self, key: int | None) -> None:
+    def remember_cache(self, writes: tuple[tuple[int, float], ...]) -> None:
         """A cache entry becomes readable once the response that wrote it has begun."""
-        if key is not None:
-            self.cache[key] = time.monotonic() + self.config.cache_ttl_seconds
+        now = time.monotonic()
+        for key, lifetime in writes:
+            self.cache[key] = (now + lifetime, lifetime)
 
     # -- answering -------------------------------------------------------------------------
 
     def measure(self, body: dict[str, Any]) -> PromptCost:
         """Token counts and cache hits of a validated request; checks the context window."""
         rules = rules_for(body["model"])
-        uncached, write, read, write_key = self._cache_split(body, rules)
-        prompt_tokens = uncached + write + read
+        cost = self._cache_split(body, rules)
+        prompt_tokens = cost.uncached + cost.cache_write + cost.cache_read
         max_tokens = int(body["max_tokens"])
         window = self.config.context_window
         if window is None:
@@ -655,7 +668,7 @@ class SimulatedAPI:
                 f"prompt is too long: {prompt_tokens} tokens + max_tokens {max_tokens} > "
                 f"{window} maximum"
             )
-        return PromptCost(uncached, write, read, write_key)
+        return cost
 
     def answer(
         self,
@@ -683,7 +696,7 @@ class SimulatedAPI:
             credit_outcome = self._redeem(body, betas)
         if credit_outcome is not None and credit_outcome.get("type") == "redeemed":
             cost = PromptCost(cost.uncached, 0, cost.cache_read + cost.cache_write,
-                              cost.cache_write_key)  # fmt: skip
+                              cost.cache_writes)  # fmt: skip
         content: list[dict[str, Any]] = []
         thinking_tokens = 0
         thinking = thinking_mode(body, rules)
@@ -747,18 +760,16 @@ class SimulatedAPI:
                 output_tokens = max_tokens
             content.append({"type": "text", "text": text})
         output_tokens = min(output_tokens, max_tokens)
-        uncached, write, read, write_key = (
-            cost.uncached,
-            cost.cache_write,
-            cost.cache_read,
-            cost.cache_write_key,
-        )
+        uncached, write, read = cost.uncached, cost.cache_write, cost.cache_read
         usage = {
             "input_tokens": uncached,
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": write,
             "cache_read_input_tokens": read,
-            "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": write - cost.cache_write_1h,
+                "ephemeral_1h_input_tokens": cost.cache_write_1h,
+            },
             "output_tokens_details": {"thinking_tokens": thinking_tokens},
             "service_tier": service_tier,
         }
@@ -782,7 +793,7 @@ class SimulatedAPI:
             output_tokens,
             write,
             read,
-            write_key,
+            cost.cache_writes,
             key,
             refused=refusal is not None,
         )
@@ -1118,7 +1129,7 @@ class SimulatedAPI:
             answer = self.answer(valid, self.measure(valid), service_tier="batch")
         except APIErrorReply as error:
             return {"type": "errored", "error": error.body(self.next_id("req"))}
-        self.remember_cache(answer.cache_write_key)
+        self.remember_cache(answer.cache_writes)
         self.counters.paid(answer)
         return {"type": "succeeded", "message": answer.message}
 
@@ -1174,3 +1185,22 @@ def _matched_fields(body: dict[str, Any]) -> bytes:
     return hashlib.blake2b(
         orjson.dumps(fields, option=orjson.OPT_SORT_KEYS), digest_size=16
     ).digest()
+
+
+def _validate_cache_controls(body: dict[str, Any]) -> None:
+    """`cache_control` as the API takes it: ephemeral, a lifetime of 5m or 1h, and "a 1-hour
+    cache entry must appear before any 5-minute cache entries"
+    (https://platform.claude.com/docs/en/build-with-claude/prompt-caching)."""
+    seen_five_minutes = False
+    for control in cache_controls(body):
+        if control.get("type") != "ephemeral":
+            raise invalid("cache_control.type: Input should be 'ephemeral'")
+        ttl = control.get("ttl", "5m")
+        if ttl not in ("5m", "1h"):
+            raise invalid("cache_control.ttl: Input should be '5m' or '1h'")
+        if ttl == "1h" and seen_five_minutes:
+            raise invalid(
+                "cache_control: a ttl='1h' cache_control block must not come after a "
+                "ttl='5m' cache_control block"
+            )
+        seen_five_minutes = seen_five_minutes or ttl == "5m"

@@ -203,6 +203,24 @@ class PromptBlock(NamedTuple):
     tokens: int
     cache_breakpoint: bool
     key: str
+    one_hour: bool = False  # a `"ttl": "1h"` breakpoint
+
+
+def cache_controls(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's `cache_control` objects in prefix order: tools, system, messages."""
+    found: list[dict[str, Any]] = []
+    blocks = [*(body.get("tools") or []), *content_blocks(body.get("system"))]
+    for message in body.get("messages") or []:
+        blocks.extend(content_blocks(message.get("content")))
+    for block in blocks:
+        if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
+            found.append(block["cache_control"])
+    return found
+
+
+def _one_hour(block: Any) -> bool:
+    control = block.get("cache_control") if isinstance(block, dict) else None
+    return isinstance(control, dict) and control.get("ttl") == "1h"
 
 
 def prompt_blocks(body: dict[str, Any], factor: float = 1.0) -> list[PromptBlock]:
@@ -212,17 +230,18 @@ def prompt_blocks(body: dict[str, Any], factor: float = 1.0) -> list[PromptBlock
     for tool in body.get("tools") or []:
         text = orjson.dumps(tool).decode()
         tokens = scale_tokens((len(text) + 3) // 4 + 8, factor)
-        blocks.append(PromptBlock(tokens, "cache_control" in tool, text))
+        blocks.append(PromptBlock(tokens, "cache_control" in tool, text, _one_hour(tool)))
     for block in content_blocks(body.get("system")):
         text = _block_text(block)
         marked = isinstance(block, dict) and "cache_control" in block
-        blocks.append(PromptBlock(scale_tokens((len(text) + 3) // 4, factor), marked, text))
+        tokens = scale_tokens((len(text) + 3) // 4, factor)
+        blocks.append(PromptBlock(tokens, marked, text, _one_hour(block)))
     for message in body.get("messages") or []:
         for block in content_blocks(message.get("content")):
             text = _block_text(block)
             marked = isinstance(block, dict) and "cache_control" in block
             tokens = scale_tokens((len(text) + 3) // 4 + 4, factor)
-            blocks.append(PromptBlock(tokens, marked, text))
+            blocks.append(PromptBlock(tokens, marked, text, _one_hour(block)))
     return blocks
 
 

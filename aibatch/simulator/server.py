@@ -139,7 +139,7 @@ class SimulatorApp:
 
     def _deliver(self, answer: Any) -> Response:
         api = self.api
-        api.remember_cache(answer.cache_write_key)
+        api.remember_cache(answer.cache_writes)
         api.counters.paid(answer)
         api.counters.count_status(200)
         return _json(answer.message, headers=api.ratelimit_headers())

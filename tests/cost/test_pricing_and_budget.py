@@ -32,6 +32,32 @@ def test_cache_reads_cost_less_than_the_same_tokens_uncached() -> None:
     assert uncached is not None and cached is not None and cached < uncached
 
 
+def test_one_hour_cache_writes_bill_at_twice_the_input_rate_five_minute_ones_at_1_25() -> None:
+    book = PriceBook.load()
+    million = 1_000_000
+    five = book.cost_usd("claude-sonnet-5-5", Usage(0, 0, cache_write_tokens=million))
+    hour = book.cost_usd(
+        "claude-sonnet-5-5", Usage(0, 0, cache_write_tokens=million, cache_write_1h_tokens=million)
+    )
+    mixed = book.cost_usd(
+        "claude-sonnet-5-5",
+        Usage(0, 0, cache_write_tokens=million, cache_write_1h_tokens=million // 4),
+    )
+    assert five == pytest.approx(2.0 * 1.25) and hour == pytest.approx(2.0 * 2)
+    assert mixed == pytest.approx(0.75 * 2.0 * 1.25 + 0.25 * 2.0 * 2)
+    all_hour = Usage(0, 0, cache_write_tokens=million, cache_write_1h_tokens=million)
+    assert book.cost_usd("claude-sonnet-5-5", all_hour, batch=True) == pytest.approx(2.0)
+
+    class SdkUsage:  # as the SDK's Usage reports a 1-hour write
+        input_tokens, output_tokens = 10, 5
+        cache_creation_input_tokens, cache_read_input_tokens = 1_000, 0
+
+        class cache_creation:
+            ephemeral_1h_input_tokens, ephemeral_5m_input_tokens = 600, 400
+
+    assert Usage.of(SdkUsage()) == Usage(10, 5, 1_000, 0, 600)
+
+
 def test_a_long_prompt_bills_the_whole_request_at_the_higher_rates() -> None:
     book = PriceBook.load()
     short = book.cost_usd("claude-haiku-5-5", Usage(100_000, 1_000))

@@ -36,3 +36,27 @@ def test_past_the_last_resubmission_and_lost_batches_are_unfinished() -> None:
     again, unfinished = next_round(collected, resubmits=2)
     assert again == {(2, 1): ["g1"]}  # nothing empty is submitted
     assert unfinished == 2 + 3
+
+
+def test_batch_requests_keep_the_shared_prefix_an_hour_and_escalations_ask_the_stronger_model() -> (
+    None
+):
+    from typing import Any
+
+    from aibatch.cost.pricing import PriceBook
+    from aibatch.engine.batches import BatchRunner
+    from aibatch.engine.stats import RunStats
+    from aibatch.jobs.spec import JobSpec, builtin_job
+
+    definition = builtin_job("classify").with_options(
+        escalate_to="claude-sonnet-5-5", escalate_labels=["other"]
+    )
+    spec = JobSpec.of(definition, "claude-haiku-5-5")
+    unused: Any = None  # planning sends nothing and writes nothing
+    runner = BatchRunner(unused, spec, unused, unused, "run", RunStats(), PriceBook.load())
+    (group,) = runner.plan([("r1", "<data>The app crashes.</data>")])
+    (request,) = group
+    assert request.params["model"] == "claude-haiku-5-5"
+    assert request.params["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    (stronger,) = runner.plan([("r1", "<data>The app crashes.</data>")], escalating=True)
+    assert stronger[0].params["model"] == "claude-sonnet-5-5"

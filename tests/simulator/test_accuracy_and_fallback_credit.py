@@ -176,3 +176,39 @@ def test_models_that_give_no_credit_and_batches_carry_no_token(
     assert result.result.type == "succeeded"
     assert result.result.message.stop_reason == "refusal"
     assert getattr(result.result.message.stop_details, "fallback_credit_token", None) is None
+
+
+def test_the_one_hour_cache_outlives_the_five_minute_one_and_is_billed_apart(
+    start_simulator: StartSimulator,
+) -> None:
+    import time
+
+    client = sdk_client(start_simulator(cache_ttl_seconds=0.3, cache_min_tokens=100))
+    hour = {"type": "ephemeral", "ttl": "1h"}
+    request: dict[str, Any] = {
+        "model": "claude-haiku-4-5", "max_tokens": 50,
+        "system": [{"type": "text", "text": "Shared rules. " * 100, "cache_control": hour},
+                   {"type": "text", "text": "Team notes. " * 100,
+                    "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "<ticket>Where is my order?</ticket>"}],
+    }  # fmt: skip
+    first = client.messages.create(**request).usage
+    assert first.cache_creation is not None
+    one_hour = first.cache_creation.ephemeral_1h_input_tokens
+    five_minutes = first.cache_creation.ephemeral_5m_input_tokens
+    assert one_hour > 0 and five_minutes > 0
+    assert first.cache_creation_input_tokens == one_hour + five_minutes
+    time.sleep(0.4)  # the 5-minute entry (0.3 s here) is gone; the 1-hour one is not
+    second = client.messages.create(**request).usage
+    assert second.cache_read_input_tokens == one_hour
+    assert second.cache_creation is not None
+    assert second.cache_creation.ephemeral_5m_input_tokens == five_minutes
+    assert second.cache_creation.ephemeral_1h_input_tokens == 0
+
+    wrong_order = {**request, "system": list(reversed(request["system"]))}
+    with pytest.raises(anthropic.BadRequestError, match="1h"):
+        client.messages.create(**wrong_order)
+    two_hours = {"type": "ephemeral", "ttl": "2h"}
+    bad_ttl = {**request, "system": [{"type": "text", "text": "x", "cache_control": two_hours}]}
+    with pytest.raises(anthropic.BadRequestError, match="ttl"):
+        client.messages.create(**bad_ttl)
