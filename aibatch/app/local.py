@@ -143,12 +143,18 @@ def run_locally(
         + (" (Message Batches, half price)" if params.mode == "batch" else "")
     )
 
-    def start(target: ApiTarget) -> Coroutine[Any, Any, dict[str, Any]]:
+    async def checked_then_run(target: ApiTarget) -> dict[str, Any]:
+        if target.api_key != SIMULATOR_KEY:  # the real API (or a gateway): is the table right?
+            from aibatch.run.model_check import check_models
+
+            used = [spec.model] + ([spec.escalation.model] if spec.escalation else [])
+            for warning in await check_models(target, used, plan.models, params.mode == "batch"):
+                say(f"warning: {warning} (the capability table: --models FILE corrects it)")
         plan.api = target
         plan.hand_on()  # the flow, started next in this process, takes this plan
-        return flow(params)
+        return await flow(params)
 
-    summary = run_flow(start, simulator)
+    summary = run_flow(checked_then_run, simulator)
     if isinstance(summary, int):
         return summary
     held_back = summary.get("held_back") or 0

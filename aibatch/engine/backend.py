@@ -140,6 +140,11 @@ class AnthropicBackend:
         raw = await self.client.messages.with_raw_response.create(**params)
         return Reply(message=await raw.parse(), headers=raw.headers)
 
+    async def model_info(self, model: str) -> dict[str, Any]:
+        """The Models API's entry for a model (capabilities, max_tokens, max_input_tokens)."""
+        info: dict[str, Any] = (await self.client.models.retrieve(model)).model_dump()
+        return info
+
     async def count_tokens(self, params: dict[str, Any]) -> int:
         body = {k: v for k, v in params.items() if k != "max_tokens"}  # not a count's field
         return int((await self.client.messages.count_tokens(**body)).input_tokens)

@@ -596,6 +596,34 @@ class SimulatedAPI:
             if top_p is not None and not 0.95 <= top_p <= 1:
                 raise invalid("`top_p` must be between 0.95 and 1 when thinking is enabled.")
 
+    # -- the Models API ----------------------------------------------------------------------
+
+    def model_info(self, model: str) -> dict[str, Any]:
+        """`GET /v1/models/{id}` from the simulator's own rules, in the API's shape
+        (https://platform.claude.com/docs/en/api/models/retrieve): every capability key
+        present, each `{"supported": bool}`."""
+        if model not in KNOWN_MODELS:
+            raise APIErrorReply(404, "not_found_error", f"model: {model}")
+        rules = rules_for(model)
+
+        def supported(flag: bool) -> dict[str, bool]:
+            return {"supported": flag}
+
+        thinking_types = {"adaptive", "enabled", "disabled"}
+        return {
+            "type": "model", "id": model, "display_name": model,
+            "created_at": "2026-01-01T00:00:00Z",
+            "max_input_tokens": rules.context_window, "max_tokens": rules.max_output_tokens,
+            "capabilities": {
+                "batch": supported(True), "citations": supported(True),
+                "structured_outputs": supported(rules.structured_outputs),
+                "effort": {**supported(bool(rules.effort_levels)),
+                           **{e: supported(e in rules.effort_levels) for e in EFFORT_LEVELS}},
+                "thinking": {**supported(bool(rules.thinking_types)), "types": {
+                    t: supported(t in rules.thinking_types) for t in sorted(thinking_types)}},
+            },
+        }  # fmt: skip
+
     # -- tokens and caching ----------------------------------------------------------------
 
     def count_tokens(self, body: Any) -> dict[str, int]:

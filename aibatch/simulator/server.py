@@ -89,6 +89,8 @@ class SimulatorApp:
         if path == "/v1/messages/count_tokens" and method == "POST":
             body = self._body(request)
             return _json(self.api.count_tokens(body), headers=self.api.ratelimit_headers())
+        if path.startswith("/v1/models/") and method == "GET":
+            return _json(self.api.model_info(path.removeprefix("/v1/models/")))
         if path == _BATCHES:
             if method == "POST":
                 return _json(self.api.create_batch(self._body(request)))
