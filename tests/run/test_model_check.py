@@ -24,7 +24,7 @@ def test_the_built_in_table_agrees_with_the_simulated_models_api(simulate: Simul
 def test_each_field_that_differs_is_named(tmp_path: Path, simulate: Simulate) -> None:
     overlay = tmp_path / "models.toml"
     overlay.write_text(
-        f'[models.{MODEL}]\nmax_output_tokens = 64000\nstructured_outputs = false\n'
+        f"[models.{MODEL}]\nmax_output_tokens = 64000\nstructured_outputs = false\n"
         'efforts = ["low", "medium", "high"]\n'
     )
     book = ModelBook.load(overlay)
