@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aibatch.errors import PriceFileError
 from aibatch.tomlfile import overlay_file, read_toml
 
-PRICES_CHECKED = "2026-12-02"
+PRICES_CHECKED = "2026-12-06"
 PRICES_ENV = "AIBATCH_PRICES"
 
 
@@ -99,6 +99,11 @@ BUILT_IN_PRICES: dict[str, Price] = {
     "claude-opus-4-5": _price(5.0, 25.0),
     "claude-opus-4-6": _price(5.0, 25.0),
     "claude-opus-4-7": _price(5.0, 25.0),
+    # https://platform.claude.com/docs/en/models/opus-4-8/overview: $5 / $25 (legacy).
+    "claude-opus-4-8": _price(5.0, 25.0),
+    # Claude Fable 5.2: no price on the platform's pages yet, so its cost shows as unknown
+    # (a price file adds it). No "claude-fable-5" entry either: as a prefix it would price
+    # claude-fable-5-2 at Fable 5's rates.
 }
 
 

@@ -66,6 +66,15 @@ def test_a_long_prompt_bills_the_whole_request_at_the_higher_rates() -> None:
     assert long == pytest.approx((100_001 * 0.50 + 1_000 * 2.50) / 1e6)
 
 
+def test_every_model_of_the_capability_table_has_a_price_but_fable_5_2() -> None:
+    from aibatch.jobs.models import ModelBook
+
+    book = PriceBook.load()
+    unpriced = [m for m in ModelBook.load().rules if book.price_for(m) is None]
+    assert unpriced == ["claude-fable-5-2"]  # not published yet: its cost shows as unknown
+    assert book.cost_usd("claude-opus-4-8", Usage(1_000_000, 1_000_000)) == pytest.approx(30.0)
+
+
 def test_an_unknown_model_costs_unknown_not_zero() -> None:
     assert PriceBook.load().cost_usd("claude-imaginary-9", Usage(10, 10)) is None
 

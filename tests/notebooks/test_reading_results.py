@@ -12,15 +12,17 @@ import nbformat
 import pandas as pd
 import pytest
 
+from aibatch.flows.evaluate import evaluate
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
+from aibatch.run.evaluation import EvalParameters
 from aibatch.run.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets
 
 ARTIFACTS = ROOT / "ci-artifacts" / "notebook"
 FIGURES = ["answers-summarize", "answers-classify", "answers-invoice-extract", "latency",
-           "throughput", "tokens_cost", "failures"]  # fmt: skip
+           "throughput", "tokens_cost", "failures", "eval"]  # fmt: skip
 
 
 def outputs_of(notebook: nbformat.NotebookNode) -> str:
@@ -41,7 +43,7 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
 ) -> None:
     write_tickets(tmp_path / "tickets.csv", 200, long_ids=3)
     flow_simulator(latency_ms=20, latency_sigma=0.4, p529=0.05, p500=0.02,
-                             context_window=2_000, seed=3)  # fmt: skip
+                   context_window=2_000, seed=3, accuracy={})  # fmt: skip
     output = tmp_path / "out"
     for job in ("summarize", "classify"):
         asyncio.run(process_rows(RunParameters(
@@ -52,6 +54,13 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     asyncio.run(process_rows(RunParameters(
         input_path=str(tmp_path / "invoices.jsonl"), output_dir=str(output),
         job_definition=load_job_file(ROOT / "jobs" / "invoice-extract.toml"),
+    )))  # fmt: skip
+    # Is the cheap model good enough? Two models on 60 products with known categories.
+    asyncio.run(evaluate(EvalParameters(
+        input_path=str(ROOT / "data/products.csv"),
+        job_file=str(ROOT / "jobs/product-category.toml"),
+        truth_path=str(ROOT / "data/products-truth.csv"),
+        models=["claude-haiku-5-5", "claude-sonnet-5-5"], sample=60, output_dir=str(output),
     )))  # fmt: skip
     for name in FIGURES:
         (ARTIFACTS / f"{name}.png").unlink(missing_ok=True)
@@ -69,7 +78,9 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors == []
     shown = outputs_of(notebook)
-    assert "450 results, 6 failure records" in shown  # 200 per job, 50 invoices; 3 too long
+    # 200 per job, 50 invoices, 60 products per model; 3 tickets too long
+    assert "570 results, 6 failure records" in shown
+    assert "Recommended:" in shown and "meets_target" in shown
     assert "INV-2026-40034" in shown  # the json job's typed fields, shown as a table
     for dtype in ("Int64", "datetime64[us, UTC]", "category", "string"):
         assert dtype in shown, dtype
