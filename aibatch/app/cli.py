@@ -185,6 +185,9 @@ def run(
     params = _run_parameters(given)
     if dry_run:
         raise typer.Exit(dry_run_locally(params))
+    from aibatch.app.local import prefect_environment
+
+    prefect_environment()  # before Prefect is imported: it reads its settings once, then
     from aibatch.flows.process_rows import process_rows  # Prefect loads in seconds: only to run
 
     raise typer.Exit(run_locally(params, process_rows))
@@ -635,6 +638,9 @@ def evaluate(
         )
         say(f"error: {problems}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    from aibatch.app.local import prefect_environment
+
+    prefect_environment()  # before Prefect is imported: it reads its settings once, then
     from aibatch.flows.evaluate import evaluate as eval_flow  # Prefect loads in seconds
 
     raise typer.Exit(evaluate_locally(params, eval_flow, as_json))

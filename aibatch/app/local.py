@@ -40,7 +40,8 @@ def say(message: str) -> None:
 
 
 def prefect_environment() -> None:
-    """Settings for a local run when no Prefect server is configured."""
+    """Settings for a local run when no Prefect server is configured. Prefect reads its
+    settings when it is first imported: call this before that, or they do not apply."""
     if os.environ.get("PREFECT_API_URL"):
         return
     # Prefect's local server takes 20-40 s to start on small machines; its default

@@ -12,7 +12,7 @@ from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_BAD_INPUT, EXIT_OK
 from aibatch.run.parameters import RunParameters
 from aibatch.run.plan import RunPlan
-from tests.helpers import write_tickets
+from tests.helpers import ROOT, write_tickets
 from tests.run.test_plan import answer_rows, params_for
 
 
@@ -78,3 +78,29 @@ def test_bad_input_exits_2_before_the_flow(tmp_path: Path, monkeypatch: pytest.M
 
     assert run_locally(params_for(tmp_path), flow) == EXIT_BAD_INPUT
     assert said and "duplicate id '1'" in said[0] and "row 2" in said[0]
+
+
+def test_prefect_starts_its_local_server_with_the_longer_timeout_aibatch_sets(
+    tmp_path: Path,
+) -> None:
+    """Prefect reads its settings once, when first imported: the CLI sets the local
+    server's startup timeout (180 s: a loaded machine takes over 20) before that."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, aibatch.app.local as local\n"
+        "def run_locally(params, flow, simulator=None):\n"
+        "    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as S\n"
+        "    print('timeout', S.value())\n"
+        "    return 0\n"
+        "local.run_locally = run_locally\n"
+        "from aibatch.app.cli import app\n"
+        f"sys.argv = ['aibatch', 'run', 'data/tickets.csv', '--output', {str(tmp_path)!r}]\n"
+        "app()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert "timeout 180" in done.stdout, done.stderr[-2000:]
