@@ -71,3 +71,31 @@ def test_refused_and_catch_all_rows_are_answered_by_the_stronger_model_once(
     assert escalated["cost_usd"].min() > first["cost_usd"].median()
     assert h.stats.escalated == len(escalated) + len(kept)
     assert h.stats.http_requests == len(chunk) + h.stats.escalated
+
+
+def test_a_refusal_escalates_with_its_fallback_credit_so_the_cache_is_not_paid_twice(
+    simulate: Simulate, harness: Callable[..., Harness]
+) -> None:
+    """Fable 5.1 refuses every row here; Opus 4.8 (a permitted fallback) answers each,
+    redeeming the refusal's credit: its cache writes are billed as reads."""
+    definition = load_job_file(ROOT / "jobs/product-category.toml").with_options(
+        escalate_to="claude-opus-4-8"
+    )
+    spec = JobSpec.of(definition, "claude-fable-5-1")
+    server = simulate(p_refusal=1.0, cache_min_tokens=50)
+    h = harness(server, spec=spec)
+    chunk, _ = product_rows(spec, 40)
+    h.run(chunk)
+    results = h.results()
+    assert len(results) == 40 and (results["model"] == "claude-opus-4-8").all()
+    assert (results["escalation_reason"] == "refusal").all()
+    assert (results["cache_creation_input_tokens"] == 0).all()  # every write credited
+    assert (results["cache_read_input_tokens"] > 0).all()
+    assert len(server.api.credits) == 40  # one credit per refusal, each echoed
+
+    # Without the credit (another model that gives none) the stronger model writes it.
+    plain = JobSpec.of(definition.model_copy(update={"escalate_to": "claude-sonnet-4-6"}),
+                       "claude-sonnet-5-5")  # fmt: skip
+    again = harness(simulate(p_refusal=1.0, cache_min_tokens=50), "plain", spec=plain)
+    again.run(product_rows(plain, 40)[0])
+    assert again.results()["cache_creation_input_tokens"].sum() > 0
