@@ -644,3 +644,31 @@ def evaluate(
     from aibatch.flows.evaluate import evaluate as eval_flow  # Prefect loads in seconds
 
     raise typer.Exit(evaluate_locally(params, eval_flow, as_json))
+
+
+@app.command("status")
+def status(
+    output: Annotated[
+        str, typer.Argument(help="The output directory.", show_default=True)
+    ] = DEFAULT["output"],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """What an output directory holds, job by job: results, failed rows by error type, cost,
+    models and prompt versions, the last run, open Message Batches. Sends nothing."""
+    import json
+
+    from aibatch.app.local import say
+    from aibatch.errors import EXIT_BAD_INPUT
+    from aibatch.run.status import output_status, render
+
+    try:
+        jobs = output_status(output)
+    except FileNotFoundError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(json.dumps({"output": output, "jobs": [j.as_dict() for j in jobs]}, indent=2))
+    else:
+        render(output, jobs)
