@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 from aibatch.flows.process_rows import process_rows
 from aibatch.prefect_server.artifacts import artifact_key, publish_scores
 from aibatch.prefect_server.secrets import api_target
-from aibatch.run.evaluation import EvalParameters, EvalPlan
-from aibatch.run.plan import RunPlan
+from aibatch.runs.evaluation import EvalParameters, EvalPlan
+from aibatch.runs.plan import RunPlan
 
 
 @flow(name="aibatch-eval", persist_result=False, log_prints=True)

@@ -33,9 +33,9 @@ from aibatch.prefect_server.artifacts import (
 )
 from aibatch.prefect_server.limits import prepare_limits
 from aibatch.prefect_server.secrets import api_target
-from aibatch.run.builder import open_run, raise_for_chunk_outcomes
-from aibatch.run.parameters import RunParameters
-from aibatch.run.progress import progress_bar
+from aibatch.runs.builder import open_run, raise_for_chunk_outcomes
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.progress import progress_bar
 from aibatch.tasks.chunks import process_chunk
 from aibatch.tasks.load import plan_run_task
 

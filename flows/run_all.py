@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from prefect.exceptions import TerminationSignal
 
-from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
+from aibatch.runs.interrupts import SIGTERM_IN_EVENT_LOOP
 
 T = TypeVar("T")
 

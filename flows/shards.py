@@ -26,8 +26,8 @@ from prefect.deployments import arun_deployment
 from aibatch.errors import RunIncomplete
 from aibatch.output.committer import new_run_id
 from aibatch.prefect_server.artifacts import artifact_key, publish_summary
-from aibatch.run.builder import open_committer
-from aibatch.run.plan import RunPlan
+from aibatch.runs.builder import open_committer
+from aibatch.runs.plan import RunPlan
 
 
 def write_shard_inputs(

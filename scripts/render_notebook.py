@@ -43,7 +43,7 @@ def rehearse(output: Path, input_path: Path) -> None:
     from aibatch.app.local import run_locally
     from aibatch.errors import EXIT_OK
     from aibatch.flows.process_rows import process_rows
-    from aibatch.run.parameters import RunParameters
+    from aibatch.runs.parameters import RunParameters
     from aibatch.simulator import SimulatorConfig
     from aibatch.simulator.config import StormWindow
     from aibatch.simulator.process import SimulatorProcess

@@ -12,7 +12,7 @@ from prefect.runtime import task_run as this_task_run
 
 from aibatch.engine.processor import RowProcessor
 from aibatch.errors import ChunkIncomplete, RunStopped
-from aibatch.run import orchestration
+from aibatch.runs import orchestration
 
 
 def retry_unless_stopped(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

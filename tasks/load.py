@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan
 
 
 @task(name="load-rows", cache_policy=NONE, persist_result=False)

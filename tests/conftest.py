@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from aibatch.run import orchestration
+from aibatch.runs import orchestration
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.testing.in_process import InProcessSimulator
 

@@ -8,12 +8,12 @@ import typer
 from pydantic import ValidationError
 
 from aibatch.jobs.spec import JOBS
-from aibatch.run.orchestration import (
+from aibatch.runs.orchestration import (
     API_KEY_BLOCK,
     DEFAULT_CHUNK_SLOTS,
     WORK_POOL,
 )
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator.config import SimulatorConfig, StormWindow
 
 app = typer.Typer(
@@ -529,7 +529,7 @@ def estimate(
 
     from aibatch.app.local import api_target, plan_or_say, say
     from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EstimateError, exit_code
-    from aibatch.run import estimate as estimating
+    from aibatch.runs import estimate as estimating
 
     given = _read_options(dict(locals()))
     if sample < 1:
@@ -618,7 +618,7 @@ def evaluate(
     """
     from aibatch.app.local import evaluate_locally, say
     from aibatch.errors import EXIT_BAD_INPUT
-    from aibatch.run.evaluation import EvalParameters
+    from aibatch.runs.evaluation import EvalParameters
 
     if job not in JOBS:
         say(f"error: --job must be one of {', '.join(JOBS)}, not {job!r}")
@@ -661,7 +661,7 @@ def status(
 
     from aibatch.app.local import say
     from aibatch.errors import EXIT_BAD_INPUT
-    from aibatch.run.status import output_status, render
+    from aibatch.runs.status import output_status, render
 
     try:
         jobs = output_status(output)

@@ -21,10 +21,10 @@ from typing import Any
 
 from aibatch.engine.backend import ApiTarget
 from aibatch.errors import EXIT_FAILED, EXIT_OK, BadInput, exit_code
-from aibatch.run.evaluation import EvalParameters
-from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan
+from aibatch.runs.evaluation import EvalParameters
+from aibatch.runs.interrupts import SIGTERM_IN_EVENT_LOOP
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
@@ -96,7 +96,7 @@ def dry_run_locally(params: RunParameters) -> int:
     import json
     from pathlib import Path
 
-    from aibatch.run import estimate
+    from aibatch.runs import estimate
 
     plan = plan_or_say(params)
     if isinstance(plan, int):
@@ -146,7 +146,7 @@ def run_locally(
 
     async def checked_then_run(target: ApiTarget) -> dict[str, Any]:
         if target.api_key != SIMULATOR_KEY:  # the real API (or a gateway): is the table right?
-            from aibatch.run.model_check import check_models
+            from aibatch.runs.model_check import check_models
 
             used = [spec.model] + ([spec.escalation.model] if spec.escalation else [])
             for warning in await check_models(target, used, plan.models, params.mode == "batch"):
@@ -214,7 +214,7 @@ def evaluate_locally(params: EvalParameters, flow: EvalFlow, as_json: bool = Fal
     candidate has answered the sample already, it only scores: no Prefect, no simulator."""
     import json
 
-    from aibatch.run.evaluation import EvalPlan, render
+    from aibatch.runs.evaluation import EvalPlan, render
 
     try:
         plan = EvalPlan.build(params)

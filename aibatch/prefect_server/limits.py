@@ -16,8 +16,8 @@ from prefect.exceptions import ObjectNotFound
 
 from aibatch.engine.pacer import RequestAllowance
 from aibatch.errors import LimitMissing
-from aibatch.run.builder import Logger
-from aibatch.run.orchestration import (
+from aibatch.runs.builder import Logger
+from aibatch.runs.orchestration import (
     CHUNK_LIMIT_NAME,
     CHUNK_LIMIT_TAG,
     DEFAULT_CHUNK_SLOTS,
@@ -27,7 +27,7 @@ from aibatch.run.orchestration import (
     SHARED_RATE_LIMIT_NAME,
     SLOTS_PER_REQUEST,
 )
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 
 
 async def read_active_limit(name: str) -> GlobalConcurrencyLimitResponse | None:

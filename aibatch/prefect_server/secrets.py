@@ -12,7 +12,7 @@ from prefect.blocks.system import Secret
 
 from aibatch.engine.backend import ApiTarget
 from aibatch.errors import MissingAPIKey
-from aibatch.run.orchestration import API_KEY_BLOCK
+from aibatch.runs.orchestration import API_KEY_BLOCK
 
 
 async def api_key_from_environment_or_block() -> str | None:

@@ -15,7 +15,7 @@ from prefect.workers.process import ProcessWorker
 from pydantic import SecretStr
 
 from aibatch.prefect_server.limits import ensure_concurrency_limit, ensure_shared_rate_limit
-from aibatch.run.orchestration import (
+from aibatch.runs.orchestration import (
     API_KEY_BLOCK,
     CHUNK_LIMIT_NAME,
     DEFAULT_CHUNK_SLOTS,

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aibatch.app.cli import RUN_OPTIONS, app, option_name
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 
 # A value the run's parameters refuse, for each option they check.
 BAD_VALUE = {

@@ -10,10 +10,10 @@ import pytest
 from aibatch.app import local
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_BAD_INPUT, EXIT_OK
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan
 from tests.helpers import ROOT, write_tickets
-from tests.run.test_plan import answer_rows, params_for
+from tests.runs.test_plan import answer_rows, params_for
 
 
 def refuse_to_start(*args: object, **kwargs: object) -> Any:

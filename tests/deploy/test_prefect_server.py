@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from aibatch.jobs.spec import JobSpec, load_job_file
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.testing.prefect_server import PrefectServerProcess
 from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run

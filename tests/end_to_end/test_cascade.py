@@ -12,7 +12,7 @@ import pytest
 
 from aibatch.engine.batches import BatchLedger
 from aibatch.flows.process_rows import process_rows
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import ROOT
 

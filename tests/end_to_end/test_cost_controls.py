@@ -16,7 +16,7 @@ from aibatch.engine.batches import BatchLedger, Submission, custom_id_for
 from aibatch.errors import RunStopped
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.conftest import FlowSimulator
 from tests.helpers import assert_stopped_within_one_request, summary_belongs_to, write_tickets

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from aibatch.flows.process_rows import process_rows
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from aibatch.app.cli import app
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.conftest import FlowSimulator
 from tests.helpers import write_tickets

@@ -22,7 +22,7 @@ from aibatch.errors import RunStopped
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.output import crashpoints
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from aibatch.simulator.process import SimulatorProcess
 from tests.conftest import FlowSimulator, sim_config

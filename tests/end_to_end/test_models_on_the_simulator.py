@@ -15,7 +15,7 @@ from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_FAILED
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import DEFAULT_LABELS
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.conftest import FlowSimulator
 from tests.helpers import summary_belongs_to, write_tickets

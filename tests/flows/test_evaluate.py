@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aibatch.flows.evaluate import evaluate
-from aibatch.run.evaluation import EvalParameters
+from aibatch.runs.evaluation import EvalParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import ROOT
 

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from aibatch.flows.process_rows import process_rows
-from aibatch.run.orchestration import (
+from aibatch.runs.orchestration import (
     CHUNK_LIMIT_NAME,
     SHARED_BATCH_S,
     SHARED_RATE_LIMIT_NAME,
     SLOTS_PER_REQUEST,
 )
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, summary_belongs_to, write_tickets

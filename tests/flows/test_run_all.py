@@ -12,7 +12,7 @@ import pytest
 from prefect.exceptions import TerminationSignal
 
 from aibatch.flows.run_all import run_all
-from aibatch.run.interrupts import SIGTERM_IN_EVENT_LOOP
+from aibatch.runs.interrupts import SIGTERM_IN_EVENT_LOOP
 
 
 @pytest.mark.skipif(

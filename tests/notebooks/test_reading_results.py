@@ -15,8 +15,8 @@ import pytest
 from aibatch.flows.evaluate import evaluate
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
-from aibatch.run.evaluation import EvalParameters
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.evaluation import EvalParameters
+from aibatch.runs.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import ROOT, job_dataset, write_invoices, write_tickets
 

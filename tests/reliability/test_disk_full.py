@@ -16,7 +16,7 @@ from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.process_rows import process_rows
 from aibatch.output import committer, store
 from aibatch.output.records import JournalRecord
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 

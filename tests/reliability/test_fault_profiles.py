@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from aibatch.flows.process_rows import process_rows
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.simulator.config import StormWindow
 from tests.conftest import FlowSimulator
 from tests.helpers import (

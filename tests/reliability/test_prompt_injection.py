@@ -11,7 +11,7 @@ import pytest
 
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import JobSpec
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, write_tickets
 

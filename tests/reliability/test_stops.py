@@ -11,7 +11,7 @@ import pytest
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.process_rows import process_rows
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, read_everywhere, write_tickets
 

@@ -17,7 +17,7 @@ from aibatch.jobs.spec import (
     load_job_file,
     read_instructions,
 )
-from aibatch.run import orchestration
+from aibatch.runs import orchestration
 
 
 class RunParameters(BaseModel):

@@ -28,9 +28,9 @@ from aibatch.errors import ChunkIncomplete, RunIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer, new_run_id
 from aibatch.output.store import ResultStore
-from aibatch.run.orchestration import DEFAULT_CHUNK_SLOTS, auto_chunk_size
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan
+from aibatch.runs.orchestration import DEFAULT_CHUNK_SLOTS, auto_chunk_size
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan
 
 Pair = tuple[str, str]  # (row id, prompt)
 

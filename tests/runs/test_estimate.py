@@ -19,7 +19,7 @@ from aibatch.engine import policy
 from aibatch.jobs.models import THINKING_EXPECTED
 from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec, builtin_job
-from aibatch.run import estimate as est
+from aibatch.runs import estimate as est
 from aibatch.testing.in_process import InProcessSimulator
 from tests.conftest import Simulate
 from tests.helpers import write_tickets

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from aibatch.errors import RunStopped
-from aibatch.run.builder import ask_once, open_run, raise_for_chunk_outcomes
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan
+from aibatch.runs.builder import ask_once, open_run, raise_for_chunk_outcomes
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan
 from tests.conftest import Simulate
 from tests.helpers import ROOT, job_dataset
 

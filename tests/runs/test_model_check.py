@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aibatch.engine.backend import ApiTarget
 from aibatch.jobs.models import ModelBook
-from aibatch.run.model_check import check_models, disagreements
+from aibatch.runs.model_check import check_models, disagreements
 from tests.conftest import Simulate
 
 MODEL = "claude-haiku-5-5"

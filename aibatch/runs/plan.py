@@ -31,7 +31,7 @@ from aibatch.jobs.models import ModelBook
 from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.store import ResultStore, journal_segments
-from aibatch.run.parameters import RunParameters
+from aibatch.runs.parameters import RunParameters
 from aibatch.sources.loader import Rows, trial_rows
 
 

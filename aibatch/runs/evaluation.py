@@ -36,8 +36,8 @@ from aibatch.errors import BadInput
 from aibatch.jobs.models import ModelBook
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.store import ResultStore
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan, hand_on, take_handed_on
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan, hand_on, take_handed_on
 from aibatch.sources.loader import as_ids, load_rows, read_file
 
 EVAL_SEED = 0

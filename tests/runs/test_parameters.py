@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from aibatch.jobs.spec import JobDefinition, load_job_file
-from aibatch.run import parameters
-from aibatch.run.parameters import RunParameters
+from aibatch.runs import parameters
+from aibatch.runs.parameters import RunParameters
 from tests.helpers import ROOT
 
 

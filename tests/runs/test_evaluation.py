@@ -11,7 +11,7 @@ import pytest
 
 from aibatch.errors import BadInput
 from aibatch.jobs.spec import JobDefinition, JobSpec
-from aibatch.run.evaluation import (
+from aibatch.runs.evaluation import (
     Candidate,
     EvalParameters,
     EvalReport,

@@ -10,9 +10,9 @@ import pytest
 
 from aibatch.engine.stats import RunStats
 from aibatch.errors import BadInput, InputError
-from aibatch.run.builder import open_committer
-from aibatch.run.parameters import RunParameters
-from aibatch.run.plan import RunPlan
+from aibatch.runs.builder import open_committer
+from aibatch.runs.parameters import RunParameters
+from aibatch.runs.plan import RunPlan
 from tests.helpers import write_tickets
 
 
