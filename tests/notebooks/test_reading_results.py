@@ -81,6 +81,7 @@ def test_the_notebook_runs_on_a_fresh_output_and_saves_its_figures(
     # 200 per job, 50 invoices, 60 products per model; 3 tickets too long
     assert "570 results, 6 failure records" in shown
     assert "Recommended:" in shown and "meets_target" in shown
+    assert "aibatch.run answered 20 of 20 rows (0 failed)" in shown  # a job run from a cell
     assert "INV-2026-40034" in shown  # the json job's typed fields, shown as a table
     for dtype in ("Int64", "datetime64[us, UTC]", "category", "string"):
         assert dtype in shown, dtype
