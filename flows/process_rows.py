@@ -70,7 +70,10 @@ async def process_rows(params: RunParameters | None = None) -> dict[str, Any]:
         async def show_progress() -> None:
             await update_progress(progress_id, run.stats.done, run.stats.total)
 
-        async with progress_bar(run.stats, f"{spec.job} {params.input_name}", params.show_progress):
+        async with progress_bar(
+            run.stats, f"{spec.job} {params.input_name}", params.show_progress,
+            verbose=params.verbose,
+        ):  # fmt: skip
             if params.mode == "batch":
                 report = await run_batch_mode(
                     run.batch_runner(), run.pairs, dict(run.pairs), run.done,
@@ -97,7 +100,11 @@ async def process_rows(params: RunParameters | None = None) -> dict[str, Any]:
                 outcomes = await run_all(runs, processor.stop)
     summary = run.summary(report.as_dict() if report is not None else None)
     await publish_summary(f"{key}-summary", summary, f"aibatch run {run.run_id}")
-    logger.info("Summary: %s", summary)
+    logger.info(
+        "Summary: %d ok, %d failed, %d already done; %d requests, %d 429s; cost $%s (table "
+        "artifact %s-summary)", summary["ok"], summary["failed"], summary["already_done"],
+        summary["http_requests"], summary["http_429"], summary["cost_usd"], key,
+    )  # fmt: skip
     if report is not None:
         await publish_batches(f"{key}-batches", run.ledger.load(), f"batches of run {run.run_id}")
         report.raise_if_incomplete(params.batch_resubmits)

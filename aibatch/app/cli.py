@@ -42,7 +42,7 @@ RUN_OPTIONS: dict[str, str] = {
     "batch_poll_max": "batch_poll_max_s", "batch_resubmits": "batch_resubmits",
     "max_concurrency": "max_concurrency", "max_attempts": "max_attempts",
     "outage_deadline": "outage_deadline_s", "escalate_to": "escalate_to",
-    "escalate_labels": "escalate_labels", "ask_once": "ask_once",
+    "escalate_labels": "escalate_labels", "ask_once": "ask_once", "verbose": "verbose",
 }  # fmt: skip
 # Where an option's help comes from when that is not the field it sets: `--job-file` reads
 # the file and passes its definition, but is described as the file.
@@ -163,6 +163,7 @@ def run(
         typer.Option(help="Print the first requests as JSON and the estimate; send nothing."),
     ] = False,
     ask_once: Annotated[bool, typer.Option(help=_help("ask_once"))] = DEFAULT["ask_once"],
+    verbose: Annotated[bool, typer.Option(help=_help("verbose"))] = DEFAULT["verbose"],
     # A terminal's run shows progress unless told not to (a flow run's default is off).
     progress: Annotated[bool, typer.Option(help=_help("progress"))] = True,
 ) -> None:

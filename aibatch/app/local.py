@@ -158,6 +158,9 @@ def run_locally(
     summary = run_flow(checked_then_run, simulator)
     if isinstance(summary, int):
         return summary
+    from aibatch.runs.progress import render_summary
+
+    render_summary(summary, f"{params.output_dir}/{summary['job']}/results")
     held_back = summary.get("held_back") or 0
     say(
         f"done: {summary['ok']} ok, {summary['failed']} failed, {summary['already_done']} "

@@ -200,6 +200,9 @@ class RunParameters(BaseModel):
         description="Times an errored or expired batch request is submitted again.",
     )
     show_progress: bool = Field(default=False, description="Show a progress bar.")
+    verbose: bool = Field(
+        default=False, description="In a terminal, also show each chunk as it finishes."
+    )
     ask_once: bool = Field(
         default=True,
         description="Rows whose request is identical (the same prompt for the same job and "

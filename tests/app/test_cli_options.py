@@ -25,7 +25,7 @@ BAD_VALUE = {
 # against the model table when the job is built (the error names the model).
 CHECKED_ELSEWHERE = {
     "input_path", "output", "job_file", "models", "prices", "instructions", "progress", "model",
-    "escalate_to", "escalate_labels", "ask_once",
+    "escalate_to", "escalate_labels", "ask_once", "verbose",
 }  # fmt: skip
 
 
