@@ -21,11 +21,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from aibatch.engine.processor import RowProcessor
 from aibatch.flows.batch_mode import BatchModeReport, run_batch_mode
 from aibatch.flows.run_all import run_all
 from aibatch.flows.shards import fan_out
 from aibatch.prefect_server.artifacts import (
     artifact_key,
+    emit_operator_events,
     publish_batches,
     publish_summary,
     start_progress,
@@ -34,6 +36,7 @@ from aibatch.prefect_server.artifacts import (
 from aibatch.prefect_server.limits import prepare_limits
 from aibatch.prefect_server.secrets import api_target
 from aibatch.runs.builder import open_run, raise_for_chunk_outcomes
+from aibatch.runs.orchestration import operator_events
 from aibatch.runs.parameters import RunParameters
 from aibatch.runs.progress import progress_bar
 from aibatch.tasks.chunks import process_chunk
@@ -62,6 +65,7 @@ async def process_rows(params: RunParameters | None = None) -> dict[str, Any]:
         return await fan_out(plan)
     key = artifact_key(f"aibatch-{spec.job}-{params.input_name}")
     report: BatchModeReport | None = None
+    processor: RowProcessor | None = None
     outcomes: list[dict[str, int] | BaseException] = []
     async with open_run(plan, target, logger) as run:
         title = f"{spec.job} of {params.input_name}: share of rows done"
@@ -105,6 +109,11 @@ async def process_rows(params: RunParameters | None = None) -> dict[str, Any]:
         "artifact %s-summary)", summary["ok"], summary["failed"], summary["already_done"],
         summary["http_requests"], summary["http_429"], summary["cost_usd"], key,
     )  # fmt: skip
+    if processor is not None:
+        stop_kind, storms = processor.stop_kind, processor.admission.gate.storms
+    else:
+        stop_kind, storms = ("budget-reached" if report and report.budget_note else None), 0
+    emit_operator_events(operator_events(summary, stop_kind, storms), spec.job, params.output_dir)
     if report is not None:
         await publish_batches(f"{key}-batches", run.ledger.load(), f"batches of run {run.run_id}")
         report.raise_if_incomplete(params.batch_resubmits)

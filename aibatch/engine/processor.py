@@ -114,6 +114,7 @@ class RowProcessor:
         # Failed attempts per unfinished row, kept across its chunk's retries: one budget.
         self.attempts_made: dict[str, int] = {}
         self.stop_reason: str | None = None
+        self.stop_kind: str | None = None  # budget-reached, outage, refused, output-unwritable
         self.last_error = ""
 
     @classmethod
@@ -143,9 +144,9 @@ class RowProcessor:
             backend, admission, recorder, max_attempts=max_attempts, escalation_admission=stronger
         )
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, kind: str = "stopped") -> None:
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_kind = reason, kind
 
     async def process_chunk(
         self,
@@ -232,7 +233,7 @@ class RowProcessor:
             try:
                 outcome = await self._attempt(row, chunk_width)
             except APIUnavailable as error:
-                self.stop(str(error))
+                self.stop(str(error), "outage")
                 return "unfinished"
             if outcome is None:  # a storm began while this one queued: not now
                 continue
@@ -292,7 +293,7 @@ class RowProcessor:
             try:
                 held = await admission.hold_budget(input_estimate, row.params["max_tokens"])
             except BudgetExhausted as error:
-                self.stop(str(error))
+                self.stop(str(error), "budget-reached")
                 return "unfinished"
             reservation = await admission.pace(input_estimate, probe)
             if reservation is None:
@@ -340,7 +341,7 @@ class RowProcessor:
         self.last_error = f"{decision.error_type}: {decision.message}"
         row.admission.on_error(decision, sent_at)
         if decision.action is Action.STOP_RUN:
-            self.stop(decision.message)
+            self.stop(decision.message, "refused")
             return "unfinished"
         if decision.action is Action.FAIL_ROW:
             if (
@@ -378,7 +379,7 @@ class RowProcessor:
         try:
             record()
         except OutputUnwritable as error:
-            self.stop(str(error))
+            self.stop(str(error), "output-unwritable")
             return False
         self.finished.add(row_id)
         return True

@@ -63,3 +63,22 @@ async def publish_scores(key: str, models: Sequence[dict[str, Any]], description
         for m in models
     ]  # fmt: skip
     await acreate_table_artifact(rows, key=key, description=description)
+
+
+def emit_operator_events(
+    events: Sequence[tuple[str, dict[str, Any]]], job: str, output_dir: str
+) -> None:
+    """Send a run's operator events to Prefect (automations match `aibatch.run.*`), about
+    the job, and related to this flow run."""
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    related = [{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                "prefect.resource.role": "flow-run"}] if flow_run.id else []  # fmt: skip
+    for name, payload in events:
+        emit_event(
+            event=name,
+            resource={"prefect.resource.id": f"aibatch.job.{job}",
+                      "prefect.resource.name": job, "aibatch.output": output_dir},
+            related=related, payload=payload,
+        )  # fmt: skip

@@ -49,3 +49,30 @@ def auto_chunk_size(rows: int, chunk_slots: int) -> int:
     rows on the Prefect server, and a chunk waits for its task run to start (seconds, on a
     busy local server) while the others' rows keep the engine busy."""
     return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, math.ceil(rows / max(1, chunk_slots))))
+
+
+# Events a run sends to Prefect for what an operator acts on (automations match them):
+# `aibatch.run.<kind>`, about the resource `aibatch.job.<job>`.
+EVENT_PREFIX = "aibatch.run."
+
+
+def operator_events(
+    summary: dict[str, object], stop_kind: str | None, storms: int
+) -> list[tuple[str, dict[str, object]]]:
+    """(event name, payload) for what happened in a run that someone may need to act on:
+    a stop (budget reached, outage, key or spend cap refused, output unwritable), 429
+    storms, refusals, every row failed."""
+    figures = {k: summary.get(k) for k in (
+        "run_id", "job", "model", "ok", "failed", "refusals", "http_429", "cost_usd",
+    )}  # fmt: skip
+    events: list[tuple[str, dict[str, object]]] = []
+    if stop_kind is not None:
+        events.append((EVENT_PREFIX + stop_kind, figures))
+    if storms:
+        events.append((EVENT_PREFIX + "storm", {**figures, "storms": storms}))
+    refusals = summary.get("refusals")
+    if isinstance(refusals, int) and refusals:
+        events.append((EVENT_PREFIX + "refusals", figures))
+    if summary.get("failed") and not summary.get("ok"):
+        events.append((EVENT_PREFIX + "all-failed", figures))
+    return events
