@@ -156,28 +156,38 @@ def test_jobs_given_inline_or_by_file_in_prefect_yaml_deploy_as_their_job_files(
 def test_the_flow_run_page_shows_chunks_retries_and_artifacts(
     prefect_server: PrefectServerProcess, overloaded_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Headless Chromium renders the run's page from the server's own UI."""
+    """Headless Chromium renders the run's page from the server's own UI, the one Prefect
+    3.9 opens by default (V2, under /v2): its logs with the chunks' retries, its task runs,
+    its artifacts (the screenshot)."""
     browser = shutil.which("chromium")
     if browser is None:
         pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
     run = overloaded_run["run"]
-    url = prefect_server.api_url.removesuffix("/api") + f"/runs/flow-run/{run.id}"
+    page = prefect_server.api_url.removesuffix("/api") + f"/v2/runs/flow-run/{run.id}"
     flags = [
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=20000", "--window-size=1600,1300",
     ]  # fmt: skip
+
+    def dom(url: str) -> str:
+        return subprocess.run([*flags, "--dump-dom", url], check=True, timeout=180,
+                              capture_output=True, text=True).stdout  # fmt: skip
+
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
-    subprocess.run([*flags, f"--screenshot={SCREENSHOT}", url], check=True, timeout=180,
-                   capture_output=True)  # fmt: skip
+    subprocess.run([*flags, f"--screenshot={SCREENSHOT}", f"{page}?tab=Artifacts"], check=True,
+                   timeout=180, capture_output=True)  # fmt: skip
     assert SCREENSHOT.stat().st_size > 10_000
-    dom = subprocess.run([*flags, "--dump-dom", url], check=True, timeout=180,
-                         capture_output=True, text=True).stdout  # fmt: skip
-    assert run.name in dom
-    assert "chunk 1 of 2: tickets.csv" in dom or "chunk 2 of 2: tickets.csv" in dom
-    assert "Completed" in dom
+    logs = dom(page)
+    assert run.name in logs and "Completed" in logs
+    assert "Retry 1/3" in logs  # a chunk's retry, in the run's logs
+    task_runs = dom(f"{page}?tab=TaskRuns")
+    assert "chunk 1 of 2: tickets.csv" in task_runs and "chunk 2 of 2: tickets.csv" in task_runs
+    artifacts = dom(f"{page}?tab=Artifacts")
+    assert "aibatch-classify-tickets-csv-summary" in artifacts
+    assert "aibatch-classify-tickets-csv-progress" in artifacts
 
 
 def test_setup_without_a_server_says_what_to_set(tmp_path: Path) -> None:
