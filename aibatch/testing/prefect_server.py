@@ -46,7 +46,7 @@ class PrefectServerProcess(StartedInWith):
             "PREFECT_HOME": str(self.home),
             "PREFECT_API_URL": self.api_url,
             # The UI calls this address; without it, it would call port 4200.
-            "PREFECT_UI_API_URL": self.api_url,
+            "PREFECT_SERVER_UI_API_URL": self.api_url,  # 3.9 name (PREFECT_UI_API_URL: alias)
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
 
