@@ -119,11 +119,15 @@ def test_chunks_show_in_prefect_with_a_checked_limit_and_artifacts(
     labels = set(pd.read_parquet(job_dataset(tmp_path / "out"))["result"])
     assert labels <= {"billing", "technical", "feature request", "other"}
 
-    # Everything is done: the same command again makes zero API calls.
+    # Everything is done: the flow again (as a deployment runs it) makes zero API calls, and
+    # is still a flow run of its own on the server, completed, with its summary artifact.
     before = server.stats()["requests_total"]
-    again = asyncio.run(process_rows(params))
+    nothing = asyncio.run(run_for_state())
+    assert nothing.is_completed()
+    again = nothing.result()
     assert again["already_done"] == 120 and again["rows"] == 0
     assert server.stats()["requests_total"] == before
+    assert nothing.state_details.flow_run_id != state.state_details.flow_run_id
 
 
 def test_chunk_slots_no_live_run_holds_are_freed_so_the_next_run_does_not_wait_forever(
