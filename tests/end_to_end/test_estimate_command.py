@@ -142,10 +142,15 @@ def test_the_estimate_makes_no_generation_call(
 
 @pytest.mark.timeout(300)
 def test_the_estimate_with_no_options_counts_every_current_model(tmp_path: Path) -> None:
-    """`aibatch estimate` as typed in the project directory: the sample tickets, summarize,
-    the default model and every current one; no request any of them would refuse."""
+    """`aibatch estimate` as typed in a project directory: the sample tickets, summarize,
+    the default model and every current one; no request any of them would refuse. (A
+    directory of its own, holding the sample: the checkout's data/output may hold done
+    rows, which the estimate rightly leaves out.)"""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "tickets.csv").symlink_to(ROOT / "data" / "tickets.csv")
     result = subprocess.run(
-        [sys.executable, "-m", "aibatch", "estimate", "--json"], cwd=ROOT,
+        [sys.executable, "-m", "aibatch", "estimate", "--json"], cwd=project,
         env=clean_env(tmp_path), capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
