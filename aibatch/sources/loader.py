@@ -74,7 +74,10 @@ def read_file(path: str | Path) -> pd.DataFrame:
         )
     if not path.is_file():
         raise InputError(path, "no such file")
-    return _read(path, fmt)
+    try:
+        return _read(path, fmt)
+    except PermissionError as exc:
+        raise InputError(path, "cannot be read (permission denied)") from exc
 
 
 def as_ids(values: Sequence[object]) -> list[str | None]:
@@ -157,18 +160,7 @@ def load_rows(
     """Read and validate rows: the id column, and the `needed` columns a prompt reads (after
     `rename`, input name → name the prompt uses); InputError naming file, row and column."""
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(
-            path,
-            f"unsupported file type {path.suffix or '(none)'!r}; use " + ", ".join(sorted(FORMATS)),
-        )
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    try:
-        frame = _read(path, fmt)
-    except PermissionError as exc:
-        raise InputError(path, "cannot be read (permission denied)") from exc
+    frame = read_file(path)
     if frame.empty:
         raise InputError(path, "contains no rows")
     frame.columns = [str(c) for c in frame.columns]
