@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 
 from rich.console import Console
@@ -143,37 +143,37 @@ async def progress_bar(
             status=stats.status,
         )
 
-    async def refresh() -> None:
-        while True:
-            redraw()
-            await asyncio.sleep(REDRAW_EVERY_S)
-
     with progress, _logs_above(progress.console, verbose):
-        refresher = asyncio.create_task(refresh())
-        try:
+        async with _every(REDRAW_EVERY_S, redraw):
             yield
-        finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
-            redraw()
 
 
 @contextlib.asynccontextmanager
 async def _plain_lines(stats: RunStats, description: str) -> AsyncIterator[None]:
-    async def every_so_often() -> None:
-        while True:
-            await asyncio.sleep(PLAIN_EVERY_S)
-            print(plain_line(stats, description), file=sys.stderr, flush=True)
+    def show() -> None:
+        print(plain_line(stats, description), file=sys.stderr, flush=True)
 
-    printer = asyncio.create_task(every_so_often())
+    async with _every(PLAIN_EVERY_S, show):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _every(seconds: float, show: Callable[[], None]) -> AsyncIterator[None]:
+    """Call `show` every `seconds` while the block runs, and once more when it ends."""
+
+    async def repeat() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            show()
+
+    repeater = asyncio.create_task(repeat())
     try:
         yield
     finally:
-        printer.cancel()
+        repeater.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await printer
-        print(plain_line(stats, description), file=sys.stderr, flush=True)
+            await repeater
+        show()
 
 
 def render_summary(
