@@ -236,6 +236,20 @@ class ResultStore:
             schema=pa.schema([*schema, ("run_date", pa.string())]),
         )  # fmt: skip
 
+    def _rows(self, failures: bool) -> ds.Dataset | None:
+        """The job's results (or failures) dataset, read with its own schema."""
+        if failures:
+            return self._dataset(self.failures_dir, FAILURE_SCHEMA)
+        return self._dataset(self.results_dir, RESULT_COLUMNS)
+
+    def job_table(self, columns: list[str], failures: bool = False) -> pa.Table | None:
+        """Columns of every row of this job, whatever the model and prompt version, from
+        results (or failures); None when the dataset has no file yet."""
+        dataset = self._rows(failures)
+        if dataset is None:
+            return None
+        return dataset.to_table(columns=columns, filter=ds.field("job") == self.job)
+
     def key_table(
         self,
         columns: list[str],
@@ -246,10 +260,7 @@ class ResultStore:
     ) -> pa.Table | None:
         """Columns of the rows of a resume key (and `where`), from results (or failures);
         None when the dataset has no file yet."""
-        directory, schema = (
-            (self.failures_dir, FAILURE_SCHEMA) if failures else (self.results_dir, RESULT_COLUMNS)
-        )
-        dataset = self._dataset(directory, schema)
+        dataset = self._rows(failures)
         if dataset is None:
             return None
         by_model = ds.field("model") == model

@@ -14,11 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from aibatch.engine.batches import BatchLedger
-from aibatch.output.store import FAILURE_SCHEMA, JOB_DIR, PARTITIONING
-from aibatch.result_columns import RESULT_COLUMNS
+from aibatch.output.store import JOB_DIR, ResultStore
 
 
 @dataclass
@@ -42,16 +40,6 @@ class JobStatus:
         return asdict(self)
 
 
-def _table(directory: Path, schema: pa.Schema, columns: list[str]) -> pa.Table | None:
-    if not directory.is_dir() or not any(directory.rglob("*.parquet")):
-        return None
-    dataset = ds.dataset(
-        directory, format="parquet", partitioning=PARTITIONING,
-        schema=pa.schema([*schema, ("run_date", pa.string())]),
-    )  # fmt: skip
-    return dataset.to_table(columns=columns)
-
-
 def _counts(column: pa.ChunkedArray) -> dict[str, int]:
     counted = pc.value_counts(column.drop_null()).to_pylist()
     return {str(c["values"]): int(c["counts"]) for c in sorted(counted, key=lambda c: -c["counts"])}
@@ -59,10 +47,10 @@ def _counts(column: pa.ChunkedArray) -> dict[str, int]:
 
 def job_status(output: Path, job: str) -> JobStatus:
     status = JobStatus(job)
-    results = _table(
-        output / job / "results", RESULT_COLUMNS,
-        ["id", "model", "prompt_version", "cost_usd", "run_id", "completed_at", "escalated_from"],
-    )  # fmt: skip
+    store = ResultStore(output, job)
+    results = store.job_table(
+        ["id", "model", "prompt_version", "cost_usd", "run_id", "completed_at", "escalated_from"]
+    )
     costs: list[float | None] = []
     latest: list[tuple[Any, str]] = []
     answered: set[str] = set()
@@ -76,8 +64,7 @@ def job_status(output: Path, job: str) -> JobStatus:
         at = pc.max(results.column("completed_at")).as_py()
         index = pc.index(results.column("completed_at"), at).as_py()
         latest.append((at, results.column("run_id")[index].as_py()))
-    failed = _table(output / job / "failures", FAILURE_SCHEMA,
-                    ["id", "error_type", "cost_usd", "run_id", "failed_at"])  # fmt: skip
+    failed = store.job_table(["id", "error_type", "cost_usd", "run_id", "failed_at"], failures=True)
     if failed is not None and failed.num_rows:
         costs += failed.column("cost_usd").to_pylist()
         frame = failed.to_pandas().sort_values("failed_at").drop_duplicates("id", keep="last")
@@ -92,7 +79,7 @@ def job_status(output: Path, job: str) -> JobStatus:
     if latest:
         at, run_id = max(latest, key=lambda pair: pair[0])
         status.last_run_id, status.last_written_at = run_id, at.isoformat()
-    ledger = BatchLedger(output / "_aibatch" / "batches")
+    ledger = BatchLedger(store.state_dir / "batches")
     status.open_batches = [s.batch_id or s.key for s in ledger.load() if s.open and s.job == job]
     return status
 
