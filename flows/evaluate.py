@@ -25,7 +25,7 @@ async def evaluate(params: EvalParameters) -> dict[str, Any]:
     plan = EvalPlan.of(params)
     target = plan.api or await api_target()
     for candidate in params.candidates:
-        run = RunPlan.build(plan.run_parameters(candidate))
+        run = RunPlan.of(plan.run_parameters(candidate))  # as `aibatch eval` planned it
         if run.nothing_to_do:
             logger.info("%s: every sampled row is answered already", candidate.name)
             continue

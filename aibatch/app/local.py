@@ -17,17 +17,19 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aibatch.engine.backend import ApiTarget
 from aibatch.errors import EXIT_FAILED, EXIT_OK, BadInput, exit_code
-from aibatch.runs.evaluation import EvalParameters
 from aibatch.runs.interrupts import SIGTERM_IN_EVENT_LOOP
 from aibatch.runs.parameters import RunParameters
 from aibatch.runs.plan import RunPlan
 from aibatch.sdk_models import deprecated_models
 from aibatch.simulator.config import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
+
+if TYPE_CHECKING:  # the eval's modules load only when an eval runs
+    from aibatch.runs.evaluation import EvalParameters
 
 RunFlow = Callable[
     [RunParameters], Coroutine[Any, Any, dict[str, Any]]
@@ -208,7 +210,7 @@ def run_flow(
             signal.signal(signal.SIGTERM, previous)
 
 
-EvalFlow = Callable[[EvalParameters], Coroutine[Any, Any, dict[str, Any]]]
+EvalFlow = Callable[["EvalParameters"], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def evaluate_locally(params: EvalParameters, flow: EvalFlow, as_json: bool = False) -> int:
@@ -234,6 +236,8 @@ def evaluate_locally(params: EvalParameters, flow: EvalFlow, as_json: bool = Fal
         def start(target: ApiTarget) -> Coroutine[Any, Any, dict[str, Any]]:
             plan.api = target
             plan.hand_on()
+            for run in runs:  # the flow takes these plans: each candidate planned once
+                run.hand_on()
             return flow(params)
 
         outcome = run_flow(start)
