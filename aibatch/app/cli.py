@@ -57,7 +57,12 @@ def option_name(parameter: str) -> str:
 def run_option_errors(error: ValidationError) -> str:
     """The errors of RunParameters, each under the option that set the field (an error about
     several fields at once stands alone)."""
-    option_of = {field: option_name(name) for name, field in RUN_OPTIONS.items()}
+    return option_errors(error, {field: option_name(name) for name, field in RUN_OPTIONS.items()})
+
+
+def option_errors(error: ValidationError, option_of: dict[str, str]) -> str:
+    """A model's validation errors, each under the option that set the field (`option_of`:
+    field -> option as typed; a field not in it is named as it is)."""
     problems = []
     for problem in error.errors():
         message = problem["msg"].removeprefix("Value error, ")
@@ -632,12 +637,10 @@ def evaluate(
             prices_path=prices,
         )  # fmt: skip
     except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc'][:1]).replace('_', '-')}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        say(f"error: {problems}")
+        eval_options = {f: option_name(f) for f in EvalParameters.model_fields} | {
+            "truth_path": "--truth", "output_dir": "--output", "models_path": "--model-table"
+        }  # fmt: skip
+        say(f"error: {option_errors(exc, eval_options)}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     from aibatch.app.local import prefect_environment
 
