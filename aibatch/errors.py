@@ -8,6 +8,7 @@ where they are raised.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 EXIT_OK = 0
@@ -25,7 +26,12 @@ class InputError(BadInput):
     """Input rows that aibatch refuses, with where the problem is (file, row, column)."""
 
     def __init__(
-        self, path: Path, message: str, *, row: int | None = None, column: str | None = None
+        self,
+        path: Path | str | os.PathLike[str],
+        message: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
     ) -> None:
         where = str(path)
         if row is not None:

@@ -11,9 +11,6 @@ what one would. Re-running the parent resumes: done ids are never sent again.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,22 +25,24 @@ from aibatch.output.committer import new_run_id
 from aibatch.prefect_server.artifacts import artifact_key, publish_summary
 from aibatch.runs.builder import open_committer
 from aibatch.runs.plan import RunPlan
+from aibatch.storage.location import Location
 
 
 def write_shard_inputs(
-    pending: pd.DataFrame, directory: Path, shards: int, source_name: str
-) -> list[Path]:
-    """The pending rows in `shards` nearly equal Parquet parts, each fsynced; named after
-    the input, so that runs and chunks of a shard say which input they came from."""
-    directory.mkdir(parents=True, exist_ok=True)
+    pending: pd.DataFrame, directory: Location, shards: int, source_name: str
+) -> list[str]:
+    """The pending rows in `shards` nearly equal Parquet parts, each written atomically
+    beside the output's state (so a worker that shares only the bucket reads its part);
+    named after the input, so that runs and chunks of a shard say which input they came
+    from. Each part's absolute path or URL."""
     paths = []
     for index, rows in enumerate(np.array_split(np.arange(len(pending)), shards), start=1):
         part = pending.iloc[rows]
         path = directory / f"{source_name}.shard-{index}-of-{shards}.parquet"
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), path)
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-        paths.append(path.resolve())
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), sink)
+        path.write_bytes(sink.getvalue().to_pybytes())
+        paths.append(path.absolute)
     return paths
 
 
@@ -70,10 +69,10 @@ async def fan_out(plan: RunPlan) -> dict[str, Any]:
         params.shard_deployment,
     )  # fmt: skip
 
-    async def run_shard(index: int, path: Path) -> Any:
+    async def run_shard(index: int, path: str) -> Any:
         name = f"{index}-of-{len(paths)}"
         child = params.model_copy(update={
-            "input_path": str(path), "shards": 1, "shard": name, "show_progress": False,
+            "input_path": path, "shards": 1, "shard": name, "show_progress": False,
             "id_column": "id", "text_column": "text",  # the part's names, as loaded
             "limit": None, "sample": None,  # the parts hold the trial's rows already
         })  # fmt: skip
@@ -100,5 +99,5 @@ async def fan_out(plan: RunPlan) -> dict[str, Any]:
             f"({', '.join(o['shard'] + ': ' + o['state'] for o in failed)}); everything done "
             "is saved, re-run to continue"
         )
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    shard_dir.remove_tree()
     return summary

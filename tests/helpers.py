@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -16,10 +17,12 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from aibatch.cost.budget import WorstCase
 from aibatch.cost.pricing import PriceBook
 from aibatch.jobs.spec import JobSpec
+from aibatch.storage.location import Location
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "tickets.csv"
@@ -46,8 +49,12 @@ def summary_belongs_to(summary: str, ticket: str) -> bool:
     return bool(sentences) and all(s in ticket for s in sentences)
 
 
-def read_everywhere(results: Path) -> list[str]:
-    """Ids in a dataset as pandas, pyarrow, duckdb and polars read it (they must agree)."""
+def read_everywhere(results: Path | Location) -> list[str]:
+    """Ids in a dataset as pandas, pyarrow, duckdb and polars read it (they must agree); a
+    dataset in a bucket as each reads one (see the README's "Output in a bucket")."""
+    if isinstance(results, Location) and results.bucket is not None:
+        return _read_bucket_everywhere(results)
+    results = Path(results)
     if not any(results.rglob("*.parquet")):
         return []
     by_pandas = pd.read_parquet(results)["id"].tolist()
@@ -57,6 +64,34 @@ def read_everywhere(results: Path) -> list[str]:
     assert relation is not None
     by_duckdb = [row[0] for row in relation.fetchall()]
     by_polars = pl.read_parquet(pattern, hive_partitioning=True)["id"].to_list()
+    assert (
+        sorted(by_pandas)
+        == sorted(by_pyarrow.column("id").to_pylist())
+        == sorted(by_duckdb)
+        == sorted(by_polars)
+    )
+    return by_pandas
+
+
+def _read_bucket_everywhere(results: Location) -> list[str]:
+    if not results.files(".parquet"):
+        return []
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    s3 = pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1")
+    key = results.url.removeprefix("s3://")
+    by_pandas = pd.read_parquet(key, filesystem=s3)["id"].tolist()
+    dataset = ds.dataset(key, filesystem=s3, partitioning="hive")
+    by_pyarrow = dataset.to_table(columns=["id"])
+    # duckdb scans the bucket's dataset through Arrow (its httpfs extension is a download
+    # this machine cannot make; with it, read_parquet('s3://...') reads the same files).
+    relation = duckdb.sql("select id from dataset")
+    assert relation is not None
+    by_duckdb = [row[0] for row in relation.fetchall()]
+    by_polars = pl.read_parquet(
+        f"{results.url}/**/*.parquet", hive_partitioning=True,
+        storage_options={"aws_endpoint_url": endpoint, "aws_region": "us-east-1",
+                         "aws_allow_http": "true"},
+    )["id"].to_list()  # fmt: skip
     assert (
         sorted(by_pandas)
         == sorted(by_pyarrow.column("id").to_pylist())

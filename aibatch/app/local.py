@@ -96,7 +96,6 @@ def dry_run_locally(params: RunParameters) -> int:
     """Validate, print the first requests a run would send (JSON) and its estimate; no
     generation call, nothing written. Returns the process exit code."""
     import json
-    from pathlib import Path
 
     from aibatch.runs import estimate
 
@@ -115,7 +114,7 @@ def dry_run_locally(params: RunParameters) -> int:
     with api_target() as target:
         result = asyncio.run(estimate.estimate(
             chosen, [plan.prompts[p] for p in positions], [spec], plan.prices, backend=target,
-            output_dir=Path(params.output_dir),
+            output_dir=params.output_dir,
         ))  # fmt: skip
     estimate.render(result)
     return EXIT_FAILED if result.failed else EXIT_OK

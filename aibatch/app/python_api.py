@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from aibatch.errors import BadInput, RunIncomplete
 from aibatch.jobs.spec import load_job_file
 from aibatch.runs.parameters import RunParameters
 from aibatch.runs.plan import RunPlan
+from aibatch.storage.location import Location, location
 
 DEFAULT_OUTPUT = "data/output"
 
@@ -57,7 +58,7 @@ def run(
     if job_file is not None:
         given["job_definition"] = load_job_file(job_file)
     if isinstance(rows, pd.DataFrame):
-        given["input_path"] = str(_keep_frame(rows, Path(output)))
+        given["input_path"] = str(_keep_frame(rows, str(output)))
     else:
         given["input_path"] = str(rows)
     try:
@@ -80,25 +81,31 @@ class RunIncompleteWarning(UserWarning):
 
 
 def read_results(output: str | Path = DEFAULT_OUTPUT, job: str = "summarize") -> pd.DataFrame:
-    """Every result of a job in an output directory (all models and prompt versions)."""
-    directory = Path(output) / job / "results"
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no results of {job} in {output}")
-    return pd.read_parquet(directory)
+    """Every result of a job in an output directory or bucket prefix (all models and prompt
+    versions)."""
+    frame = _read_dataset(location(output) / job / "results")
+    if frame is None:
+        raise FileNotFoundError(f"{output}/{job}/results: no results of {job} in {output}")
+    return frame
 
 
-def _keep_frame(frame: pd.DataFrame, output: Path) -> Path:
+def _read_dataset(directory: Location) -> pd.DataFrame | None:
+    """A dataset folder (on a disk or in a bucket) as one frame; None when it has no file."""
+    if not directory.files(".parquet"):
+        return None
+    # As pandas.read_parquet reads a folder (run_date as a category), from either medium.
+    frame: pd.DataFrame = pq.read_table(directory.path, filesystem=directory.fs).to_pandas()
+    return frame
+
+
+def _keep_frame(frame: pd.DataFrame, output: str) -> Location:
     """The frame as a Parquet file in the output directory, named by its content: written
-    once (a temporary file renamed into place)."""
+    once (atomically)."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     digest.update(",".join(map(str, frame.columns)).encode())
-    directory = output / "_aibatch" / "inputs"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"rows-{digest.hexdigest()[:16]}.parquet"
-    if not path.exists():
-        staged = path.with_suffix(f".{os.getpid()}.tmp")
-        frame.to_parquet(staged, index=False)
-        os.replace(staged, path)
+    path = location(output) / "_aibatch" / "inputs" / f"rows-{digest.hexdigest()[:16]}.parquet"
+    if not path.is_file():
+        path.write_bytes(frame.to_parquet(index=False))
     return path
 
 
@@ -123,10 +130,10 @@ def _answers(plan: RunPlan) -> pd.DataFrame:
     ids = plan.rows.frame["id"].astype(str).tolist()
     order = {row_id: position for position, row_id in enumerate(ids)}
 
-    def of_this_run(directory: Path) -> pd.DataFrame:
-        if not directory.is_dir() or not any(directory.rglob("*.parquet")):
+    def of_this_run(directory: Location) -> pd.DataFrame:
+        frame = _read_dataset(directory)
+        if frame is None:
             return pd.DataFrame()
-        frame = pd.read_parquet(directory)
         mine = (frame["prompt_version"] == spec.prompt_version) & frame["id"].isin(order)
         by_model = frame["model"] == spec.model
         if "escalated_from" in frame:

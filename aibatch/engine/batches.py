@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import random
 import re
 import uuid
@@ -39,6 +38,7 @@ from aibatch.jobs.outputs import InvalidModelOutput
 from aibatch.jobs.spec import JobSpec
 from aibatch.output import crashpoints
 from aibatch.output.committer import Committer
+from aibatch.storage.location import Location, location
 
 Sleep = Callable[[float], Awaitable[None]]
 SubmissionState = Literal["submitting", "submitted", "collected", "abandoned"]
@@ -92,32 +92,20 @@ class Submission:
 
 class BatchLedger:
     """Submissions, one JSON file each under OUTPUT/_aibatch/batches (outside the datasets),
-    replaced atomically (write a temp file beside it, fsync, rename, fsync the folder)."""
+    replaced atomically (on a disk a temporary file renamed over it; in a bucket one PUT)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Location | Path | str) -> None:
+        self.directory = directory if isinstance(directory, Location) else location(directory)
 
     def save(self, submission: Submission) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{submission.key}.json"
-        temporary = self.directory / f".{submission.key}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(orjson.dumps(asdict(submission)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        descriptor = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        (self.directory / f"{submission.key}.json").write_bytes(orjson.dumps(asdict(submission)))
 
     def load(self) -> list[Submission]:
-        if not self.directory.is_dir():
-            return []
-        for stale in self.directory.glob(".*.tmp"):  # a crash mid-save: the old file stands
-            stale.unlink(missing_ok=True)
-        subs = [Submission(**orjson.loads(p.read_bytes())) for p in self.directory.glob("*.json")]
+        if self.directory.is_local and self.directory.local.is_dir():
+            for stale in self.directory.local.glob(".*.tmp"):  # a crash mid-save: the old
+                stale.unlink(missing_ok=True)  # file stands
+        found = self.directory.files(".json", recursive=False)
+        subs = [Submission(**orjson.loads(p.read_bytes())) for p in found]
         return sorted(subs, key=lambda s: (s.recorded_at, s.key))
 
     def open_for(self, spec: JobSpec) -> list[Submission]:

@@ -22,15 +22,12 @@ import pyarrow as pa
 from aibatch.errors import OutputUnwritable
 from aibatch.jobs.answer_columns import NO_COLUMNS, AnswerColumns
 from aibatch.output import crashpoints
+from aibatch.output.journal import journal_segments, read_segment, remove
 from aibatch.output.records import FailedRecord, JournalRecord, OkRecord
 from aibatch.output.store import (
-    Journal,
     ResultStore,
     carried_schema,
     failures_table,
-    journal_segments,
-    read_segment,
-    remove,
     results_table,
     run_date_of,
 )
@@ -66,7 +63,7 @@ class Committer:
         self.schema = schema  # the results dataset's, fixed for the run
         self.answer_columns = answer_columns
         self.committed = committed  # (id, job, model, prompt_version) already in results
-        self.journal = Journal(store.journal_dir, run_id)
+        self.journal = store.open_journal(run_id)
         self.pending: list[JournalRecord] = []
         self.last_commit = time.monotonic()
         self.rows_published = 0
@@ -103,6 +100,11 @@ class Committer:
     async def commit_if_due(self) -> None:
         if self.due():
             await self.commit(only_if_due=True)
+        elif self.journal.flush_due():  # a bucket's journal: what arrived goes up now
+            try:
+                await asyncio.wrap_future(self.journal.flush())
+            except OSError as error:
+                raise OutputUnwritable.from_error(error, "the journal") from error
 
     async def commit(self, only_if_due: bool = False) -> None:
         """Publish what is pending. Runs in a thread so responses keep flowing meanwhile."""
@@ -112,12 +114,19 @@ class Committer:
             if not self.pending or (only_if_due and not self.due()):
                 return
             try:
-                segment = self.journal.rotate()
+                # The journal's boundary and `pending`'s are drawn together, with no await
+                # between: the segments hold exactly the records published now.
+                rotated = self.journal.rotate()
             except OSError as error:
                 raise OutputUnwritable.from_error(error, "the journal") from error
             records, self.pending = self.pending, []
             self.last_commit = time.monotonic()
-            publishing = asyncio.ensure_future(asyncio.to_thread(self._publish, records, [segment]))
+            try:
+                segments = await asyncio.wrap_future(rotated)  # in a bucket: a PUT
+            except OSError as error:
+                self.pending[:0] = records  # still to publish, by the run's last commit
+                raise OutputUnwritable.from_error(error, "the journal") from error
+            publishing = asyncio.ensure_future(asyncio.to_thread(self._publish, records, segments))
             try:
                 await asyncio.shield(publishing)
             except asyncio.CancelledError:
@@ -130,7 +139,8 @@ class Committer:
     def fold_in(self) -> int:
         """Commit what earlier runs journaled but did not publish (they crashed)."""
         segments = [p for directory in self.store.journal_dirs_to_recover()
-                    for p in journal_segments(directory) if p != self.journal.path]  # fmt: skip
+                    for p in journal_segments(directory)
+                    if not p.name.startswith(self.run_id)]  # fmt: skip
         records = [r for path in segments for r in read_segment(path)]
         before = self.rows_published
         # A crash after the failures were published but before the segment was removed

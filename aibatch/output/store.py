@@ -29,6 +29,19 @@ explicit schema, fsynced, and renamed into the dataset, and only then is the seg
 deleted. A crash anywhere leaves either the segment (folded in by the next run, skipping
 ids already in results) or a staged file (ignored and removed), never a half file in
 the dataset and never an id twice.
+
+The output can be a bucket (`s3://bucket/prefix`) with the same layout and the same
+promises, from what an object store has instead of renames, appends and flock: a PUT is
+atomic per object, so a Parquet file is written straight to its key (a multipart upload a
+crash interrupts is never visible), a widened file is overwritten in one PUT, the journal
+is a sequence of small objects (output/journal.py), and the lock a lease the store
+arbitrates with conditional writes (output/lease.py). Nothing is staged there.
+
+Why not a table format's commit log (Delta Lake's conditional-put log, Iceberg): its files
+are only "in" the table once the log says so, so the plain Parquet readers this layout
+promises (pandas, duckdb, polars reading the folder) would see rows a log never committed,
+or rows it removed. With one atomic PUT per file and ids de-duplicated before each publish,
+the folder itself is the truth, as on a disk.
 """
 
 from __future__ import annotations
@@ -39,7 +52,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,8 +66,12 @@ import pyarrow.parquet as pq
 
 from aibatch.errors import BadInput, OutputLocked, SchemaConflict
 from aibatch.output import crashpoints
-from aibatch.output.records import FailedRecord, JournalRecord, OkRecord, is_record
+from aibatch.output.journal import Journal, open_journal
+from aibatch.output.lease import Lease, describe, live_lease
+from aibatch.output.records import FailedRecord, OkRecord
 from aibatch.result_columns import RESULT_COLUMNS
+from aibatch.storage.bucket import BucketError
+from aibatch.storage.location import Location, fsync_dir, location
 
 # A failure row: the key of the result it could not become, then why.
 FAILURE_SCHEMA = pa.schema([
@@ -66,14 +83,6 @@ FAILURE_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("failed_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
 PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.string())]), flavor="hive")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _normalised(field: pa.Field) -> pa.Field:
@@ -137,14 +146,21 @@ class ResultStore:
     out to several workers) share it: each holds the directory's lock shared and its own
     shard lock exclusively, and keeps its own journal and staging area, so shards never
     fold in or clear each other's state. A whole-input run folds in every shard's journal.
+    In a bucket, each lock is a lease: a whole-input run holds the directory's and finds no
+    shard's live; a shard holds its own and finds no whole-input run's live.
     """
 
-    def __init__(self, output_dir: str | Path, job: str, shard: str | None = None) -> None:
+    def __init__(
+        self, output_dir: str | Path | Location, job: str, shard: str | None = None
+    ) -> None:
         if shard is not None and not SHARD_NAME.match(shard):
             raise BadInput(f"shard name {shard!r}: use letters, digits, '_', '-' or '.'")
         if not JOB_DIR.match(job):
             raise BadInput(f"job name {job!r}: use lowercase letters, digits and '-'")
-        self.root = Path(output_dir)
+        try:
+            self.root = output_dir if isinstance(output_dir, Location) else location(output_dir)
+        except BucketError as error:
+            raise BadInput(str(error)) from error
         self.job = job
         self.shard = shard
         # Each job its own datasets (their columns differ by job); one lock per directory.
@@ -157,15 +173,30 @@ class ResultStore:
         self.shards_dir = job_state / "shards"
         own = job_state if shard is None else self.shards_dir / shard
         self.journal_dir = own / "journal"
-        self.staging_dir = own / "staging"
+        self.staging_dir = own / "staging"  # on a disk only: a bucket needs no staging
         self._own_dir = own
         self._lock_fds: list[int] = []
+        self._leases: list[Lease] = []
 
-    def journal_dirs_to_recover(self) -> list[Path]:
+    def check_reachable(self) -> None:
+        """BadInput saying what to fix when the output's bucket cannot be used."""
+        if self.root.bucket is not None:
+            try:
+                from aibatch.storage.bucket import clients
+
+                clients()[0].check(self.root.bucket)
+            except BucketError as error:
+                raise BadInput(str(error)) from error
+
+    def journal_dirs_to_recover(self) -> list[Location]:
         """Journals this run may fold in: its own; for a whole-input run, every shard's."""
         if self.shard is not None:
             return [self.journal_dir]
-        return [self.journal_dir, *sorted(self.shards_dir.glob("*/journal"))]
+        shards = self.shards_dir.subfolders()
+        return [self.journal_dir, *(shard / "journal" for shard in shards)]
+
+    def open_journal(self, run_id: str) -> Journal:
+        return open_journal(self.journal_dir, run_id)
 
     # -- the lock -------------------------------------------------------------------------
 
@@ -174,20 +205,27 @@ class ResultStore:
         """Hold the output directory for this run; a second run is refused, not queued.
 
         flock is released by the kernel when the process dies, even by kill -9, so a
-        crashed run never leaves a stale lock behind.
+        crashed run never leaves a stale lock behind; a bucket's lease runs out instead
+        (at once for a dead process of this machine).
         """
+        if self.root.bucket is not None:
+            with self._leased():
+                yield self
+            return
         for path in (self.results_dir, self.failures_dir, self.journal_dir, self.staging_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            path.make_dirs()
         exclusive = self.shard is None
         directory_lock = self._flock(
-            self.state_dir / "lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH,
+            self.state_dir.local / "lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH,
             "another aibatch run (or its shards)" if exclusive else "a whole-input aibatch run",
         )  # fmt: skip
         self._lock_fds = [directory_lock]
         try:
             if not exclusive:
                 self._lock_fds.append(
-                    self._flock(self._own_dir / "lock", fcntl.LOCK_EX, f"shard {self.shard!r}")
+                    self._flock(
+                        self._own_dir.local / "lock", fcntl.LOCK_EX, f"shard {self.shard!r}"
+                    )
                 )
             self._clear_staging()
             yield self
@@ -195,6 +233,43 @@ class ResultStore:
             for fd in self._lock_fds:
                 os.close(fd)
             self._lock_fds = []
+
+    @contextlib.contextmanager
+    def _leased(self) -> Iterator[None]:
+        self.check_reachable()
+        whole = self.shard is None
+        what = "an aibatch run of the whole input" if whole else f"aibatch shard {self.shard!r}"
+        lease = Lease((self.state_dir if whole else self._own_dir) / "lock", what)
+        try:
+            holder = lease.take()
+        except BucketError as error:
+            raise BadInput(str(error)) from error
+        if holder is not None:
+            raise OutputLocked(f"{self.root} is in use by {describe(holder)}; wait for it to "
+                               "finish or choose another --output")  # fmt: skip
+        try:
+            others = self._live_shard_leases() if whole else [
+                found for found in [live_lease(self.state_dir / "lock")] if found is not None
+            ]  # fmt: skip
+            if others:
+                raise OutputLocked(f"{self.root} is in use by {describe(others[0])}; wait for "
+                                   "it to finish or choose another --output")  # fmt: skip
+            self._leases = [lease]
+            yield
+        finally:
+            self._leases = []
+            lease.release()
+
+    def _live_shard_leases(self) -> list[Any]:
+        locks = [found for found in (self.state_dir / "jobs").files()
+                 if found.name == "lock" and "/shards/" in found.path]  # fmt: skip
+        return [held for held in map(live_lease, locks) if held is not None]
+
+    def check_held(self) -> None:
+        """OutputLocked when this run has lost the output's lease (a bucket's lock): it must
+        publish nothing more. A flock cannot be lost."""
+        for lease in self._leases:
+            lease.check()
 
     def _flock(self, lock_path: Path, mode: int, holder_kind: str) -> int:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -216,9 +291,9 @@ class ResultStore:
     def _clear_staging(self) -> None:
         """Files left in staging by a crash were never published: remove them (a whole-input
         run also clears the shards' staging: no shard can be running beside it)."""
-        areas = [self.staging_dir]
+        areas = [self.staging_dir.local]
         if self.shard is None:
-            areas += sorted(self.shards_dir.glob("*/staging"))
+            areas += sorted(self.shards_dir.local.glob("*/staging"))
         for area in areas:
             if area.exists():
                 shutil.rmtree(area)
@@ -226,14 +301,14 @@ class ResultStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _dataset(self, directory: Path, schema: pa.Schema) -> ds.Dataset | None:
-        if not any(directory.rglob("*.parquet")):
+    def _dataset(self, directory: Location, schema: pa.Schema) -> ds.Dataset | None:
+        if not directory.files(".parquet"):
             return None
         # An explicit schema: files written before a column was added read it as null,
         # instead of the first file's columns deciding for all.
         return ds.dataset(
-            directory, format="parquet", partitioning=PARTITIONING,
-            schema=pa.schema([*schema, ("run_date", pa.string())]),
+            directory.path, filesystem=directory.fs, format="parquet",
+            partitioning=PARTITIONING, schema=pa.schema([*schema, ("run_date", pa.string())]),
         )  # fmt: skip
 
     def _rows(self, failures: bool) -> ds.Dataset | None:
@@ -336,11 +411,11 @@ class ResultStore:
         is refused (SchemaConflict), before any call; files lacking a column are rewritten
         with it as nulls. `answer_columns` names the job's typed answer columns, for the
         message."""
-        files = sorted(self.results_dir.rglob("*.parquet"))
+        files = self.results_dir.files(".parquet")
         schema = pa.schema([])
-        file_columns: list[tuple[Path, set[str]]] = []
+        file_columns: list[tuple[Location, set[str]]] = []
         for path in files:
-            own = pq.read_schema(path)
+            own = pq.read_schema(path.path, filesystem=path.fs)
             file_columns.append((path, set(own.names)))
             for field in own:
                 if field.name not in schema.names:
@@ -365,23 +440,23 @@ class ResultStore:
 
     def record_definition(self, definition: dict[str, Any]) -> None:
         """Keep the job's definition beside its state (readers such as the notebook learn
-        the kind of answer, labels and schema from it): staged, fsynced, renamed."""
-        target = self.definition_path
-        staged = self.staging_dir / f"definition-{uuid.uuid4().hex}.json"
-        with open(staged, "wb") as handle:
-            handle.write(orjson.dumps(definition, option=orjson.OPT_INDENT_2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staged, target)
-        _fsync_dir(target.parent)
+        the kind of answer, labels and schema from it), replaced atomically."""
+        self.definition_path.write_bytes(orjson.dumps(definition, option=orjson.OPT_INDENT_2))
 
-    def _widen(self, path: Path, schema: pa.Schema) -> None:
+    def _widen(self, published: Location, schema: pa.Schema) -> None:
         """Rewrite one published file with `schema`'s columns it lacks as nulls, atomically:
-        staged outside the dataset, fsynced, then renamed over the old file."""
-        table = pq.ParquetFile(path).read()
+        on a disk staged outside the dataset, fsynced, then renamed over the old file; in a
+        bucket overwritten in one PUT."""
+        with published.open_input() as handle:
+            table = pq.ParquetFile(handle).read()
         columns = {name: table.column(name) for name in table.column_names}
         widened = conformed(columns, table.num_rows, schema)
-        stage = self.staging_dir / uuid.uuid4().hex
+        if published.bucket is not None:
+            pq.write_table(widened, published.path, filesystem=published.fs)
+            crashpoints.reached("widen:replaced")
+            return
+        path = published.local
+        stage = self.staging_dir.local / uuid.uuid4().hex
         stage.mkdir(parents=True)
         staged = stage / path.name
         pq.write_table(widened, staged)
@@ -389,12 +464,12 @@ class ResultStore:
             os.fsync(handle.fileno())
         os.replace(staged, path)
         crashpoints.reached("widen:replaced")
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         shutil.rmtree(stage)
 
     # -- writing ----------------------------------------------------------------------------
 
-    def publish(self, table: pa.Table, dataset_dir: Path, run_id: str) -> list[Path]:
+    def publish(self, table: pa.Table, dataset_dir: Location, run_id: str) -> list[Location]:
         """Write `table` (with a run_date column) into a dataset, atomically per file.
 
         If writing fails (a full disk, say), the staged files are removed and the error
@@ -402,27 +477,45 @@ class ResultStore:
         """
         if table.num_rows == 0:
             return []
-        stage = self.staging_dir / uuid.uuid4().hex
+        self.check_held()
+        token = uuid.uuid4().hex[:12]
+        if dataset_dir.bucket is not None:
+            return self._put(table, dataset_dir, f"part-{run_id}-{token}-0.parquet")
+        stage = self.staging_dir.local / uuid.uuid4().hex
         stage.mkdir(parents=True)
         try:
-            staged_files = self._stage(table, stage, run_id)
+            staged_files = self._stage(table, stage, run_id, token)
         except Exception:  # not on a (simulated) crash: a killed process cleans nothing
             shutil.rmtree(stage)
             raise
-        published: list[Path] = []
+        published: list[Location] = []
         for staged in staged_files:
-            target = dataset_dir / staged.relative_to(stage)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, target)  # atomic: readers see all of the file or none of it
+            relative = str(staged.relative_to(stage))
+            target = dataset_dir / relative
+            target.local.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target.local)  # atomic: readers see all of the file or none
             crashpoints.reached("publish:renamed")
-            _fsync_dir(target.parent)
+            fsync_dir(target.local.parent)
             published.append(target)
         shutil.rmtree(stage)
         return published
 
-    def _stage(self, table: pa.Table, stage: Path, run_id: str) -> list[Path]:
+    def _put(self, table: pa.Table, dataset_dir: Location, name: str) -> list[Location]:
+        """Each run_date's rows as one object, written straight to its key: an upload is
+        visible whole once complete, and a crash before that leaves nothing to see (the
+        store drops an unfinished multipart upload; see the README's lifecycle rule)."""
+        published: list[Location] = []
+        dates = table.column("run_date")
+        for run_date in sorted(set(dates.to_pylist())):
+            rows = table.filter(pc.equal(dates, run_date)).drop_columns(["run_date"])
+            target = dataset_dir / f"run_date={run_date}" / name
+            pq.write_table(rows, target.path, filesystem=target.fs)
+            crashpoints.reached("publish:renamed")
+            published.append(target)
+        return published
+
+    def _stage(self, table: pa.Table, stage: Path, run_id: str, token: str) -> list[Path]:
         """Write the table's files into `stage` and fsync them; nothing is visible yet."""
-        token = uuid.uuid4().hex[:12]
         ds.write_dataset(
             table,
             stage,
@@ -470,67 +563,3 @@ def failures_table(records: list[FailedRecord], run_date: str) -> pa.Table:
     frame["failed_at"] = pd.to_datetime(frame["failed_at"], utc=True, format="ISO8601")
     frame["run_date"] = run_date
     return _to_arrow(frame, pa.schema([*FAILURE_SCHEMA, ("run_date", pa.string())]))
-
-
-class Journal:
-    """Append-only JSONL segments of responses; tolerant of a torn last line."""
-
-    def __init__(self, directory: Path, run_id: str) -> None:
-        self.directory = directory
-        self.run_id = run_id
-        self._sequence = 0
-        self._fd: int | None = None
-        self.path: Path | None = None
-        self._open_next()
-
-    def _open_next(self) -> None:
-        self._sequence += 1
-        self.path = self.directory / f"{self.run_id}-{self._sequence:06d}.jsonl"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def append(self, record: JournalRecord) -> None:
-        assert self._fd is not None
-        # One write() per record: O_APPEND keeps records whole and in order, and once the
-        # kernel has the bytes a kill -9 of this process cannot lose them.
-        os.write(self._fd, orjson.dumps(record) + b"\n")
-
-    def rotate(self) -> Path:
-        """Close the current segment (to be committed) and start a new one."""
-        assert self._fd is not None and self.path is not None
-        os.fsync(self._fd)
-        os.close(self._fd)
-        closed = self.path
-        self._open_next()
-        return closed
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self.path is not None and self.path.exists() and self.path.stat().st_size == 0:
-            self.path.unlink()
-
-
-def read_segment(path: Path) -> list[JournalRecord]:
-    """Records of one journal segment; a torn line (a crash mid-write) is skipped."""
-    records: list[JournalRecord] = []
-    for line in path.read_bytes().split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if is_record(record):
-            records.append(record)
-    return records
-
-
-def journal_segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.jsonl"))
-
-
-def remove(paths: Iterable[Path]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()

@@ -179,7 +179,7 @@ class OutputHistory:
     rows: int
 
 
-def output_history(output_dir: Path, spec: JobSpec) -> OutputHistory | None:
+def output_history(output_dir: str | Path, spec: JobSpec) -> OutputHistory | None:
     """Mean output tokens of earlier answers to this job, model and prompt version."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -405,7 +405,7 @@ async def estimate_model(
     texts: Sequence[str],
     sample: Sequence[int],
     book: PriceBook,
-    output_dir: Path | None,
+    output_dir: str | Path | None,
     ids: Sequence[str] | None = None,
 ) -> ModelEstimate:
     """Count the sample for one model and extrapolate tokens and cost to every row a run
@@ -491,7 +491,7 @@ async def estimate(
     book: PriceBook,
     *,
     backend: TokenCountingBackend | ApiTarget,
-    output_dir: Path | None = None,
+    output_dir: str | Path | None = None,
     sample_size: int = DEFAULT_SAMPLE,
     seed: int = SAMPLE_SEED,
 ) -> Estimate:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -39,6 +38,7 @@ from aibatch.output.store import ResultStore
 from aibatch.runs.parameters import RunParameters
 from aibatch.runs.plan import RunPlan, hand_on, take_handed_on
 from aibatch.sources.loader import as_ids, load_rows, read_file
+from aibatch.storage.location import Location
 
 EVAL_SEED = 0
 DEFAULT_EVAL_SAMPLE = 200
@@ -198,7 +198,7 @@ class EvalPlan:
     params: EvalParameters
     spec: JobSpec
     truth: Truth
-    sample_path: Path
+    sample_path: Location
     sample_ids: list[str]
     store: ResultStore
     models: ModelBook
@@ -313,22 +313,21 @@ def load_truth(path: str, spec: JobSpec, id_column: str) -> Truth:
     return Truth(rows.frame.set_index("id")[fields], fields)
 
 
-def write_sample(plan: RunPlan, sample_ids: Sequence[str], size: int) -> Path:
+def write_sample(plan: RunPlan, sample_ids: Sequence[str], size: int) -> Location:
     """The sampled rows, exactly as the input has them, in the output directory: written
-    once (a temporary file renamed into place), so every candidate and every re-run asks
-    the same rows."""
-    source = Path(plan.params.input_path)
-    directory = plan.store.eval_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{source.stem}-sample-{size}.parquet"
+    once (atomically), so every candidate and every re-run asks the same rows."""
+    source = plan.params.input_path
+    path = plan.store.eval_dir / f"{PurePosixPath(source).stem}-sample-{size}.parquet"
     raw = read_file(source)
     keep = pd.Series(as_ids(raw[plan.rows.id_column].tolist())).isin(set(sample_ids)).to_numpy()
     table = pa.Table.from_pandas(raw[keep].reset_index(drop=True), preserve_index=False)
-    if path.exists() and pq.read_table(path).equals(table):
-        return path  # written by an earlier evaluation: the same rows
-    staged = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, staged)
-    os.replace(staged, path)
+    if path.is_file():
+        with path.open_input() as handle:
+            if pq.read_table(handle).equals(table):
+                return path  # written by an earlier evaluation: the same rows
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    path.write_bytes(sink.getvalue().to_pybytes())
     return path
 
 

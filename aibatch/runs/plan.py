@@ -30,7 +30,8 @@ from aibatch.errors import BadInput
 from aibatch.jobs.models import ModelBook
 from aibatch.jobs.prompts import load_job_rows
 from aibatch.jobs.spec import JobSpec
-from aibatch.output.store import ResultStore, journal_segments
+from aibatch.output.journal import journal_segments
+from aibatch.output.store import ResultStore
 from aibatch.runs.parameters import RunParameters
 from aibatch.sources.loader import Rows, trial_rows
 

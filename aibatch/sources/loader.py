@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 
 from aibatch.errors import InputError
 from aibatch.result_columns import OWN_COLUMNS
+from aibatch.storage.bucket import BucketError
+from aibatch.storage.location import Location, location
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
@@ -31,7 +33,7 @@ class Rows:
     """Validated rows: `frame` has a string `id` column, then the input's other columns (for
     the built-in jobs, the row text as `text`)."""
 
-    path: Path
+    path: Location  # the file as the user named it: a path, or s3://bucket/key
     frame: pd.DataFrame
     id_column: str
     text_column: str = "text"
@@ -50,7 +52,7 @@ class Rows:
         return frame.rename(columns=lambda c: f"input_{c}" if str(c) in taken else str(c))
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _decode(path: Location, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -62,22 +64,34 @@ def _decode(path: Path, data: bytes) -> str:
         ) from exc
 
 
-def read_file(path: str | Path) -> pd.DataFrame:
+def source_of(path: str | Path | Location) -> Location:
+    """The input file a user named (a path, or an object in a bucket)."""
+    if isinstance(path, Location):
+        return path
+    try:
+        return location(path)
+    except BucketError as exc:
+        raise InputError(path, str(exc).removeprefix(f"{path}: ")) from exc
+
+
+def read_file(path: str | Path | Location) -> pd.DataFrame:
     """An input file's rows as they are (CSV as text), unvalidated; InputError if the file
     cannot be read as its type."""
-    path = Path(path)
+    path = source_of(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(
             path,
             f"unsupported file type {path.suffix or '(none)'!r}; use " + ", ".join(sorted(FORMATS)),
         )
-    if not path.is_file():
-        raise InputError(path, "no such file")
     try:
+        if not path.is_file():
+            raise InputError(path, "no such file")
         return _read(path, fmt)
     except PermissionError as exc:
         raise InputError(path, "cannot be read (permission denied)") from exc
+    except BucketError as exc:
+        raise InputError(path, f"cannot be read ({exc})") from exc
 
 
 def as_ids(values: Sequence[object]) -> list[str | None]:
@@ -91,14 +105,20 @@ def as_ids(values: Sequence[object]) -> list[str | None]:
     return ids
 
 
-def _read(path: Path, fmt: str) -> pd.DataFrame:
+def _read(path: Location, fmt: str) -> pd.DataFrame:
     if fmt == "parquet":
         try:
-            frame: pd.DataFrame = pq.read_table(path).to_pandas()
+            frame: pd.DataFrame = pq.read_table(path.path, filesystem=path.fs).to_pandas()
             return frame
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(path, f"not a readable Parquet file ({exc})") from exc
-    data = path.read_bytes()
+    try:
+        # On a disk through pathlib, whose errors (PermissionError) say what went wrong.
+        data = path.local.read_bytes() if path.is_local else path.read_bytes()
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            raise
+        raise InputError(path, f"cannot be read ({exc})") from exc
     if not data.strip():
         raise InputError(path, "the file is empty")
     text = _decode(path, data)
@@ -152,14 +172,14 @@ def load_text_rows(path: str | Path, id_column: str = "id", text_column: str = "
 
 
 def load_rows(
-    path: str | Path,
+    named: str | Path | Location,
     id_column: str = "id",
     needed: Collection[str] = ("text",),
     rename: Mapping[str, str] | None = None,
 ) -> Rows:
     """Read and validate rows: the id column, and the `needed` columns a prompt reads (after
     `rename`, input name → name the prompt uses); InputError naming file, row and column."""
-    path = Path(path)
+    path = source_of(named)
     frame = read_file(path)
     if frame.empty:
         raise InputError(path, "contains no rows")
@@ -246,7 +266,7 @@ def trial_rows(pending: pd.DataFrame, limit: int | None, sample: int | None) -> 
     return pending
 
 
-def raise_all(path: Path, problems: list[InputError]) -> None:
+def raise_all(path: Path | Location, problems: list[InputError]) -> None:
     if not problems:
         return
     if len(problems) == 1:

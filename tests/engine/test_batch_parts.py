@@ -33,7 +33,7 @@ def test_custom_ids_are_valid_distinct_and_stable_for_any_ticket_id() -> None:
 
 def runner(tmp_path: Path, **options: Any) -> BatchRunner:
     store = ResultStore(tmp_path / "out", "summarize")
-    store.journal_dir.mkdir(parents=True, exist_ok=True)
+    store.journal_dir.make_dirs()
     carried = pd.DataFrame(index=pd.Index([], name="id"))
     committer = Committer.open(store, "run", carried)
     spec = JobSpec.build("summarize", "claude-haiku-5-5", None)
@@ -71,7 +71,7 @@ def test_the_ledger_survives_a_torn_save_and_round_trips(tmp_path: Path) -> None
     (ledger.directory / ".k1.deadbeef.tmp").write_bytes(b"{half a fi")  # killed mid-save
     loaded = ledger.load()
     assert loaded == [submission]
-    assert not list(ledger.directory.glob(".*.tmp"))
+    assert not list(ledger.directory.local.glob(".*.tmp"))
 
 
 def test_progress_shows_batches_by_status_and_their_counts(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from aibatch.engine.stats import RunStats
 from aibatch.errors import ChunkIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
 from aibatch.output.committer import Committer, new_run_id
-from aibatch.output.store import ResultStore, journal_segments
+from aibatch.output.journal import journal_segments
+from aibatch.output.store import ResultStore
 from aibatch.testing.in_process import InProcessSimulator
 from tests.conftest import Simulate
 
@@ -92,7 +93,7 @@ def test_each_ticket_gets_its_own_answer_once(
     assert (results["attempts"] == 1).all()
     assert results["completed_at"].dt.tz is not None
     assert h.server.stats()["prompts_paid_repeated"] == 0
-    assert all(p.stat().st_size == 0 for p in journal_segments(h.store.journal_dir))
+    assert all(p.local.stat().st_size == 0 for p in journal_segments(h.store.journal_dir))
 
 
 def test_permanent_errors_are_recorded_once_and_never_retried(

@@ -164,7 +164,7 @@ def test_a_property_added_is_a_new_column_older_rows_null_in_every_reader(
     assert results.loc["C", "due"] == date(2026, 12, 24)
     assert set(results["input_total"]) == {"input total"}  # the input's own, renamed
     # Every file has every column: a reader that opens any one file first sees them all.
-    files = sorted(store.results_dir.rglob("*.parquet"))
+    files = sorted(store.results_dir.local.rglob("*.parquet"))
     assert len(files) == 2
     assert all("due" in pq.read_schema(f).names for f in files)
     assert sorted(read_everywhere(store.results_dir)) == ["A", "B", "C"]
@@ -175,12 +175,12 @@ def test_a_property_whose_type_changed_is_refused_before_anything_is_written(
 ) -> None:
     store = ResultStore(tmp_path / "out", "invoices")
     commit(store, V1, {"A": {"total": 1.5}})
-    before = {p: p.read_bytes() for p in store.results_dir.rglob("*.parquet")}
+    before = {p: p.read_bytes() for p in store.results_dir.local.rglob("*.parquet")}
     retyped = {"type": "object", "properties": {"total": {"type": "string"}}}
     with pytest.raises(SchemaConflict, match="property 'total' would be stored as string, but "
                                              "the dataset holds it as double"):  # fmt: skip
         commit(store, retyped, {"B": {"total": "1.50"}})
-    assert {p: p.read_bytes() for p in store.results_dir.rglob("*.parquet")} == before
+    assert {p: p.read_bytes() for p in store.results_dir.local.rglob("*.parquet")} == before
 
 
 def test_a_crash_while_widening_leaves_every_file_whole_and_the_next_run_finishes(
@@ -191,7 +191,7 @@ def test_a_crash_while_widening_leaves_every_file_whole_and_the_next_run_finishe
         commit(store, V1, {batch: {"total": 1.0}})
     with pytest.raises(crashpoints.SimulatedCrash), crashpoints.armed("widen:replaced", 2):
         commit(store, V2, {"D": {"total": 4.0, "due": "2026-01-01"}})
-    widened = [f for f in store.results_dir.rglob("*.parquet") if "due" in pq.read_schema(f).names]
+    widened = [f for f in store.results_dir.local.rglob("*.parquet") if "due" in pq.read_schema(f).names]
     assert len(widened) == 2  # two of three rewritten, the third untouched, none half
     # Until the next run, files of both shapes: pandas and duckdb read them (polars needs
     # missing_columns="insert"); no row is lost or doubled.
@@ -201,5 +201,5 @@ def test_a_crash_while_widening_leaves_every_file_whole_and_the_next_run_finishe
     assert relation is not None and len(relation.fetchall()) == 3
 
     commit(store, V2, {"D": {"total": 4.0, "due": "2026-01-01"}})
-    assert all("due" in pq.read_schema(f).names for f in store.results_dir.rglob("*.parquet"))
+    assert all("due" in pq.read_schema(f).names for f in store.results_dir.local.rglob("*.parquet"))
     assert sorted(read_everywhere(store.results_dir)) == ["A", "B", "C", "D"]

@@ -14,7 +14,8 @@ import pytest
 from aibatch.engine.processor import RowProcessor
 from aibatch.errors import OutputLocked
 from aibatch.output.committer import Committer
-from aibatch.output.store import ResultStore, carried_schema, journal_segments
+from aibatch.output.journal import journal_segments
+from aibatch.output.store import ResultStore, carried_schema
 from aibatch.testing.in_process import InProcessSimulator
 from tests.conftest import Simulate
 from tests.engine.test_processor import SUMMARY, tickets
@@ -49,10 +50,10 @@ def test_a_crash_before_commit_is_folded_in_by_the_next_run(
         committer = Committer.open(store, "crashed", carried)
         answer_without_commit(server, committer, "crashed", 5)
         # the process "dies" here: journaled, never published; a torn last line too
-        assert committer.journal.path is not None
-        with committer.journal.path.open("ab") as journal:
+        (segment,) = journal_segments(store.journal_dir)
+        with segment.local.open("ab") as journal:
             journal.write(b'{"kind": "ok", "id": "T9", "resu')
-    assert not any(store.results_dir.rglob("*.parquet"))
+    assert not any(store.results_dir.local.rglob("*.parquet"))
 
     with store.locked():
         second = Committer.open(store, "next", carried)

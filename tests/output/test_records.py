@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
+from aibatch.output.journal import read_segment
 from aibatch.output.records import is_record
-from aibatch.output.store import read_segment
 
 
 def test_a_line_missing_columns_is_still_read_and_a_torn_or_keyless_one_is_not(

@@ -4,6 +4,7 @@ the run with a message saying what to do, and the next run (with space) complete
 from __future__ import annotations
 
 import errno
+from concurrent.futures import Future
 import os
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import pytest
 from aibatch.app.local import run_locally
 from aibatch.errors import EXIT_OK, EXIT_STOPPED
 from aibatch.flows.process_rows import process_rows
-from aibatch.output import committer, store
+from aibatch.output import committer, journal
 from aibatch.output.records import JournalRecord
 from aibatch.runs.parameters import RunParameters
+from aibatch.storage.location import Location
 from tests.conftest import FlowSimulator
 from tests.helpers import job_dataset, job_state, read_everywhere, write_tickets
 
@@ -50,35 +52,36 @@ def fill_disk_under_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def fill_disk_under_journal(monkeypatch: pytest.MonkeyPatch) -> None:
     """After 130 journal lines, a line is half written and the write fails."""
-    real = store.Journal.append
+    real = journal.FileJournal.append
     lines = 0
 
-    def append(self: store.Journal, record: JournalRecord) -> None:
+    def append(self: journal.FileJournal, record: JournalRecord) -> None:
         nonlocal lines
         lines += 1
         if lines <= 130:
             real(self, record)
             return
-        assert self._fd is not None and self.path is not None
+        assert self._fd is not None and self._segment is not None
         os.write(self._fd, b'{"kind": "ok", "id": "torn')
-        raise no_space(self.path)
+        raise no_space(self._segment.local)
 
-    monkeypatch.setattr(store.Journal, "append", append)
+    monkeypatch.setattr(journal.FileJournal, "append", append)
 
 
 def fill_disk_under_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     """The third time a journal segment is closed for a commit, its fsync fails."""
-    real = store.Journal.rotate
+    real = journal.FileJournal.rotate
     calls = 0
 
-    def rotate(self: store.Journal) -> Path:
+    def rotate(self: journal.FileJournal) -> Future[list[Location]]:
         nonlocal calls
         calls += 1
         if calls > GOOD_WRITES:
-            raise no_space(self.path)
+            assert self._segment is not None
+            raise no_space(self._segment.local)
         return real(self)
 
-    monkeypatch.setattr(store.Journal, "rotate", rotate)
+    monkeypatch.setattr(journal.FileJournal, "rotate", rotate)
 
 
 FILL_DISK = {
@@ -119,8 +122,8 @@ def test_a_full_disk_publishes_nothing_partial_and_the_next_run_completes(
     answered = server.stats()["by_status"]["200"]
     journaled = {
         record["id"]
-        for segment in store.journal_segments(job_state(output) / "journal")
-        for record in store.read_segment(segment)
+        for segment in journal.journal_segments(job_state(output) / "journal")
+        for record in journal.read_segment(segment)
         if record["kind"] == "ok"
     }
     # Answers not published are in the journal; only those in flight at the stop are lost.

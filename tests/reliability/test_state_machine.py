@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 
 from aibatch.output import crashpoints
-from aibatch.output.store import journal_segments, read_segment
+from aibatch.output.journal import journal_segments, read_segment
 from aibatch.testing.in_process import InProcessSimulator
 from tests.conftest import sim_config
 from tests.engine.test_processor import Harness

@@ -1,0 +1,1 @@
+"""Where files live: this machine's disk, or an object store (`s3://bucket/prefix`)."""
