@@ -36,7 +36,8 @@ RUN_OPTIONS: dict[str, str] = {
     "effort": "effort", "models": "models_path", "chunk_size": "chunk_size",
     "chunk_slots": "chunk_slots", "id_column": "id_column", "text_column": "text_column",
     "progress": "show_progress", "rpm": "rpm", "itpm": "itpm", "otpm": "otpm",
-    "shared_rpm": "shared_rpm", "shards": "shards", "timeout": "request_timeout_s",
+    "shared_rpm": "shared_rpm", "shared_itpm": "shared_itpm", "shared_otpm": "shared_otpm",
+    "shards": "shards", "timeout": "request_timeout_s",
     "mode": "mode", "budget_usd": "budget_usd", "prices": "prices_path",
     "instructions": "instructions_path", "batch_size": "batch_max_requests",
     "batch_poll_max": "batch_poll_max_s", "batch_resubmits": "batch_resubmits",
@@ -136,6 +137,12 @@ def run(
     ],
     shared_rpm: Annotated[int | None, typer.Option(help=_help("shared_rpm"))] = DEFAULT[
         "shared_rpm"
+    ],
+    shared_itpm: Annotated[int | None, typer.Option(help=_help("shared_itpm"))] = DEFAULT[
+        "shared_itpm"
+    ],
+    shared_otpm: Annotated[int | None, typer.Option(help=_help("shared_otpm"))] = DEFAULT[
+        "shared_otpm"
     ],
     shards: Annotated[int, typer.Option(help=_help("shards"))] = DEFAULT["shards"],
     timeout: Annotated[float, typer.Option(help=_help("timeout"))] = DEFAULT["timeout"],
@@ -275,6 +282,14 @@ def setup(
         int | None,
         typer.Option(help="Requests/min shared by every run and worker (the API key's limit)."),
     ] = None,
+    shared_itpm: Annotated[
+        int | None,
+        typer.Option(help="Input tokens/min shared by every run and worker (the key's limit)."),
+    ] = None,
+    shared_otpm: Annotated[
+        int | None,
+        typer.Option(help="Output tokens/min shared by every run and worker (the key's limit)."),
+    ] = None,
     in_flight: Annotated[
         int | None,
         typer.Option(help="Requests in flight at once across every run and worker."),
@@ -309,6 +324,7 @@ def setup(
             )
             raise typer.Exit(EXIT_BAD_INPUT)
     for name, value in (("--chunk-slots", chunk_slots), ("--shared-rpm", shared_rpm),
+                        ("--shared-itpm", shared_itpm), ("--shared-otpm", shared_otpm),
                         ("--in-flight", in_flight)):  # fmt: skip
         if value is not None and value < 1:
             say(f"error: {name} must be at least 1")
@@ -321,7 +337,9 @@ def setup(
     from aibatch.prefect_server.setup import setup_server
 
     try:
-        report = asyncio.run(setup_server(work_pool, chunk_slots, shared_rpm, in_flight, key))
+        report = asyncio.run(setup_server(
+            work_pool, chunk_slots, shared_rpm, in_flight, key, shared_itpm, shared_otpm
+        ))  # fmt: skip
     except Exception as exc:  # the server is unreachable, say; never echo the key
         say(f"error: setup failed: {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_FAILED) from None

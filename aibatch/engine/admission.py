@@ -1,9 +1,10 @@
 """Who may send now, and what each answer teaches: the admission half of the processor.
 
 Per request: wait at the storm and outage gates, take an in-flight slot (its size fixed or
-`auto`), hold the request's worst case under the budget, take a request from the allowance
-shared with other processes (if any), wait for the pacer's buckets. Each answer or error
-then feeds the pacer, the concurrency controller and the gates.
+`auto`), hold the request's worst case under the budget, take a request and its estimated
+tokens from the limits shared with other processes (if any), wait for the pacer's buckets.
+Each answer or error then feeds the pacer, the shared limits, the concurrency controller
+and the gates.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from aibatch.engine.pacer import (
     InputEstimator,
     OutageGate,
     Pacer,
-    RequestAllowance,
     Reservation,
     StormGate,
 )
 from aibatch.engine.policy import Cause
+from aibatch.engine.shared import SharedLimits
 from aibatch.errors import APIUnavailable
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -45,13 +46,13 @@ RATE_SPAN_MIN_S = 1.0
 
 @dataclass(eq=False)  # one per run: compared by identity
 class Admission:
-    """The gate, the in-flight slots, the shared allowance, the budget and the pacer of one
-    run, shared by every chunk."""
+    """The gate, the in-flight slots, the limits shared with other processes, the budget and
+    the pacer of one run, shared by every chunk."""
 
     pacer: Pacer
     max_concurrency: int | None  # None: auto
     worst_case: WorstCase
-    shared: RequestAllowance | None = None
+    shared: SharedLimits | None = None
     budget: Budget | None = None
     sleep: Sleep = asyncio.sleep
     outage_deadline_s: float = policy.OUTAGE_DEADLINE_S
@@ -123,17 +124,30 @@ class Admission:
 
     async def pace(self, input_estimate: float, probe: bool) -> Reservation | None:
         """Wait for the send rate to have room; None if the storm gate closed meanwhile
-        (the request then waits at the gate again, without its slot)."""
+        (the request then waits at the gate again, without its slot, and gives back what
+        it drew from the shared limits)."""
+        # The tokens the pacer's own buckets take: the input the ITPM limit counts, and the
+        # mean output so far (settled against the answer's usage in `learn`).
+        drawn = Reservation(input_estimate * self.itpm_share, self.pacer.output_estimate or 0.0)
         if self.shared is not None:
-            await self.shared.take()  # the part of the rate other processes leave us
+            await self.shared.take(drawn)  # the part of each rate other processes leave us
         # One waiter at a time, so a freed bucket is not raced for by every coroutine.
         async with self._pace_lock:
             self.pacer.pace_ramp(self.ramp_rate())
-            while (wait := self.pacer.wait_s(input_estimate * self.itpm_share)) > 0:
+            while (wait := self.pacer.wait_s(drawn.input_tokens)) > 0:
                 await self.sleep(wait)
             if not probe and (self.gate.wait_s() > 0 or self.outage.wait_s() > 0):
+                if self.shared is not None:
+                    self.shared.cancel(drawn)
                 return None
-            return self.pacer.reserve(input_estimate * self.itpm_share)
+            return self.pacer.reserve(drawn.input_tokens, drawn.output_tokens)
+
+    def release(self, reservation: Reservation) -> None:
+        """A request sent and never answered (an error): its tokens back, here and in the
+        limits shared with other processes."""
+        self.pacer.release(reservation)
+        if self.shared is not None:
+            self.shared.release(reservation)
 
     def sending(self, started: float) -> None:
         if self.first_send is None:
@@ -162,6 +176,8 @@ class Admission:
         self.pacer.observe_headers(reply.headers)
         # The API counts uncached input and cache writes against ITPM, not cache reads.
         self.pacer.settle(reservation, counted, usage.output_tokens)
+        if self.shared is not None:
+            self.shared.settle(reservation, counted, usage.output_tokens)
         self.pacer.on_success(sent_at)
         self.gate.on_answer()
         self.outage.on_answer(sent_at)

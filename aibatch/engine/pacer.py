@@ -26,11 +26,10 @@ All are plain objects on an injectable clock, so they are tested without a netwo
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aibatch.engine import policy
@@ -180,8 +179,11 @@ class Pacer:
             waits.append(self._ramp.wait_s(1))
         return max(waits)
 
-    def reserve(self, input_estimate: float) -> Reservation:
-        output_estimate = self.output_estimate or 0.0
+    def reserve(self, input_estimate: float, output_estimate: float | None = None) -> Reservation:
+        """Take a request of these sizes from every bucket. Output: the mean seen so far,
+        unless given (what a draw from a shared limit took, so both settle alike)."""
+        if output_estimate is None:
+            output_estimate = self.output_estimate or 0.0
         self._sent.append(self.clock())
         if self.requests is not None:
             self.requests.take(1)
@@ -716,38 +718,6 @@ class OutageGate:
 
     def leave(self) -> None:
         self.probe_out = False
-
-
-class RequestAllowance:
-    """Requests granted by a limit shared with other processes, fetched in batches.
-
-    `acquire(n)` blocks until the shared limit grants `n` requests (in aibatch's flow, a
-    Prefect rate limit). Each call is a round trip to a server, so requests are fetched a
-    batch at a time and spent locally; what is left when the run ends simply decays.
-    """
-
-    def __init__(self, acquire: Callable[[int], Awaitable[None]], batch: int) -> None:
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        self.acquire = acquire
-        self.batch = batch
-        self.credit = 0
-        self.acquired = 0
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def for_rate(
-        cls, acquire: Callable[[int], Awaitable[None]], requests_per_min: float, batch_s: float
-    ) -> RequestAllowance:
-        return cls(acquire, max(1, round(requests_per_min / 60 * batch_s)))
-
-    async def take(self) -> None:
-        async with self._lock:  # one fetch at a time; the others wait for its batch
-            if self.credit <= 0:
-                await self.acquire(self.batch)
-                self.credit += self.batch
-                self.acquired += self.batch
-            self.credit -= 1
 
 
 class InputEstimator:

@@ -83,9 +83,9 @@ class RowProcessor:
     """Sends rows; shared by every chunk of a run (one client, one admission, one recorder).
 
     Per request: the `Admission` lets it go (wait at the shared 429 gate, take an in-flight
-    slot, hold the budget, take a request from the allowance shared with other processes,
-    wait for the pacer's buckets), then send; the `Recorder` bills and journals what comes
-    back. Waiting after an error never holds a slot.
+    slot, hold the budget, take a request and its tokens from the limits shared with other
+    processes, wait for the pacer's buckets), then send; the `Recorder` bills and journals
+    what comes back. Waiting after an error never holds a slot.
     """
 
     def __init__(
@@ -306,7 +306,7 @@ class RowProcessor:
             try:
                 reply = await self.backend.create(row.params)
             except (anthropic.AnthropicError, InvalidModelOutput) as error:
-                admission.pacer.release(reservation)
+                admission.release(reservation)
                 return row.decide(error, self.rng), started
             else:
                 admission.learn(reply, reservation, row.raw_tokens, started)

@@ -1,4 +1,5 @@
-"""The Prefect limits aibatch uses: chunk slots, and the request rate shared across processes."""
+"""The Prefect limits aibatch uses: chunk slots, requests in flight, and the request and
+token rates shared across processes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 
-from aibatch.engine.pacer import RequestAllowance
+from aibatch.engine.shared import SharedAllowance, SharedLimits
 from aibatch.errors import LimitMissing
 from aibatch.runs.builder import Logger
 from aibatch.runs.orchestration import (
@@ -24,8 +25,11 @@ from aibatch.runs.orchestration import (
     IN_FLIGHT_LIMIT_NAME,
     SHARED_BATCH_S,
     SHARED_BURST_S,
+    SHARED_INPUT_TOKENS,
+    SHARED_OUTPUT_TOKENS,
     SHARED_RATE_LIMIT_NAME,
-    SLOTS_PER_REQUEST,
+    SHARED_REQUESTS,
+    SharedRate,
 )
 from aibatch.runs.parameters import RunParameters
 
@@ -101,22 +105,26 @@ async def release_orphaned_chunk_slots() -> int:
     return orphaned
 
 
-def rate_limit_shape(requests_per_min: int) -> tuple[int, float]:
-    """(slots, decay per second) of a Prefect rate limit granting `requests_per_min`."""
-    decay = requests_per_min / 60 * SLOTS_PER_REQUEST
-    slots = math.ceil(max(requests_per_min / 60 * SHARED_BURST_S, 2) * SLOTS_PER_REQUEST)
+def rate_limit_shape(per_min: int, slots_per_unit: int) -> tuple[int, float]:
+    """(slots, decay per second) of a Prefect rate limit granting `per_min` units, each
+    `slots_per_unit` slots."""
+    decay = per_min / 60 * slots_per_unit
+    slots = math.ceil(max(per_min / 60 * SHARED_BURST_S, 2) * slots_per_unit)
     return slots, decay
 
 
-def shared_rpm(limit: GlobalConcurrencyLimitResponse) -> float:
-    return (limit.slot_decay_per_second or 0.0) / SLOTS_PER_REQUEST * 60
+def shared_per_min(limit: GlobalConcurrencyLimitResponse, slots_per_unit: int) -> float:
+    """The units per minute a rate limit grants."""
+    return (limit.slot_decay_per_second or 0.0) / slots_per_unit * 60
 
 
 async def ensure_shared_rate_limit(
-    requests_per_min: int, name: str = SHARED_RATE_LIMIT_NAME
+    per_min: int, rate: SharedRate = SHARED_REQUESTS
 ) -> GlobalConcurrencyLimitResponse:
-    """Create or update the rate limit every run and worker on this server shares."""
-    slots, decay = rate_limit_shape(requests_per_min)
+    """Create or update the rate limit of `rate` that every run and worker on this server
+    shares, then check that it took."""
+    slots, decay = rate_limit_shape(per_min, rate.slots_per_unit)
+    name = rate.name
     async with get_client() as client:
         try:
             await client.read_global_concurrency_limit_by_name(name)
@@ -131,26 +139,28 @@ async def ensure_shared_rate_limit(
             )
         limit = await client.read_global_concurrency_limit_by_name(name)
     if limit.slot_decay_per_second != decay or limit.limit != slots:
-        raise LimitMissing(f"the rate limit {name!r} did not take {requests_per_min} requests/min")
+        raise LimitMissing(f"the rate limit {name!r} did not take {per_min} {rate.unit}/min")
     return limit
 
 
 async def read_shared_rate_limit(
     name: str = SHARED_RATE_LIMIT_NAME,
 ) -> GlobalConcurrencyLimitResponse | None:
-    """The shared rate limit if it exists and is active (created by `aibatch setup` or
-    `--shared-rpm`); None means this run paces on its own."""
+    """A shared rate limit if it exists and is active (created by `aibatch setup` or a
+    run's `--shared-rpm`, `--shared-itpm`, `--shared-otpm`); None means this run paces that
+    rate on its own."""
     limit = await read_active_limit(name)
     return limit if limit is not None and limit.slot_decay_per_second else None
 
 
-def request_allowance(limit: GlobalConcurrencyLimitResponse) -> RequestAllowance:
-    """Requests from the Prefect rate limit `limit`, a batch per server round trip."""
+def shared_allowance(limit: GlobalConcurrencyLimitResponse, slots_per_unit: int) -> SharedAllowance:
+    """Units (requests or tokens) from the Prefect rate limit `limit`, a batch per server
+    round trip."""
 
-    async def acquire(requests: int) -> None:
-        await rate_limit(limit.name, occupy=requests * SLOTS_PER_REQUEST, strict=True)
+    async def acquire(units: int) -> None:
+        await rate_limit(limit.name, occupy=units * slots_per_unit, strict=True)
 
-    return RequestAllowance.for_rate(acquire, shared_rpm(limit), SHARED_BATCH_S)
+    return SharedAllowance.for_rate(acquire, shared_per_min(limit, slots_per_unit), SHARED_BATCH_S)
 
 
 async def read_in_flight_limit(name: str = IN_FLIGHT_LIMIT_NAME) -> int | None:
@@ -171,8 +181,37 @@ class RunLimits:
     """The server's limits as one run takes them."""
 
     chunk_slots: int  # chunk task runs at once
-    shared: RequestAllowance | None  # the requests/min shared with every run, if any
+    shared: SharedLimits | None  # the rates shared with every run, if any is
     width: int | None  # each chunk's share of the in-flight limit, if any
+
+
+async def prepare_shared_limits(params: RunParameters, logger: Logger) -> SharedLimits | None:
+    """Set the shared rates this run gives, read the others as they are on the server; None
+    if none is shared."""
+    given = {SHARED_REQUESTS: params.shared_rpm, SHARED_INPUT_TOKENS: params.shared_itpm,
+             SHARED_OUTPUT_TOKENS: params.shared_otpm}  # fmt: skip
+    allowances: dict[SharedRate, SharedAllowance] = {}
+    for rate, per_min in given.items():
+        if per_min is not None:
+            limit: GlobalConcurrencyLimitResponse | None = await ensure_shared_rate_limit(
+                per_min, rate
+            )
+        else:
+            limit = await read_shared_rate_limit(rate.name)
+        if limit is None:
+            continue
+        logger.info(
+            "Sharing %.0f %s/min with every run on this Prefect server (rate limit %r)",
+            shared_per_min(limit, rate.slots_per_unit), rate.unit, limit.name,
+        )  # fmt: skip
+        allowances[rate] = shared_allowance(limit, rate.slots_per_unit)
+    if not allowances:
+        return None
+    return SharedLimits(
+        allowances.get(SHARED_REQUESTS),
+        allowances.get(SHARED_INPUT_TOKENS),
+        allowances.get(SHARED_OUTPUT_TOKENS),
+    )
 
 
 async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
@@ -183,11 +222,7 @@ async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
             "Freed %d slot(s) of %r that no live chunk held (left by a run that was killed,"
             " or by a server restart)", orphaned, CHUNK_LIMIT_NAME,
         )  # fmt: skip
-    shared_limit: GlobalConcurrencyLimitResponse | None
-    if params.shared_rpm is not None:
-        shared_limit = await ensure_shared_rate_limit(params.shared_rpm)
-    else:
-        shared_limit = await read_shared_rate_limit()
+    shared = await prepare_shared_limits(params, logger)
     in_flight = await read_in_flight_limit()
     width = chunk_width(in_flight, chunk_slots) if in_flight is not None else None
     if width is not None:
@@ -195,10 +230,4 @@ async def prepare_limits(params: RunParameters, logger: Logger) -> RunLimits:
             "At most %d requests in flight across every run on this server (limit %r): "
             "%d per chunk", in_flight, IN_FLIGHT_LIMIT_NAME, width,
         )  # fmt: skip
-    if shared_limit is None:
-        return RunLimits(chunk_slots, None, width)
-    logger.info(
-        "Sharing %.0f requests/min with every run on this Prefect server (rate limit %r)",
-        shared_rpm(shared_limit), shared_limit.name,
-    )  # fmt: skip
-    return RunLimits(chunk_slots, request_allowance(shared_limit), width)
+    return RunLimits(chunk_slots, shared, width)

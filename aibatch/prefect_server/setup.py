@@ -20,7 +20,9 @@ from aibatch.runs.orchestration import (
     CHUNK_LIMIT_NAME,
     DEFAULT_CHUNK_SLOTS,
     IN_FLIGHT_LIMIT_NAME,
-    SHARED_RATE_LIMIT_NAME,
+    SHARED_INPUT_TOKENS,
+    SHARED_OUTPUT_TOKENS,
+    SHARED_REQUESTS,
     WORK_POOL,
 )
 
@@ -33,6 +35,8 @@ class SetupReport:
     shared_rpm: int | None
     in_flight: int | None
     api_key_stored: bool
+    shared_itpm: int | None = None
+    shared_otpm: int | None = None
 
     def lines(self) -> list[str]:
         out = [
@@ -40,11 +44,14 @@ class SetupReport:
             + ("created" if self.pool_created else "already there"),
             f"concurrency limit {CHUNK_LIMIT_NAME!r}: {self.chunk_slots} chunks at once",
         ]
-        if self.shared_rpm is not None:
-            out.append(
-                f"rate limit {SHARED_RATE_LIMIT_NAME!r}: {self.shared_rpm} requests/min "
-                "shared by every run and worker"
-            )
+        shared = ((SHARED_REQUESTS, self.shared_rpm), (SHARED_INPUT_TOKENS, self.shared_itpm),
+                  (SHARED_OUTPUT_TOKENS, self.shared_otpm))  # fmt: skip
+        for rate, per_min in shared:
+            if per_min is not None:
+                out.append(
+                    f"rate limit {rate.name!r}: {per_min} {rate.unit}/min shared by every run "
+                    "and worker"
+                )
         if self.in_flight is not None:
             out.append(
                 f"concurrency limit {IN_FLIGHT_LIMIT_NAME!r}: {self.in_flight} requests "
@@ -84,13 +91,20 @@ async def setup_server(
     shared_rpm: int | None = None,
     in_flight: int | None = None,
     api_key: str | None = None,
+    shared_itpm: int | None = None,
+    shared_otpm: int | None = None,
 ) -> SetupReport:
     created = await ensure_work_pool(work_pool)
     await ensure_concurrency_limit(CHUNK_LIMIT_NAME, chunk_slots)
-    if shared_rpm is not None:
-        await ensure_shared_rate_limit(shared_rpm)
+    for rate, per_min in ((SHARED_REQUESTS, shared_rpm), (SHARED_INPUT_TOKENS, shared_itpm),
+                          (SHARED_OUTPUT_TOKENS, shared_otpm)):  # fmt: skip
+        if per_min is not None:
+            await ensure_shared_rate_limit(per_min, rate)
     if in_flight is not None:
         await ensure_concurrency_limit(IN_FLIGHT_LIMIT_NAME, in_flight)
     if api_key:
         await store_api_key(api_key)
-    return SetupReport(work_pool, created, chunk_slots, shared_rpm, in_flight, bool(api_key))
+    return SetupReport(
+        work_pool, created, chunk_slots, shared_rpm, in_flight, bool(api_key), shared_itpm,
+        shared_otpm,
+    )  # fmt: skip

@@ -20,9 +20,10 @@ from aibatch.engine import policy
 from aibatch.engine.admission import Admission
 from aibatch.engine.backend import AnthropicBackend, ApiTarget
 from aibatch.engine.batches import BatchLedger, BatchRunner
-from aibatch.engine.pacer import Pacer, RequestAllowance
+from aibatch.engine.pacer import Pacer
 from aibatch.engine.processor import RowProcessor
 from aibatch.engine.recorder import Recorder
+from aibatch.engine.shared import SharedLimits
 from aibatch.engine.stats import RunStats
 from aibatch.errors import ChunkIncomplete, RunIncomplete, RunStopped
 from aibatch.jobs.spec import JobSpec
@@ -81,7 +82,7 @@ class Run:
         size = self.params.chunk_size or auto_chunk_size(len(self.pairs), chunk_slots)
         return [self.pairs[i : i + size] for i in range(0, len(self.pairs), size)]
 
-    def processor(self, shared: RequestAllowance | None) -> RowProcessor:
+    def processor(self, shared: SharedLimits | None) -> RowProcessor:
         params, spec, prices = self.params, self.spec, self.plan.prices
         pacer = Pacer(rpm=params.rpm, itpm=params.itpm, otpm=params.otpm)
         worst_case = WorstCase(prices, spec.model)

@@ -9,6 +9,7 @@ none of them: a chunk's retries reach it only as a number (`policy.attempt_cap`)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 # Per chunk (a Prefect task run).
 MIN_CHUNK_SIZE = 50
@@ -29,12 +30,33 @@ API_KEY_BLOCK = "anthropic-api-key"  # a Secret block, read when the environment
 # holds its share (limit // chunk slots) of it while it runs, and sends no more at once.
 IN_FLIGHT_LIMIT_NAME = "aibatch-in-flight"
 
-# Several processes, one API key: a Prefect rate limit (a global concurrency limit with
-# slot decay) grants requests to every run and worker that uses this server.
+# Several processes, one API key: Prefect rate limits (global concurrency limits with slot
+# decay) grant requests, input tokens and output tokens to every run and worker that uses
+# this server, each limit on its own and each only if it exists.
 SHARED_RATE_LIMIT_NAME = "aibatch-requests"
+SHARED_INPUT_TOKENS_LIMIT_NAME = "aibatch-input-tokens"
+SHARED_OUTPUT_TOKENS_LIMIT_NAME = "aibatch-output-tokens"
 # One slot is a tenth of a request: the server decays whole slots only, and drops the
 # fraction at every update, so coarse slots would lose a visible share of the rate.
 SLOTS_PER_REQUEST = 10
+# One slot is a token: token limits run to hundreds a second and more, so the fraction
+# dropped is a small share of them.
+SLOTS_PER_TOKEN = 1
+
+
+@dataclass(frozen=True)
+class SharedRate:
+    """A rate shared across runs and workers: its limit's name on the server, what it
+    counts (for messages) and how many of the limit's slots one of those takes."""
+
+    name: str
+    unit: str
+    slots_per_unit: int
+
+
+SHARED_REQUESTS = SharedRate(SHARED_RATE_LIMIT_NAME, "requests", SLOTS_PER_REQUEST)
+SHARED_INPUT_TOKENS = SharedRate(SHARED_INPUT_TOKENS_LIMIT_NAME, "input tokens", SLOTS_PER_TOKEN)
+SHARED_OUTPUT_TOKENS = SharedRate(SHARED_OUTPUT_TOKENS_LIMIT_NAME, "output tokens", SLOTS_PER_TOKEN)
 # Each acquisition costs a round trip to the server (~100 ms): fetch about this many
 # seconds of the shared rate at once, never per request.
 SHARED_BATCH_S = 0.5

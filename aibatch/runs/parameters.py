@@ -124,6 +124,20 @@ class RunParameters(BaseModel):
         f"({orchestration.SHARED_RATE_LIMIT_NAME!r}) to this many requests/min before running; "
         "default: use that limit as it is, if it exists.",
     )
+    shared_itpm: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set the Prefect rate limit of input tokens shared by every run and worker "
+        f"on this server ({orchestration.SHARED_INPUT_TOKENS_LIMIT_NAME!r}) to this many "
+        "tokens/min before running; default: use that limit as it is, if it exists.",
+    )
+    shared_otpm: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set the Prefect rate limit of output tokens shared by every run and worker "
+        f"on this server ({orchestration.SHARED_OUTPUT_TOKENS_LIMIT_NAME!r}) to this many "
+        "tokens/min before running; default: use that limit as it is, if it exists.",
+    )
     shards: int = Field(
         default=1,
         ge=1,

@@ -15,7 +15,8 @@ from aibatch.runs.parameters import RunParameters
 BAD_VALUE = {
     "job": "nope", "labels": "a,a", "limit": "0", "sample": "0", "effort": "extreme",
     "chunk_size": "0", "chunk_slots": "0", "id_column": "", "text_column": "",
-    "rpm": "0", "itpm": "0", "otpm": "0", "shared_rpm": "0", "shards": "0", "timeout": "0",
+    "rpm": "0", "itpm": "0", "otpm": "0", "shared_rpm": "0", "shared_itpm": "0",
+    "shared_otpm": "0", "shards": "0", "timeout": "0",
     "mode": "fast", "budget_usd": "0", "batch_size": "0", "batch_poll_max": "0",
     "batch_resubmits": "-1", "max_concurrency": "0", "max_attempts": "0",
     "outage_deadline": "0",

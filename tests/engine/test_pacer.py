@@ -15,7 +15,6 @@ from aibatch.engine.pacer import (
     ConcurrencyController,
     InputEstimator,
     Pacer,
-    RequestAllowance,
     StormGate,
     TokenBucket,
 )
@@ -598,24 +597,6 @@ def test_a_pause_we_asked_for_closes_the_gate_and_is_no_evidence_of_a_storm(
     clock.advance(policy.STORM_EVIDENT_S)
     gate.on_rate_limited(wait_s=1.0)  # a second of only 429s since the pause: a storm
     assert gate.in_storm
-
-
-def test_shared_budget_fetches_whole_batches_once_for_many_takers() -> None:
-    fetched: list[int] = []
-
-    async def acquire(requests: int) -> None:
-        await asyncio.sleep(0.01)  # a round trip to the server
-        fetched.append(requests)
-
-    async def scenario() -> RequestAllowance:
-        budget = RequestAllowance.for_rate(acquire, requests_per_min=600, batch_s=0.5)
-        await asyncio.gather(*(budget.take() for _ in range(23)))
-        return budget
-
-    budget = asyncio.run(scenario())
-    assert budget.batch == 5  # half a second of 10/s
-    assert fetched == [5] * 5  # 23 requests: five batches, fetched one at a time
-    assert budget.credit == 2
 
 
 def test_loop_lag_probe_sees_a_blocked_loop_and_leaves_no_timer() -> None:

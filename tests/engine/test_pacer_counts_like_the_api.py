@@ -21,9 +21,9 @@ def test_cache_reads_are_not_charged_to_the_input_token_limit(
     settled: list[int] = []
     reserve, settle = pacer.reserve, pacer.settle
 
-    def record_reserve(estimate: float) -> Reservation:
+    def record_reserve(estimate: float, output: float | None = None) -> Reservation:
         reserved.append(estimate)
-        return reserve(estimate)
+        return reserve(estimate, output)
 
     def record_settle(reservation: Reservation, input_tokens: int, output_tokens: int) -> None:
         settled.append(input_tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,8 +18,11 @@ from aibatch.flows.process_rows import process_rows
 from aibatch.runs.orchestration import (
     CHUNK_LIMIT_NAME,
     SHARED_BATCH_S,
+    SHARED_INPUT_TOKENS_LIMIT_NAME,
+    SHARED_OUTPUT_TOKENS_LIMIT_NAME,
     SHARED_RATE_LIMIT_NAME,
     SLOTS_PER_REQUEST,
+    SLOTS_PER_TOKEN,
 )
 from aibatch.runs.parameters import RunParameters
 from aibatch.simulator import SimulatorServer
@@ -173,15 +177,19 @@ def test_chunk_slots_no_live_run_holds_are_freed_so_the_next_run_does_not_wait_f
 
 @pytest.fixture
 def drop_shared_limit(prefect_api: str) -> Iterator[None]:
-    """The shared rate limit lives on the session's server: remove it after the test, or
-    every later flow test would be paced by it."""
+    """The shared rate limits live on the session's server: remove those there after the
+    test, or every later flow test would be paced by them."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
     yield
 
     async def drop() -> None:
         async with get_client() as client:
-            await client.delete_global_concurrency_limit_by_name(SHARED_RATE_LIMIT_NAME)
+            for name in (SHARED_RATE_LIMIT_NAME, SHARED_INPUT_TOKENS_LIMIT_NAME,
+                         SHARED_OUTPUT_TOKENS_LIMIT_NAME):  # fmt: skip
+                with contextlib.suppress(ObjectNotFound):
+                    await client.delete_global_concurrency_limit_by_name(name)
 
     asyncio.run(drop())
 
@@ -220,3 +228,40 @@ def test_a_shared_rate_limit_on_the_server_paces_the_run(
         assert busiest <= 10 * width + burst + batch, (width, counts)
     # 120 requests at 10/s after a burst of at most burst + batch: ten seconds or more.
     assert seconds[-1] - seconds[0] >= (120 - burst - batch) / 10 - 1, counts
+
+
+def test_shared_token_limits_on_the_server_pace_the_run(
+    flow_simulator: FlowSimulator,
+    drop_shared_limit: None,
+    tmp_path: Path,
+) -> None:
+    """--shared-itpm and --shared-otpm create the Prefect rate limits of input and output
+    tokens every run on the server draws from; a run's input tokens then go no faster than
+    the input limit grants, though the API itself would take far more."""
+    from prefect.client.orchestration import get_client
+
+    server = flow_simulator(latency_ms=20)  # no limit at the API: alone, ~100 requests/s
+    write_tickets(tmp_path / "tickets.csv", 120)
+    itpm, otpm = 180_000, 600_000  # 3,000 input tokens/s: about 12 classify requests
+    params = RunParameters(
+        input_path=str(tmp_path / "tickets.csv"), output_dir=str(tmp_path / "out"),
+        job="classify", chunk_size=60, shared_itpm=itpm, shared_otpm=otpm,
+    )  # fmt: skip
+    summary = asyncio.run(process_rows(params))
+    assert summary["ok"] == 120
+
+    async def read_limits() -> list[Any]:
+        async with get_client() as client:
+            names = (SHARED_INPUT_TOKENS_LIMIT_NAME, SHARED_OUTPUT_TOKENS_LIMIT_NAME)
+            return [await client.read_global_concurrency_limit_by_name(n) for n in names]
+
+    input_limit, output_limit = asyncio.run(read_limits())
+    assert input_limit.slot_decay_per_second == itpm / 60 * SLOTS_PER_TOKEN
+    assert output_limit.slot_decay_per_second == otpm / 60 * SLOTS_PER_TOKEN
+    stats = server.stats()
+    counted = stats["input_tokens"] + stats["cache_creation_input_tokens"]
+    burst = input_limit.limit / SLOTS_PER_TOKEN  # 1 s of the rate
+    batch = itpm / 60 * SHARED_BATCH_S  # tokens fetched ahead, spent later
+    seconds = sorted(int(s) for s in stats["ok_per_second"])
+    # What the API counted, after a burst of at most burst + batch, at 3,000 a second.
+    assert seconds[-1] - seconds[0] >= (counted - burst - batch) / (itpm / 60) - 1, seconds
