@@ -14,6 +14,7 @@ import pytest
 from aibatch.runs import orchestration
 from aibatch.simulator import SimulatorConfig, SimulatorServer
 from aibatch.testing.in_process import InProcessSimulator
+from aibatch.testing.s3_server import S3ServerProcess
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,6 +107,23 @@ def prefect_api() -> Iterator[str]:
         url = PREFECT_API_URL.value()
         assert url, "the Prefect test harness did not set an API URL"
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3ServerProcess]:
+    """moto's S3 server on loopback, for the tests of input and output in a bucket."""
+    with S3ServerProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3_server: S3ServerProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the test S3 server, which this process's AWS settings point at."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.new_bucket()
 
 
 @pytest.fixture
