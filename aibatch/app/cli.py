@@ -549,7 +549,6 @@ def estimate(
     """
     import asyncio
     import json
-    from pathlib import Path
 
     from aibatch.app.local import api_target, plan_or_say, say
     from aibatch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EstimateError, exit_code
@@ -584,7 +583,7 @@ def estimate(
             result = asyncio.run(
                 estimating.estimate(
                     plan.rows, plan.prompts, specs, plan.prices, backend=target,
-                    output_dir=Path(output), sample_size=sample,
+                    output_dir=output, sample_size=sample,
                 )
             )  # fmt: skip
     except EstimateError as exc:

@@ -191,7 +191,9 @@ def test_a_crash_while_widening_leaves_every_file_whole_and_the_next_run_finishe
         commit(store, V1, {batch: {"total": 1.0}})
     with pytest.raises(crashpoints.SimulatedCrash), crashpoints.armed("widen:replaced", 2):
         commit(store, V2, {"D": {"total": 4.0, "due": "2026-01-01"}})
-    widened = [f for f in store.results_dir.local.rglob("*.parquet") if "due" in pq.read_schema(f).names]
+    widened = [
+        f for f in store.results_dir.local.rglob("*.parquet") if "due" in pq.read_schema(f).names
+    ]
     assert len(widened) == 2  # two of three rewritten, the third untouched, none half
     # Until the next run, files of both shapes: pandas and duckdb read them (polars needs
     # missing_columns="insert"); no row is lost or doubled.

@@ -4,8 +4,8 @@ the run with a message saying what to do, and the next run (with space) complete
 from __future__ import annotations
 
 import errno
-from concurrent.futures import Future
 import os
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
