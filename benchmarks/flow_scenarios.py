@@ -8,6 +8,7 @@ accounting of that process (`wait4`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,10 +20,12 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from aibatch.simulator import SimulatorConfig
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.testing.prefect_server import PrefectServerProcess
+from aibatch.testing.s3_server import S3ServerProcess
 
 
 @dataclass
@@ -84,10 +87,18 @@ def client_env(server: PrefectServerProcess, sim: SimulatorProcess) -> dict[str,
     return {**server.env, "ANTHROPIC_API_KEY": "bench", "ANTHROPIC_BASE_URL": sim.base_url}
 
 
-def result_times(output: Path) -> pd.Series:
-    """Completion times (epoch seconds) of every result row under `output`."""
+def result_times(output: Path | str, s3: S3ServerProcess | None = None) -> pd.Series:
+    """Completion times (epoch seconds) of every result row under `output` (a folder, or
+    an s3:// prefix on the benchmark's S3 server)."""
+    if s3 is None:
+        where, filesystem = str(Path(output) / "classify" / "results"), None
+    else:
+        where = f"{str(output).removeprefix('s3://')}/classify/results"
+        filesystem = pafs.S3FileSystem(endpoint_override=s3.endpoint_url, region="us-east-1",
+                                       access_key=s3.env["AWS_ACCESS_KEY_ID"],
+                                       secret_key=s3.env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
     table = ds.dataset(
-        output / "classify" / "results", format="parquet", partitioning="hive"
+        where, filesystem=filesystem, format="parquet", partitioning="hive"
     ).to_table(columns=["id", "completed_at"])
     frame = table.to_pandas()
     if frame["id"].duplicated().any():
@@ -97,28 +108,39 @@ def result_times(output: Path) -> pd.Series:
 
 
 def scale(
-    server: PrefectServerProcess, tickets: pd.DataFrame, work: Path, chunk_size: int
+    server: PrefectServerProcess,
+    tickets: pd.DataFrame,
+    work: Path,
+    chunk_size: int,
+    in_bucket: bool = False,
 ) -> list[dict[str, Any]]:
-    """P4: every ticket through the full flow at zero latency, then the re-run."""
-    source = work / "p4-tickets.csv"
+    """P4: every ticket through the full flow at zero latency, then the re-run. P4s: the
+    same with the output in a bucket (moto's S3 server on loopback, started here)."""
+    scenario = "P4s" if in_bucket else "P4"
+    source = work / f"{scenario.lower()}-tickets.csv"
     tickets.to_csv(source, index=False)
-    output, log = work / "p4-output", work / "p4.log"
-    args = [str(source), "--job", "classify", "--output", str(output),
-            "--chunk-size", str(chunk_size)]  # fmt: skip
-    with SimulatorProcess(SimulatorConfig()) as sim:
-        env = client_env(server, sim)
+    log = work / f"{scenario.lower()}.log"
+    with contextlib.ExitStack() as running:
+        s3 = running.enter_context(S3ServerProcess()) if in_bucket else None
+        output: Path | str = (
+            f"s3://{s3.new_bucket('p4s')}/output" if s3 else work / f"{scenario.lower()}-output"
+        )
+        args = [str(source), "--job", "classify", "--output", str(output),
+                "--chunk-size", str(chunk_size)]  # fmt: skip
+        sim = running.enter_context(SimulatorProcess(SimulatorConfig()))
+        env = {**client_env(server, sim), **(s3.env if s3 else {})}
         first = wait_run(*start_run(args, env, log))
         first_stats = sim.stats()
         sim.reset()
         again = wait_run(*start_run(args, env, log))
         again_stats = sim.stats()
-    if first.returncode or again.returncode:
-        raise RuntimeError(
-            f"P4: aibatch run exited {first.returncode}/{again.returncode}; see {log}"
-        )
-    done = len(result_times(output))
+        if first.returncode or again.returncode:
+            raise RuntimeError(
+                f"{scenario}: aibatch run exited {first.returncode}/{again.returncode}; see {log}"
+            )
+        done = len(result_times(output, s3))
     count = len(tickets)
-    common = {"scenario": "P4", "ceiling_per_s": None, "pct_of_ceiling": None,
+    common = {"scenario": scenario, "ceiling_per_s": None, "pct_of_ceiling": None,
               "settled_concurrency": None}  # fmt: skip
     return [
         {**common, "contestant": "aibatch-flow", "items": count,

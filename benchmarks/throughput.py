@@ -145,6 +145,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
                 "contestants": ["bare-sdk-32", "aibatch-auto"],
             },
             "P4": {"flow": "scale", "tickets": 500, "chunk_size": 250},
+            "P4s": {"flow": "scale", "tickets": 500, "chunk_size": 250, "bucket": True},
             "P6": {"flow": "shared", "tickets": 400, "cap_rpm": 2_400, "chunk_size": 50},
             "K2": {"pair": True, "sim": {**STRICT, "rpm": 1_200}, "tickets": 300,
                    "ceiling": 20.0, "max_attempts": 6, "contestants": ["aibatch-auto"]},
@@ -190,6 +191,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
                "tickets": n, "ceiling": "tokens",
                "contestants": ["plain-20", "aibatch-auto"]},
         "P4": {"flow": "scale", "tickets": 100_000, "chunk_size": 500},
+        "P4s": {"flow": "scale", "tickets": 100_000, "chunk_size": 500, "bucket": True},
         "P6": {"flow": "shared", "tickets": 3_000, "cap_rpm": 1_200, "chunk_size": 100},
         "K2": {"pair": True, "sim": STRICT, "tickets": 600, "ceiling": 10.0, "max_attempts": 6,
                "contestants": ["aibatch-auto"]},
@@ -709,7 +711,9 @@ def run_scenario(
         assert server is not None
         frame = pd.DataFrame(load_text_rows(spec["tickets"]), columns=["id", "text"])
         if spec["flow"] == "scale":
-            rows = flow_scenarios.scale(server, frame, work, spec["chunk_size"])
+            rows = flow_scenarios.scale(
+                server, frame, work, spec["chunk_size"], spec.get("bucket", False)
+            )
         else:
             rows = flow_scenarios.shared_limit(
                 server, frame, work, spec["cap_rpm"], spec["chunk_size"]
