@@ -92,6 +92,11 @@ class OutputUnwritable(RunStopped):
         )
 
 
+class LeaseLost(RunStopped):
+    """This run went too long without renewing its lease on a bucket's output, and another
+    run took the output over: it must publish nothing more."""
+
+
 class BudgetExhausted(RunStopped):
     """The next request could take the spend past the cap."""
 

@@ -28,7 +28,7 @@ from datetime import timedelta
 
 import orjson
 
-from aibatch.errors import OutputLocked
+from aibatch.errors import LeaseLost
 from aibatch.storage.bucket import BucketError, StoredObject, clients
 from aibatch.storage.location import Location
 
@@ -144,12 +144,12 @@ class Lease:
             self._renewed = time.monotonic()
 
     def check(self) -> None:
-        """OutputLocked if the lease is lost; renewed first when a third of the term has
+        """LeaseLost if the lease is lost; renewed first when a third of the term has
         passed, so a publish never starts on a lease about to run out."""
         if time.monotonic() - self._renewed > self.term_s / 3:
             self.renew()
         if self.lost:
-            raise OutputLocked(
+            raise LeaseLost(
                 f"{self.where}: this run lost the output's lock (it went more than "
                 f"{self.term_s:.0f} s without renewing it, and another run took it over); it "
                 "stops here. Its unpublished answers stay in its journal for the next run"

@@ -266,7 +266,7 @@ class ResultStore:
         return [held for held in map(live_lease, locks) if held is not None]
 
     def check_held(self) -> None:
-        """OutputLocked when this run has lost the output's lease (a bucket's lock): it must
+        """LeaseLost when this run has lost the output's lease (a bucket's lock): it must
         publish nothing more. A flock cannot be lost."""
         for lease in self._leases:
             lease.check()

@@ -25,7 +25,8 @@ class RunParameters(BaseModel):
 
     input_path: str = Field(
         default="data/tickets.csv",
-        description="Rows: CSV, JSON (array of objects), JSONL or Parquet.",
+        description="Rows: CSV, JSON (array of objects), JSONL or Parquet; a path or "
+        "s3://bucket/key.",
     )
     job: str = Field(
         default="summarize",
@@ -78,7 +79,8 @@ class RunParameters(BaseModel):
         "'Models'); default $AIBATCH_MODELS, if set.",
     )
     output_dir: str = Field(
-        default="data/output", description="Output directory (results/, failures/)."
+        default="data/output",
+        description="Output directory (results/, failures/), or s3://bucket/prefix.",
     )
     id_column: str | None = Field(
         default=None,

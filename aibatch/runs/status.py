@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from aibatch.engine.batches import BatchLedger
 from aibatch.output.store import JOB_DIR, ResultStore
+from aibatch.storage.location import Location, location
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _counts(column: pa.ChunkedArray) -> dict[str, int]:
     return {str(c["values"]): int(c["counts"]) for c in sorted(counted, key=lambda c: -c["counts"])}
 
 
-def job_status(output: Path, job: str) -> JobStatus:
+def job_status(output: Path | Location, job: str) -> JobStatus:
     status = JobStatus(job)
     store = ResultStore(output, job)
     results = store.job_table(
@@ -85,16 +86,21 @@ def job_status(output: Path, job: str) -> JobStatus:
 
 
 def output_status(output: str | Path) -> list[JobStatus]:
-    """Every job of an output directory (a folder named like a job, holding its results or
-    failures), in name order; FileNotFoundError if there is no such directory."""
-    root = Path(output)
-    if not root.is_dir():
+    """Every job of an output directory or bucket prefix (a folder named like a job, holding
+    its results or failures), in name order; FileNotFoundError if there is no such
+    directory."""
+    try:
+        root = location(output)
+        found = root.exists()
+    except OSError as error:  # a bucket that cannot be read: say why
+        raise FileNotFoundError(str(error)) from error
+    if not found:
         raise FileNotFoundError(f"{root}: no such output directory")
-    jobs = sorted(
-        p.name for p in root.iterdir()
-        if p.is_dir() and JOB_DIR.match(p.name)
-        and ((p / "results").is_dir() or (p / "failures").is_dir())
-    )  # fmt: skip
+    jobs = [
+        folder.name for folder in root.subfolders()
+        if JOB_DIR.match(folder.name)
+        and ((folder / "results").exists() or (folder / "failures").exists())
+    ]  # fmt: skip
     return [job_status(root, job) for job in jobs]
 
 
