@@ -64,13 +64,14 @@ def read_everywhere(results: Path | Location) -> list[str]:
     assert relation is not None
     by_duckdb = [row[0] for row in relation.fetchall()]
     by_polars = pl.read_parquet(pattern, hive_partitioning=True)["id"].to_list()
-    assert (
-        sorted(by_pandas)
-        == sorted(by_pyarrow.column("id").to_pylist())
-        == sorted(by_duckdb)
-        == sorted(by_polars)
-    )
-    return by_pandas
+    return _agreed(by_pandas, by_pyarrow.column("id").to_pylist(), by_duckdb, by_polars)
+
+
+def _agreed(*readings: list[str]) -> list[str]:
+    """The ids every reader read, once they are shown to be the same."""
+    first, *others = (sorted(ids) for ids in readings)
+    assert all(other == first for other in others), [len(ids) for ids in readings]
+    return readings[0]
 
 
 def _read_bucket_everywhere(results: Location) -> list[str]:
@@ -92,13 +93,7 @@ def _read_bucket_everywhere(results: Location) -> list[str]:
         storage_options={"aws_endpoint_url": endpoint, "aws_region": "us-east-1",
                          "aws_allow_http": "true"},
     )["id"].to_list()  # fmt: skip
-    assert (
-        sorted(by_pandas)
-        == sorted(by_pyarrow.column("id").to_pylist())
-        == sorted(by_duckdb)
-        == sorted(by_polars)
-    )
-    return by_pandas
+    return _agreed(by_pandas, by_pyarrow.column("id").to_pylist(), by_duckdb, by_polars)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.002) -> bool:

@@ -120,6 +120,22 @@ def wait_for_final_state(client: Any, flow_run_id: Any, timeout_s: float = 420) 
     return poll()
 
 
+def child_runs(api_url: str, parent_id: Any) -> list[Any]:
+    """The flow runs a run started (a sharded run's shards)."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read() -> list[Any]:
+        async with PrefectClient(api_url) as client:
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])
+                )
+            )
+
+    return asyncio.run(read())
+
+
 async def start_deployment_run(api_url: str, name: str, params: dict[str, Any]) -> Any:
     from prefect.client.orchestration import PrefectClient
     from prefect.deployments import arun_deployment

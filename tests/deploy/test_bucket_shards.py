@@ -8,7 +8,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -17,7 +16,7 @@ from aibatch.children import stop_child
 from aibatch.storage.location import location
 from aibatch.testing.prefect_server import PrefectServerProcess
 from aibatch.testing.s3_server import S3ServerProcess
-from tests.deploy.conftest import ROOT, run_command, start_deployment_run
+from tests.deploy.conftest import ROOT, child_runs, run_command, start_deployment_run
 from tests.helpers import read_everywhere, write_tickets
 
 POOL = "aibatch-bucket"
@@ -61,8 +60,6 @@ def test_two_shards_on_two_workers_that_share_only_the_bucket_fill_one_dataset(
     bucket_workers: tuple[dict[str, str], list[Path]],
     tmp_path: Path,
 ) -> None:
-    from prefect.client.orchestration import PrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     _, logs = bucket_workers
     bucket = s3_server.new_bucket()
@@ -81,15 +78,7 @@ def test_two_shards_on_two_workers_that_share_only_the_bucket_fill_one_dataset(
     )
     assert parent.state.is_completed(), parent.state
 
-    async def children() -> list[Any]:
-        async with PrefectClient(prefect_server.api_url) as prefect:
-            return await prefect.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
-                )
-            )
-
-    shards = asyncio.run(children())
+    shards = child_runs(prefect_server.api_url, parent.id)
     assert len(shards) == 2 and all(r.state.is_completed() for r in shards)
     # Each shard read its part from the bucket, and ran on a worker of its own.
     parts = [r.parameters["params"]["input_path"] for r in shards]

@@ -17,7 +17,7 @@ from aibatch.jobs.spec import JobSpec, load_job_file
 from aibatch.runs.parameters import RunParameters
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.testing.prefect_server import PrefectServerProcess
-from tests.deploy.conftest import FAKE_KEY, ROOT, start_deployment_run
+from tests.deploy.conftest import FAKE_KEY, ROOT, child_runs, start_deployment_run
 from tests.helpers import assert_typed_and_true, job_dataset, write_invoices
 
 SCREENSHOT = ROOT / "ci-artifacts" / "ui" / "flow-run.png"
@@ -90,8 +90,6 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
     """A sharded run of your own job (invoice extraction, given as the flow's
     job_definition parameter) fans out as shard flow runs any worker takes; `aibatch setup
     --in-flight 6` caps them together: the API never sees more than 6 at once."""
-    from prefect.client.orchestration import PrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     start_worker("worker-b")
     truth = write_invoices(tmp_path / "invoices.jsonl", 300)
@@ -108,15 +106,7 @@ def test_two_workers_run_the_shards_of_one_input_under_one_in_flight_limit(
     stats = simulator.stats()
     assert 0 < stats["max_in_flight"] <= 6, stats["max_in_flight"]
 
-    async def children() -> list[Any]:
-        async with PrefectClient(prefect_server.api_url) as client:
-            return await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
-                )
-            )
-
-    shards = asyncio.run(children())
+    shards = child_runs(prefect_server.api_url, parent.id)
     assert sorted(r.name for r in shards) == [
         f"invoice-extract-invoices.jsonl.shard-{i}-of-2.parquet" for i in (1, 2)
     ]

@@ -16,21 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 import aibatch
-from aibatch.errors import OutputLocked
+from aibatch.engine.batches import BatchLedger
+from aibatch.errors import LeaseLost, OutputLocked
 from aibatch.flows.process_rows import process_rows
 from aibatch.jobs.spec import load_job_file
 from aibatch.output import crashpoints
+from aibatch.output.committer import Committer
+from aibatch.output.journal import journal_segments
 from aibatch.output.lease import Lease
+from aibatch.output.store import ResultStore
 from aibatch.runs.parameters import RunParameters
 from aibatch.simulator.process import SimulatorProcess
 from aibatch.storage.location import location
 from aibatch.testing.s3_server import S3ServerProcess
-from tests.conftest import FlowSimulator, sim_config
+from tests.conftest import FlowSimulator, Simulate, sim_config
 from tests.helpers import ROOT, read_everywhere, wait_for, write_invoices, write_tickets
+from tests.output.test_committer import answer_without_commit
 
 MAX_CONCURRENCY = 4
 LATENCY_S = 0.1
@@ -108,6 +114,13 @@ def test_a_run_killed_twice_on_a_bucket_resumes_to_every_id_once(
         ids = read_everywhere(results)
         assert sorted(ids) == sorted(texts)
         repaid = sim.stats()["prompts_paid_repeated"]
+        status = subprocess.run(
+            [sys.executable, "-m", "aibatch", "status", output, "--json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert status.returncode == 0, status.stderr[-2000:]
+    (job,) = json.loads(status.stdout)["jobs"]
+    assert (job["job"], job["results"], job["failures"]) == ("summarize", len(texts), 0)
     # Re-paid: the requests in flight at each kill, and for the outside kill the answers
     # of one journal interval (at most MAX_CONCURRENCY / LATENCY_S answers a second).
     assert repaid <= 2 * MAX_CONCURRENCY + JOURNAL_FLUSH_S * MAX_CONCURRENCY / LATENCY_S, repaid
@@ -190,7 +203,7 @@ def test_a_stalled_holder_loses_the_lease_and_may_publish_nothing_more(bucket: s
     assert successor.take() is not None  # live: within its term
     time.sleep(1.5)  # the store's clock passes the stalled lease's term
     assert successor.take() is None  # taken over, by a conditional overwrite
-    with pytest.raises(OutputLocked, match="lost the output's lock"):
+    with pytest.raises(LeaseLost, match="lost the output's lock"):
         stalled.check()  # its renewal is refused: the version changed
     successor.release()
     stalled.release()  # deletes nothing: the lease is not its own any more
@@ -249,3 +262,63 @@ def test_a_json_jobs_new_property_widens_every_file_in_the_bucket(
     assert frame["line_count"].isna().sum() == 100
     assert all(truth[str(row.id)]["line_count"] == row.line_count for row in newest.itertuples())
     assert all(truth[str(row.id)]["total"] == row.total for row in frame.itertuples())
+
+
+@pytest.mark.parametrize(
+    "point", ["publish:renamed", "commit:results-published", "commit:published"]
+)
+def test_a_crash_at_each_commit_point_in_a_bucket_publishes_every_row_once(
+    simulate: Simulate, bucket: str, point: str
+) -> None:
+    """The bucket's crash points (a file PUT, before the failures, before the journal's
+    segments are removed): the next run publishes what only the journal holds, once."""
+    server = simulate()
+    ids = [f"T{i}" for i in range(6)]
+    carried = pd.DataFrame(index=pd.Index(ids, name="id"))
+    store = ResultStore(f"s3://{bucket}/out", "summarize")
+    with store.locked():
+        committer = Committer.open(store, "crashed", carried)
+        answer_without_commit(server, committer, "crashed", len(ids))
+        with crashpoints.armed(point), pytest.raises(crashpoints.SimulatedCrash):
+            asyncio.run(committer.commit())
+    with store.locked():
+        again = Committer.open(store, "next", carried)
+        again.fold_in()
+        again.close()
+    assert sorted(read_everywhere(store.results_dir)) == ids
+    assert not journal_segments(store.journal_dir)
+
+
+def test_shards_share_a_bucket_output_but_a_whole_input_run_excludes_them(bucket: str) -> None:
+    out = f"s3://{bucket}/shared"
+    one, two = ResultStore(out, "summarize", "1-of-2"), ResultStore(out, "summarize", "2-of-2")
+    whole = ResultStore(out, "summarize")
+    with one.locked(), two.locked():  # two shards at once: fine
+        with pytest.raises(OutputLocked, match="in use by aibatch shard '1-of-2' "):
+            refused(whole)
+        with pytest.raises(OutputLocked, match="in use by aibatch shard '2-of-2' "):
+            refused(ResultStore(out, "summarize", "2-of-2"))
+    with whole.locked(), pytest.raises(OutputLocked, match="an aibatch run of the whole input"):
+        refused(one)
+    assert not keys(bucket, "shared/_aibatch/")  # every lease given back
+
+
+def refused(store: ResultStore) -> None:
+    with store.locked():
+        raise AssertionError(f"{store.root} was not refused")
+
+
+def test_batch_mode_keeps_its_ledger_in_the_bucket(
+    flow_simulator: FlowSimulator, bucket: str, tmp_path: Path
+) -> None:
+    flow_simulator(latency_ms=5)
+    texts = write_tickets(tmp_path / "tickets.csv", 60)
+    output = f"s3://{bucket}/batch"
+    params = RunParameters(
+        input_path=upload(bucket, "in/tickets.csv", tmp_path / "tickets.csv"),
+        output_dir=output, mode="batch", batch_poll_max_s=0.05,
+    )  # fmt: skip
+    assert asyncio.run(process_rows(params))["ok"] == 60
+    ledger = BatchLedger(location(output) / "_aibatch" / "batches").load()
+    assert ledger and all(s.state == "collected" for s in ledger), ledger
+    assert sorted(read_everywhere(location(output) / "summarize" / "results")) == sorted(texts)
