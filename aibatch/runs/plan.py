@@ -75,6 +75,7 @@ class RunPlan:
                 params.input_path, spec.template, params.id_column_used, params.text_column
             )
             store = ResultStore(params.output_dir, spec.job, shard=params.shard)
+            store.check_reachable()  # a bucket that cannot be used: said before any call
         except BadInput:
             raise
         except ValueError as error:  # a value the user gave, refused where it was read

@@ -90,7 +90,7 @@ def read_file(path: str | Path | Location) -> pd.DataFrame:
         return _read(path, fmt)
     except PermissionError as exc:
         raise InputError(path, "cannot be read (permission denied)") from exc
-    except BucketError as exc:
+    except OSError as exc:  # a bucket refused or out of reach, an I/O error
         raise InputError(path, f"cannot be read ({exc})") from exc
 
 

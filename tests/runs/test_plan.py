@@ -96,3 +96,22 @@ def test_anything_unusable_is_bad_input_before_any_call(
     with pytest.raises(error, match=says):
         RunPlan.build(params_for(tmp_path, **options))
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_bucket_out_of_reach_is_bad_input_naming_the_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Input or output in a bucket the AWS settings cannot reach: said before any call, with
+    what to check (nothing listens on port 9 of this machine)."""
+    write_tickets(tmp_path / "rows.csv", 3)
+    settings = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
+                "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(BadInput, match=r"s3://out-bucket: cannot reach http://127.0.0.1:9 .*"
+                                        r"check AWS_ENDPOINT_URL"):  # fmt: skip
+        RunPlan.build(params_for(tmp_path, output_dir="s3://out-bucket/prefix"))
+    with pytest.raises(InputError, match=r"^s3://in-bucket/rows.csv: cannot be read \("):
+        RunPlan.build(params_for(tmp_path, input_path="s3://in-bucket/rows.csv"))
+    with pytest.raises(BadInput, match="only s3:// object stores are supported"):
+        RunPlan.build(params_for(tmp_path, output_dir="gs://bucket/prefix"))
