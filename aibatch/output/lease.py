@@ -33,6 +33,9 @@ from aibatch.storage.bucket import BucketError, StoredObject, clients
 from aibatch.storage.location import Location
 
 LEASE_S = float(os.environ.get("AIBATCH_LEASE_S", "60"))
+# The store's clock, as HTTP gives it (Date, Last-Modified), counts whole seconds: a lease
+# may look up to a second older than it is, so it counts as run out a second late.
+CLOCK_STEP_S = 1.0
 HOST = socket.gethostname()
 
 
@@ -60,7 +63,7 @@ def is_live(found: StoredObject) -> bool:
     holder = holder_of(found)
     term = holder.get("lease_s")
     term_s = float(term) if isinstance(term, int | float) else LEASE_S
-    if found.server_now > found.modified + timedelta(seconds=term_s):
+    if found.server_now > found.modified + timedelta(seconds=term_s + CLOCK_STEP_S):
         return False
     pid = holder.get("pid")
     return not (holder.get("host") == HOST and isinstance(pid, int) and not _alive_here(pid))
@@ -71,7 +74,7 @@ def describe(found: StoredObject) -> str:
     who = f"{holder.get('what', 'a run')} (pid {holder.get('pid')} on {holder.get('host')})"
     term = holder.get("lease_s")
     term_s = float(term) if isinstance(term, int | float) else LEASE_S
-    until = (found.modified + timedelta(seconds=term_s)).strftime("%H:%M:%S UTC")
+    until = (found.modified + timedelta(seconds=term_s + CLOCK_STEP_S)).strftime("%H:%M:%S UTC")
     return f"{who}, whose lease runs to {until} unless renewed"
 
 

@@ -201,7 +201,7 @@ def test_a_stalled_holder_loses_the_lease_and_may_publish_nothing_more(bucket: s
     stalled._stop.set()  # as if paused: no renewal from here on
     successor = Lease(where, "the next run", term_s=30.0)
     assert successor.take() is not None  # live: within its term
-    time.sleep(1.5)  # the store's clock passes the stalled lease's term
+    time.sleep(3.2)  # past its term and the clock step, whole seconds as the store counts
     assert successor.take() is None  # taken over, by a conditional overwrite
     with pytest.raises(LeaseLost, match="lost the output's lock"):
         stalled.check()  # its renewal is refused: the version changed
