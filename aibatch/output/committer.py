@@ -121,12 +121,16 @@ class Committer:
                 raise OutputUnwritable.from_error(error, "the journal") from error
             records, self.pending = self.pending, []
             self.last_commit = time.monotonic()
-            try:
-                segments = await asyncio.wrap_future(rotated)  # in a bucket: a PUT
-            except OSError as error:
-                self.pending[:0] = records  # still to publish, by the run's last commit
-                raise OutputUnwritable.from_error(error, "the journal") from error
-            publishing = asyncio.ensure_future(asyncio.to_thread(self._publish, records, segments))
+
+            async def publish() -> None:
+                try:
+                    segments = await asyncio.wrap_future(rotated)  # in a bucket: a PUT
+                except OSError as error:
+                    self.pending[:0] = records  # still to publish, by the run's last commit
+                    raise OutputUnwritable.from_error(error, "the journal") from error
+                await asyncio.to_thread(self._publish, records, segments)
+
+            publishing = asyncio.ensure_future(publish())
             try:
                 await asyncio.shield(publishing)
             except asyncio.CancelledError:

@@ -70,7 +70,7 @@ from aibatch.output.journal import Journal, open_journal
 from aibatch.output.lease import Lease, describe, live_lease
 from aibatch.output.records import FailedRecord, OkRecord
 from aibatch.result_columns import RESULT_COLUMNS
-from aibatch.storage.bucket import BucketError
+from aibatch.storage.bucket import BucketError, StoredObject, clients
 from aibatch.storage.location import Location, fsync_dir, location
 
 # A failure row: the key of the result it could not become, then why.
@@ -182,8 +182,6 @@ class ResultStore:
         """BadInput saying what to fix when the output's bucket cannot be used."""
         if self.root.bucket is not None:
             try:
-                from aibatch.storage.bucket import clients
-
                 clients()[0].check(self.root.bucket)
             except BucketError as error:
                 raise BadInput(str(error)) from error
@@ -260,7 +258,7 @@ class ResultStore:
             self._leases = []
             lease.release()
 
-    def _live_shard_leases(self) -> list[Any]:
+    def _live_shard_leases(self) -> list[StoredObject]:
         locks = [found for found in (self.state_dir / "jobs").files()
                  if found.name == "lock" and "/shards/" in found.path]  # fmt: skip
         return [held for held in map(live_lease, locks) if held is not None]
