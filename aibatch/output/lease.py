@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 
@@ -37,6 +38,20 @@ LEASE_S = float(os.environ.get("AIBATCH_LEASE_S", "60"))
 # may look up to a second older than it is, so it counts as run out a second late.
 CLOCK_STEP_S = 1.0
 HOST = socket.gethostname()
+
+
+def _process_space() -> str:
+    """Where a pid means this process: the kernel's boot and this pid namespace. Two
+    containers may share a host name; they never share both of these with each other."""
+    parts = []
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "/".join(parts)
+
+
+PROCESS_SPACE = _process_space()
 
 
 def _alive_here(pid: int) -> bool:
@@ -66,7 +81,8 @@ def is_live(found: StoredObject) -> bool:
     if found.server_now > found.modified + timedelta(seconds=term_s + CLOCK_STEP_S):
         return False
     pid = holder.get("pid")
-    return not (holder.get("host") == HOST and isinstance(pid, int) and not _alive_here(pid))
+    here = holder.get("host") == HOST and holder.get("space") == PROCESS_SPACE
+    return not (here and isinstance(pid, int) and not _alive_here(pid))
 
 
 def describe(found: StoredObject) -> str:
@@ -94,8 +110,8 @@ class Lease:
         self._lock = threading.Lock()  # one renewal at a time (the thread, a publish)
 
     def _body(self) -> bytes:
-        return orjson.dumps({"what": self.what, "host": HOST, "pid": os.getpid(),
-                             "lease_s": self.term_s})  # fmt: skip
+        return orjson.dumps({"what": self.what, "host": HOST, "space": PROCESS_SPACE,
+                             "pid": os.getpid(), "lease_s": self.term_s})  # fmt: skip
 
     def take(self) -> StoredObject | None:
         """Hold the lease (None), or the live holder's lease object when another has it."""
