@@ -36,6 +36,7 @@ from aibatch.storage.location import location
 from aibatch.testing.s3_server import S3ServerProcess
 from tests.conftest import FlowSimulator, Simulate, sim_config
 from tests.helpers import ROOT, read_everywhere, wait_for, write_invoices, write_tickets
+from tests.jobs.test_answer_columns import V1, V2, commit
 from tests.output.test_committer import answer_without_commit
 
 MAX_CONCURRENCY = 4
@@ -322,3 +323,20 @@ def test_batch_mode_keeps_its_ledger_in_the_bucket(
     ledger = BatchLedger(location(output) / "_aibatch" / "batches").load()
     assert ledger and all(s.state == "collected" for s in ledger), ledger
     assert sorted(read_everywhere(location(output) / "summarize" / "results")) == sorted(texts)
+
+
+def test_a_crash_while_widening_in_a_bucket_leaves_every_file_whole(bucket: str) -> None:
+    """Schema growth's crash point in a bucket: each file overwritten in one PUT, so a crash
+    between two leaves some old and some new, none half; the next run finishes."""
+    store = ResultStore(f"s3://{bucket}/grow", "invoices")
+    for batch in ("A", "B", "C"):
+        commit(store, V1, {batch: {"total": 1.0}})
+    with pytest.raises(crashpoints.SimulatedCrash), crashpoints.armed("widen:replaced", 2):
+        commit(store, V2, {"D": {"total": 4.0, "due": "2026-01-01"}})
+    files = store.results_dir.files(".parquet")
+    widened = [f for f in files if "due" in pq.read_schema(f.path, filesystem=f.fs).names]
+    assert (len(files), len(widened)) == (3, 2)
+    commit(store, V2, {"D": {"total": 4.0, "due": "2026-01-01"}})
+    files = store.results_dir.files(".parquet")
+    assert all("due" in pq.read_schema(f.path, filesystem=f.fs).names for f in files)
+    assert sorted(read_everywhere(store.results_dir)) == ["A", "B", "C", "D"]
