@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import get_run_logger
 from prefect.deployments import arun_deployment
 
@@ -39,9 +38,7 @@ def write_shard_inputs(
     for index, rows in enumerate(np.array_split(np.arange(len(pending)), shards), start=1):
         part = pending.iloc[rows]
         path = directory / f"{source_name}.shard-{index}-of-{shards}.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), sink)
-        path.write_bytes(sink.getvalue().to_pybytes())
+        path.write_parquet(pa.Table.from_pandas(part, preserve_index=False))
         paths.append(path.absolute)
     return paths
 

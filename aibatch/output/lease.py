@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -72,14 +72,19 @@ def holder_of(found: StoredObject) -> dict[str, object]:
     return holder if isinstance(holder, dict) else {}
 
 
+def runs_out(found: StoredObject) -> datetime:
+    """When the lease in `found` runs out by the store's clock, unless renewed."""
+    term = holder_of(found).get("lease_s")
+    term_s = float(term) if isinstance(term, int | float) else LEASE_S
+    return found.modified + timedelta(seconds=term_s + CLOCK_STEP_S)
+
+
 def is_live(found: StoredObject) -> bool:
     """Whether the lease in `found` still holds: within its term by the store's clock, and
     (when its holder ran on this machine) its process still running."""
-    holder = holder_of(found)
-    term = holder.get("lease_s")
-    term_s = float(term) if isinstance(term, int | float) else LEASE_S
-    if found.server_now > found.modified + timedelta(seconds=term_s + CLOCK_STEP_S):
+    if found.server_now > runs_out(found):
         return False
+    holder = holder_of(found)
     pid = holder.get("pid")
     here = holder.get("host") == HOST and holder.get("space") == PROCESS_SPACE
     return not (here and isinstance(pid, int) and not _alive_here(pid))
@@ -88,9 +93,7 @@ def is_live(found: StoredObject) -> bool:
 def describe(found: StoredObject) -> str:
     holder = holder_of(found)
     who = f"{holder.get('what', 'a run')} (pid {holder.get('pid')} on {holder.get('host')})"
-    term = holder.get("lease_s")
-    term_s = float(term) if isinstance(term, int | float) else LEASE_S
-    until = (found.modified + timedelta(seconds=term_s + CLOCK_STEP_S)).strftime("%H:%M:%S UTC")
+    until = runs_out(found).strftime("%H:%M:%S UTC")
     return f"{who}, whose lease runs to {until} unless renewed"
 
 

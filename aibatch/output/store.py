@@ -234,7 +234,8 @@ class ResultStore:
 
     @contextlib.contextmanager
     def _leased(self) -> Iterator[None]:
-        self.check_reachable()
+        # The bucket was checked by the run's plan (check_reachable); a lock it cannot
+        # take is said by the lease's own error.
         whole = self.shard is None
         what = "an aibatch run of the whole input" if whole else f"aibatch shard {self.shard!r}"
         lease = Lease((self.state_dir if whole else self._own_dir) / "lock", what)

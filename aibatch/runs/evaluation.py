@@ -325,9 +325,7 @@ def write_sample(plan: RunPlan, sample_ids: Sequence[str], size: int) -> Locatio
         with path.open_input() as handle:
             if pq.read_table(handle).equals(table):
                 return path  # written by an earlier evaluation: the same rows
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    path.write_bytes(sink.getvalue().to_pybytes())
+    path.write_parquet(table)
     return path
 
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from aibatch.storage.bucket import Bucket, BucketError, clients
+from aibatch.storage.bucket import BucketError, clients
 
 # Schemes an object store could be named by; only S3 is supported (the lock needs its
 # conditional writes), the others are refused with a message instead of read as a folder.
@@ -86,9 +88,6 @@ class Location:
         return Location(f"{self.url.rstrip('/')}/{name}", self.fs, f"{self.path}/{name}",
                         self.bucket)  # fmt: skip
 
-    def _bucket_client(self) -> Bucket:
-        return clients()[0]
-
     # -- reading ----------------------------------------------------------------------------
 
     def exists(self) -> bool:
@@ -111,8 +110,7 @@ class Location:
                 continue
             if info.base_name.startswith((".", "_")):
                 continue
-            relative = info.path[len(self.path) :].lstrip("/")
-            found.append(self._child_path(relative, info.path))
+            found.append(self / info.path[len(self.path) :].lstrip("/"))
         return sorted(found, key=lambda location: location.path)
 
     def subfolders(self) -> list[Location]:
@@ -121,11 +119,6 @@ class Location:
         infos = self.fs.get_file_info(selector)
         names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
         return [self / name for name in sorted(names)]
-
-    def _child_path(self, relative: str, path: str) -> Location:
-        if self.bucket is None:
-            return Location(str(Path(self.url) / relative), self.fs, path)
-        return Location(f"{self.url.rstrip('/')}/{relative}", self.fs, path, self.bucket)
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as stream:
@@ -153,6 +146,12 @@ class Location:
         os.replace(temporary, target)
         fsync_dir(target.parent)
 
+    def write_parquet(self, table: pa.Table) -> None:
+        """Replace the file with `table` as Parquet, atomically (as `write_bytes`)."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.write_bytes(sink.getvalue().to_pybytes())
+
     def make_dirs(self) -> None:
         """Create the folder (a bucket has no folders: nothing to do)."""
         if self.bucket is None:
@@ -162,7 +161,7 @@ class Location:
         """Delete the file; one already gone is fine."""
         if self.bucket is not None:
             # Not pyarrow's delete_file: it leaves an empty "folder" object in its place.
-            self._bucket_client().remove(self.bucket, self.key)
+            clients()[0].remove(self.bucket, self.key)
             return
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path)
